@@ -1,0 +1,58 @@
+"""The HTTP API: one NinjaAPI, errors mapped to each caller's envelope here."""
+
+from __future__ import annotations
+
+import logging
+
+from django.http import Http404, HttpRequest, HttpResponse
+from ninja import NinjaAPI
+from ninja.errors import HttpError
+from ninja.errors import ValidationError as NinjaValidationError
+
+from inference.errors import EngineError, GatewayError, InvalidRequest, ModelNotFound
+
+from ..errors import error_response, request_protocol, validation_message
+from . import health, openai
+
+logger = logging.getLogger(__name__)
+
+api = NinjaAPI(
+    title="LLM gateway",
+    version="1",
+    docs_url=None,  # the docs page pulls assets from a CDN; the schema stays
+    openapi_url="/openapi.json",
+    urls_namespace="gateway-api",
+)
+api.add_router("/v1", openai.router)
+api.add_router("", health.router)
+
+
+@api.exception_handler(GatewayError)
+def on_gateway_error(request: HttpRequest, exc: GatewayError) -> HttpResponse:
+    return error_response(exc, request_protocol(request))
+
+
+@api.exception_handler(NinjaValidationError)
+def on_validation_error(request: HttpRequest, exc: NinjaValidationError) -> HttpResponse:
+    message, param = validation_message(list(exc.errors))
+    return error_response(InvalidRequest(message, param=param), request_protocol(request))
+
+
+@api.exception_handler(Http404)
+def on_not_found(request: HttpRequest, exc: Http404) -> HttpResponse:
+    return error_response(ModelNotFound(str(exc) or "not found"), request_protocol(request))
+
+
+@api.exception_handler(HttpError)
+def on_http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
+    error = GatewayError(str(exc), status=exc.status_code)
+    error.kind = "invalid_request" if exc.status_code < 500 else "api_error"
+    return error_response(error, request_protocol(request))
+
+
+@api.exception_handler(Exception)
+def on_unexpected(request: HttpRequest, exc: Exception) -> HttpResponse:
+    logger.exception("unhandled error on %s %s", request.method, request.path)
+    error = EngineError(f"internal error: {type(exc).__name__}")
+    error.code = "internal_error"
+    return error_response(error, request_protocol(request))

@@ -1,0 +1,71 @@
+"""OpenAI-protocol endpoints: thin views over the routing service."""
+
+from __future__ import annotations
+
+import orjson
+from django.http import HttpRequest, HttpResponse
+from ninja import Router
+
+from inference.errors import InvalidRequest, ModelNotFound
+from routing import selectors, services
+
+from ..protocols import openai as wire
+from ..streaming import open_stream, sse_response
+
+router = Router(tags=["openai"])
+
+_CHAT_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": wire.ChatCompletionRequest.model_json_schema()}},
+    }
+}
+
+
+def json_response(
+    body: object, status: int = 200, headers: dict[str, str] | None = None
+) -> HttpResponse:
+    response = HttpResponse(orjson.dumps(body), status=status, content_type="application/json")
+    for key, value in (headers or {}).items():
+        response[key] = value
+    return response
+
+
+def parse_json(request: HttpRequest) -> object:
+    try:
+        return orjson.loads(request.body)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest(f"the request body is not valid JSON: {exc}") from None
+
+
+@router.post("/chat/completions", openapi_extra=_CHAT_BODY)
+async def chat_completions(request: HttpRequest) -> HttpResponse:
+    chat, include_usage = wire.parse_request(parse_json(request))
+    backend = await services.resolve_backend(chat.model)
+    headers = {"X-Gateway-Backend": backend.name}
+    if not chat.stream:
+        result = await backend.complete(chat)
+        return json_response(wire.completion_body(result, chat.model), headers=headers)
+    events = backend.stream(chat)
+    held = await open_stream(events)
+    encoder = wire.StreamEncoder(chat.model, include_usage)
+    return sse_response(held, events, encoder, backend.name, headers)
+
+
+def _model_card(name: str, created: float, owner: str) -> dict[str, object]:
+    return {"id": name, "object": "model", "created": int(created), "owned_by": owner}
+
+
+@router.get("/models")
+async def list_models(request: HttpRequest) -> HttpResponse:
+    models = await selectors.enabled_local_models()
+    data = [_model_card(m.name, m.created_at.timestamp(), "local") for m in models]
+    return json_response({"object": "list", "data": data})
+
+
+@router.get("/models/{model_id}")
+async def get_model(request: HttpRequest, model_id: str) -> HttpResponse:
+    model = await selectors.get_enabled_local_model(model_id)
+    if model is None:
+        raise ModelNotFound(f"The model {model_id!r} does not exist.", param="model")
+    return json_response(_model_card(model.name, model.created_at.timestamp(), "local"))

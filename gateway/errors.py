@@ -1,0 +1,104 @@
+"""Errors -> HTTP, in one place, in the caller's own protocol envelope.
+
+Views and services raise `inference.errors.GatewayError` subclasses; this
+module alone decides the status and the JSON body for OpenAI and Anthropic
+callers, for errors raised before a response starts and for in-band errors
+sent inside an already-started stream.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Literal
+
+import orjson
+from django.http import HttpRequest, HttpResponse
+
+from inference.errors import GatewayError, RateLimited
+
+logger = logging.getLogger(__name__)
+
+Protocol = Literal["openai", "anthropic"]
+
+_OPENAI_TYPES = {
+    "invalid_request": "invalid_request_error",
+    "not_found": "invalid_request_error",
+    "request_too_large": "invalid_request_error",
+    "authentication": "authentication_error",
+    "permission": "permission_error",
+    "rate_limit": "rate_limit_error",
+    "overloaded": "server_error",
+    "api_error": "server_error",
+}
+_ANTHROPIC_TYPES = {
+    "invalid_request": "invalid_request_error",
+    "not_found": "not_found_error",
+    "request_too_large": "request_too_large",
+    "authentication": "authentication_error",
+    "permission": "permission_error",
+    "rate_limit": "rate_limit_error",
+    "overloaded": "overloaded_error",
+    "api_error": "api_error",
+}
+
+
+def protocol_for(path: str, headers: Any) -> Protocol:
+    """Which envelope a caller expects: from the route, or the anthropic-version header."""
+    if path.startswith("/v1/messages"):
+        return "anthropic"
+    if path.startswith("/v1/models") and headers.get("anthropic-version"):
+        return "anthropic"
+    return "openai"
+
+
+def request_protocol(request: HttpRequest) -> Protocol:
+    return protocol_for(request.path, request.headers)
+
+
+def status_for(error: GatewayError, protocol: Protocol) -> int:
+    if protocol == "anthropic" and error.kind == "overloaded" and error.status == 503:
+        return 529  # Anthropic's status for "overloaded"
+    return error.status
+
+
+def error_body(error: GatewayError, protocol: Protocol) -> dict[str, Any]:
+    if protocol == "anthropic":
+        return {
+            "type": "error",
+            "error": {
+                "type": _ANTHROPIC_TYPES.get(error.kind, "api_error"),
+                "message": error.message,
+            },
+        }
+    return {
+        "error": {
+            "message": error.message,
+            "type": _OPENAI_TYPES.get(error.kind, "server_error"),
+            "param": error.param,
+            "code": error.code,
+        }
+    }
+
+
+def error_response(error: GatewayError, protocol: Protocol) -> HttpResponse:
+    response = HttpResponse(
+        orjson.dumps(error_body(error, protocol)),
+        status=status_for(error, protocol),
+        content_type="application/json",
+    )
+    if isinstance(error, RateLimited) and error.retry_after is not None:
+        response["Retry-After"] = str(max(1, round(error.retry_after)))
+    return response
+
+
+def validation_message(errors: list[dict[str, Any]]) -> tuple[str, str | None]:
+    """A readable message and the offending parameter from pydantic's error list."""
+    first = errors[0] if errors else {}
+    loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "payload")]
+    param = ".".join(loc) or None
+    message = first.get("msg", "invalid request")
+    if param:
+        message = f"{param}: {message}"
+    if len(errors) > 1:
+        message += f" (and {len(errors) - 1} more error{'s' if len(errors) > 2 else ''})"
+    return message, param

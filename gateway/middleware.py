@@ -1,0 +1,88 @@
+"""Guards in front of the API: body size (ASGI) and method errors (Django)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from asgiref.sync import markcoroutinefunction
+from django.http import HttpRequest, HttpResponse
+
+from inference.errors import InvalidRequest, PayloadTooLarge
+
+from .errors import error_body, error_response, protocol_for, request_protocol
+
+Scope = dict[str, Any]
+
+
+class BodySizeLimit:
+    def __init__(self, app: Any, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = {k.decode("latin1").lower(): v.decode("latin1") for k, v in scope["headers"]}
+        declared = headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > self.limit:
+            return await self._refuse(scope, headers, send)
+
+        received = 0
+        refused = False
+
+        async def counting_receive() -> dict[str, Any]:
+            nonlocal received, refused
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit and not refused:
+                    # A chunked body with no length: answer now and make the app
+                    # see a disconnect, so it stops reading and sends nothing.
+                    refused = True
+                    await self._refuse(scope, headers, send)
+                    return {"type": "http.disconnect"}
+            return message
+
+        await self.app(scope, counting_receive, send)
+
+    async def _refuse(self, scope: Scope, headers: dict[str, str], send: Any) -> None:
+        error = PayloadTooLarge(f"request body is larger than the limit of {self.limit} bytes")
+        body = orjson.dumps(error_body(error, protocol_for(scope["path"], headers)))
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"connection", b"close"),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+
+class ApiMethodNotAllowed:
+    """Django middleware: a wrong method on an API route answers in the API envelope.
+
+    django-ninja answers 405 with an empty body before any exception handler
+    runs; API clients expect the same JSON error shape as for every other error.
+    """
+
+    async_capable = True
+    sync_capable = False
+
+    def __init__(self, get_response: Any) -> None:
+        self.get_response = get_response
+        markcoroutinefunction(self)
+
+    async def __call__(self, request: HttpRequest) -> HttpResponse:
+        response = await self.get_response(request)
+        if response.status_code == 405 and request.path.startswith("/v1/"):
+            error = InvalidRequest(f"method {request.method} is not allowed on {request.path}")
+            error.status, error.code = 405, "method_not_allowed"
+            replaced = error_response(error, request_protocol(request))
+            replaced["Allow"] = response.get("Allow", "")
+            return replaced
+        return response

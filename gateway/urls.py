@@ -1,0 +1,27 @@
+from django.contrib import admin
+from django.http import HttpRequest, HttpResponse
+from django.urls import path
+
+from inference.errors import GatewayError
+
+from .api import api
+from .errors import error_response, request_protocol
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("", api.urls),
+]
+
+
+def not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
+    """Unknown paths under /v1 answer in the API envelope, not Django's HTML page."""
+    if request.path.startswith("/v1/") or request.path == "/v1":
+        error = GatewayError(f"no route for {request.method} {request.path}", status=404)
+        error.kind, error.code = "not_found", "unknown_url"
+        return error_response(error, request_protocol(request))
+    from django.views.defaults import page_not_found
+
+    return page_not_found(request, exception)
+
+
+handler404 = not_found

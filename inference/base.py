@@ -1,0 +1,88 @@
+"""The one interface every backend implements: local MLX and cloud providers alike."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Protocol, runtime_checkable
+
+from .types import (
+    ChatRequest,
+    ChatResult,
+    Event,
+    Finish,
+    Part,
+    TextDelta,
+    TextPart,
+    ThinkingDelta,
+    ThinkingPart,
+    ToolCallDelta,
+    ToolCallPart,
+    Usage,
+)
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """A place that can answer a chat request.
+
+    `stream` is an async generator of events ending with exactly one `Finish`;
+    closing it early (client gone) must release whatever it holds upstream.
+    Failures are raised as `inference.errors.GatewayError` subclasses.
+    """
+
+    name: str
+
+    def stream(self, request: ChatRequest) -> AsyncIterator[Event]: ...
+
+    async def complete(self, request: ChatRequest) -> ChatResult: ...
+
+
+class ResultBuilder:
+    """Folds a stream of events into a whole answer.
+
+    Non-streaming calls and the tests that compare streamed with non-streamed
+    answers use the same fold, so the two can never drift apart.
+    """
+
+    def __init__(self, model: str) -> None:
+        self.model = model
+        self.parts: list[Part] = []
+        self._tool_calls: dict[int, ToolCallPart] = {}
+        self.finish: Finish | None = None
+
+    def add(self, event: Event) -> None:
+        last = self.parts[-1] if self.parts else None
+        if isinstance(event, TextDelta):
+            if isinstance(last, TextPart):
+                last.text += event.text
+            elif event.text:
+                self.parts.append(TextPart(event.text))
+        elif isinstance(event, ThinkingDelta):
+            if isinstance(last, ThinkingPart):
+                last.text += event.text
+            elif event.text:
+                self.parts.append(ThinkingPart(event.text))
+        elif isinstance(event, ToolCallDelta):
+            call = self._tool_calls.get(event.index)
+            if call is None:
+                call = ToolCallPart(id=event.id or "", name=event.name or "", arguments="")
+                self._tool_calls[event.index] = call
+                self.parts.append(call)
+            if event.id:
+                call.id = event.id
+            if event.name:
+                call.name = event.name
+            call.arguments += event.arguments
+        else:
+            self.finish = event
+
+    def result(self, response_id: str | None = None) -> ChatResult:
+        finish = self.finish or Finish(reason="stop", usage=Usage())
+        return ChatResult(model=self.model, content=self.parts, finish=finish, id=response_id)
+
+
+async def collect(model: str, events: AsyncIterator[Event]) -> ChatResult:
+    builder = ResultBuilder(model)
+    async for event in events:
+        builder.add(event)
+    return builder.result()

@@ -1,0 +1,98 @@
+"""Domain errors raised by backends and the routing layer.
+
+They carry what the HTTP layer needs (a status and a kind) but no wire format:
+`gateway.errors` renders them in the caller's protocol, in one place.
+"""
+
+from __future__ import annotations
+
+
+class GatewayError(Exception):
+    """Base class: something the client should be told about, with a status."""
+
+    status: int = 500
+    kind: str = "api_error"  # one of ErrorKind in gateway.errors
+    code: str | None = None
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        status: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        if code is not None:
+            self.code = code
+        if status is not None:
+            self.status = status
+
+
+class InvalidRequest(GatewayError):
+    status = 400
+    kind = "invalid_request"
+
+
+class UnsupportedFeature(InvalidRequest):
+    code = "unsupported_feature"
+
+
+class ContextLengthExceeded(InvalidRequest):
+    code = "context_length_exceeded"
+
+
+class ModelNotFound(GatewayError):
+    status = 404
+    kind = "not_found"
+    code = "model_not_found"
+
+
+class PayloadTooLarge(GatewayError):
+    status = 413
+    kind = "request_too_large"
+    code = "request_too_large"
+
+
+class AuthenticationFailed(GatewayError):
+    status = 401
+    kind = "authentication"
+    code = "invalid_api_key"
+
+
+class PermissionDenied(GatewayError):
+    status = 403
+    kind = "permission"
+    code = "model_not_allowed"
+
+
+class RateLimited(GatewayError):
+    status = 429
+    kind = "rate_limit"
+    code = "rate_limit_exceeded"
+
+    def __init__(self, message: str, *, retry_after: float | None = None, **kw: object) -> None:
+        super().__init__(message, **kw)  # type: ignore[arg-type]
+        self.retry_after = retry_after
+
+
+class BackendUnavailable(GatewayError):
+    """The backend cannot take the request now (overloaded, breaker open, no slot)."""
+
+    status = 503
+    kind = "overloaded"
+    code = "backend_unavailable"
+
+
+class EngineError(GatewayError):
+    """The local engine failed while serving the request (load error, OOM, bug)."""
+
+    status = 500
+    kind = "api_error"
+    code = "engine_error"
+
+
+class ModelLoadError(EngineError):
+    code = "model_load_failed"

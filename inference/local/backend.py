@@ -1,0 +1,105 @@
+"""The local backend: the `Backend` interface over the MLX engine."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from ..base import collect
+from ..errors import ContextLengthExceeded, UnsupportedFeature
+from ..types import ChatRequest, ChatResult, Event, Finish, TextDelta, Usage
+from .engine import Engine, GenerationParams
+from .model import LoadedModel, ModelSpec
+from .prompt import template_messages, template_tools
+
+_FINISH = {"stop": "stop", "length": "length", "stop_sequence": "stop_sequence"}
+
+
+@dataclass(frozen=True, slots=True)
+class Defaults:
+    """A local model's defaults, used only where the request says nothing."""
+
+    max_tokens: int = 512
+    temperature: float | None = None
+    top_p: float | None = None
+
+
+class LocalBackend:
+    def __init__(self, engine: Engine, spec: ModelSpec, defaults: Defaults | None = None) -> None:
+        self.engine = engine
+        self.spec = spec
+        self.defaults = defaults or Defaults()
+        self.name = f"local:{spec.name}"
+
+    async def complete(self, request: ChatRequest) -> ChatResult:
+        return await collect(self.spec.name, self.stream(request))
+
+    async def stream(self, request: ChatRequest) -> AsyncIterator[Event]:
+        async with self.engine.lease(self.spec) as model:
+            prompt = await self.prompt_tokens(model, request)
+            params = self._params(request, model, len(prompt))
+            chunks = self.engine.generate(model, prompt, params)
+            async with contextlib.aclosing(chunks):
+                async for chunk in chunks:
+                    if chunk.text:
+                        yield TextDelta(chunk.text)
+                    if chunk.finish_reason is not None:
+                        yield Finish(
+                            reason=_FINISH[chunk.finish_reason],  # type: ignore[arg-type]
+                            usage=Usage(input_tokens=len(prompt), output_tokens=chunk.tokens),
+                            stop_sequence=chunk.stop_sequence,
+                        )
+
+    async def count_tokens(self, request: ChatRequest) -> int:
+        async with self.engine.lease(self.spec) as model:
+            return len(await self.prompt_tokens(model, request))
+
+    async def prompt_tokens(self, model: LoadedModel, request: ChatRequest) -> list[int]:
+        if request.extensions:
+            names = ", ".join(sorted(request.extensions))
+            raise UnsupportedFeature(
+                f"local model {self.spec.name!r} does not support: {names}",
+                param=sorted(request.extensions)[0],
+            )
+        if request.tools and not model.has_tool_calling:
+            raise UnsupportedFeature(
+                f"model {self.spec.name!r} has no tool-calling chat template", param="tools"
+            )
+        messages = template_messages(request.messages, self.spec.name)
+        tools = template_tools(request.tools) if request.tools else None
+        # Templates are Jinja and tokenizing is CPU work: keep both off the loop.
+        prompt = await asyncio.to_thread(model.encode_chat, messages, tools)
+        if len(prompt) >= model.context_length:
+            raise ContextLengthExceeded(
+                f"the prompt is {len(prompt)} tokens; model {self.spec.name!r} "
+                f"has a context of {model.context_length} tokens",
+                param="messages",
+            )
+        return prompt
+
+    def _params(
+        self, request: ChatRequest, model: LoadedModel, prompt_len: int
+    ) -> GenerationParams:
+        room = model.context_length - prompt_len
+        max_tokens = (
+            request.max_tokens if request.max_tokens is not None else self.defaults.max_tokens
+        )
+        # Explicit `is None` checks: temperature 0 means greedy, not "unset".
+        temperature = request.temperature
+        if temperature is None:
+            temperature = (
+                self.defaults.temperature if self.defaults.temperature is not None else 1.0
+            )
+        top_p = request.top_p
+        if top_p is None:
+            top_p = self.defaults.top_p if self.defaults.top_p is not None else 1.0
+        return GenerationParams(
+            max_tokens=max(1, min(max_tokens, room)),
+            temperature=temperature,
+            top_p=top_p,
+            top_k=request.top_k or 0,
+            seed=request.seed,
+            stop=tuple(request.stop),
+        )

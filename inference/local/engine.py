@@ -1,0 +1,398 @@
+"""The MLX engine: one thread per process owns every decoding step.
+
+asyncio code never touches MLX while a model generates. Requests are posted to
+the engine thread as commands; it runs one `BatchGenerator` per resident model,
+so concurrent requests for a model share each decoding step (continuous
+batching), and hands text back to each request's event loop in one call per
+step. Loading runs on a separate loader thread so that a slow load does not
+stall the decoding of models already resident.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import queue
+import secrets
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import BackendUnavailable, EngineError, ModelLoadError
+from .model import LoadedModel, ModelSpec, load_model
+from .sampling import make_sampler
+from .stops import StopMatcher
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationParams:
+    max_tokens: int
+    temperature: float
+    top_p: float = 1.0
+    top_k: int = 0
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+
+
+@dataclass(slots=True)
+class Chunk:
+    """Text produced since the previous chunk, and how the sequence ended."""
+
+    text: str
+    tokens: int  # tokens generated so far in this sequence
+    finish_reason: str | None = None  # "stop", "length" or "stop_sequence"
+    stop_sequence: str | None = None
+    error: BaseException | None = None
+
+
+@dataclass(eq=False, slots=True)
+class _Sequence:
+    model: LoadedModel
+    prompt: list[int]
+    params: GenerationParams
+    loop: asyncio.AbstractEventLoop
+    inbox: asyncio.Queue[Chunk] = field(default_factory=asyncio.Queue)
+    uid: int | None = None
+    detokenizer: Any = None
+    stops: StopMatcher | None = None
+    generated: int = 0
+    done: bool = False
+
+
+@dataclass(slots=True)
+class EngineStats:
+    resident_models: list[str]
+    loading_models: list[str]
+    active_sequences: int
+    queued_requests: int
+    decode_steps: int  # batched decoding steps run, all models together
+    prompt_tokens_processed: int  # prompt tokens run through a model (prefill)
+    generated_tokens: int
+
+
+class Engine:
+    def __init__(
+        self,
+        *,
+        max_resident_models: int = 2,
+        max_batch_size: int = 32,
+        prefill_step_size: int = 2048,
+        slot_wait_seconds: float = 300.0,
+        loader: Callable[[ModelSpec], LoadedModel] = load_model,
+    ) -> None:
+        self.max_resident_models = max(1, max_resident_models)
+        self.max_batch_size = max_batch_size
+        self.prefill_step_size = prefill_step_size
+        self.slot_wait_seconds = slot_wait_seconds
+        self._load = loader
+        self._lock = threading.Lock()
+        self._resident: dict[str, LoadedModel] = {}
+        self._loading: dict[str, Future[LoadedModel]] = {}
+        self._commands: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
+        self._queued = 0  # submitted, not yet inserted into a batch
+        self._active: dict[LoadedModel, dict[int, _Sequence]] = {}
+        self._thread: threading.Thread | None = None
+        self._thread_lock = threading.Lock()  # not _lock: _post runs under it
+        self._steps = 0
+        self._prompt_tokens = 0
+        self._generated = 0
+        self._loader_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="mlx-loader")
+        self._closed = False
+
+    # ----------------------------------------------------------- asyncio side
+
+    @contextlib.asynccontextmanager
+    async def lease(self, spec: ModelSpec) -> AsyncIterator[LoadedModel]:
+        """The model, loaded, and protected from eviction until the block ends."""
+        model = await self._acquire(spec)
+        try:
+            yield model
+        finally:
+            with self._lock:
+                model.leases -= 1
+                model.last_used = time.monotonic()
+
+    async def _acquire(self, spec: ModelSpec) -> LoadedModel:
+        deadline = time.monotonic() + self.slot_wait_seconds
+        while True:
+            with self._lock:
+                model = self._resident.get(spec.name)
+                if model is not None and model.spec == spec:
+                    model.leases += 1
+                    model.last_used = time.monotonic()
+                    return model
+                future = self._start_load_locked(spec)
+            if future is None:
+                # Every resident model is serving requests: wait for one to finish
+                # rather than evict a model mid-generation.
+                if time.monotonic() > deadline:
+                    raise BackendUnavailable(
+                        f"model {spec.name!r} cannot be loaded: all "
+                        f"{self.max_resident_models} model slots are busy"
+                    )
+                await asyncio.sleep(0.05)
+                continue
+            try:
+                await asyncio.wrap_future(future)
+            except Exception as exc:
+                raise ModelLoadError(f"model {spec.name!r} failed to load: {exc}") from exc
+
+    def preload(self, spec: ModelSpec) -> Future[LoadedModel] | None:
+        """Start loading a model in the background (used for `preload` models)."""
+        with self._lock:
+            if spec.name in self._resident and self._resident[spec.name].spec == spec:
+                return None
+            return self._start_load_locked(spec)
+
+    def _start_load_locked(self, spec: ModelSpec) -> Future[LoadedModel] | None:
+        pending = self._loading.get(spec.name)
+        if pending is not None:
+            return pending  # at most one load per model at a time
+        stale = self._resident.get(spec.name)
+        if stale is not None:
+            # Its configuration changed (say, a new path): replace it once idle.
+            if stale.leases:
+                return None
+            self._evict_locked(stale)
+        while len(self._resident) + len(self._loading) >= self.max_resident_models:
+            idle = [m for m in self._resident.values() if m.leases == 0]
+            if not idle:
+                return None
+            self._evict_locked(min(idle, key=lambda m: m.last_used))
+        future = self._loader_pool.submit(self._load, spec)
+        self._loading[spec.name] = future
+        future.add_done_callback(lambda f: self._loaded(spec, f))
+        return future
+
+    def _loaded(self, spec: ModelSpec, future: Future[LoadedModel]) -> None:
+        with self._lock:
+            self._loading.pop(spec.name, None)
+            if future.exception() is None:
+                model = future.result()
+                model.last_used = time.monotonic()
+                self._resident[spec.name] = model
+                logger.info("model %s loaded from %s", spec.name, spec.path)
+            else:
+                # Dropped from _loading, so the next request retries the load.
+                logger.error("model %s failed to load: %s", spec.name, future.exception())
+
+    def _evict_locked(self, model: LoadedModel) -> None:
+        del self._resident[model.spec.name]
+        self._post("unload", model)
+        logger.info("model %s unloaded (least recently used)", model.spec.name)
+
+    async def generate(
+        self, model: LoadedModel, prompt: list[int], params: GenerationParams
+    ) -> AsyncIterator[Chunk]:
+        """Generate from a leased model; closing the iterator cancels the sequence."""
+        if self._closed:
+            raise BackendUnavailable("the local engine is shutting down")
+        seq = _Sequence(model=model, prompt=prompt, params=params, loop=asyncio.get_running_loop())
+        with self._lock:
+            self._queued += 1
+        self._post("submit", seq)
+        try:
+            while True:
+                chunk = await seq.inbox.get()
+                # Merge what else is already waiting: a slow reader gets fewer,
+                # larger chunks instead of falling behind one token at a time.
+                while chunk.finish_reason is None and chunk.error is None:
+                    try:
+                        nxt = seq.inbox.get_nowait()
+                    except asyncio.QueueEmpty:
+                        break
+                    chunk = _merge(chunk, nxt)
+                if chunk.error is not None:
+                    raise chunk.error
+                yield chunk
+                if chunk.finish_reason is not None:
+                    return
+        finally:
+            if not seq.done:
+                seq.done = True
+                self._post("cancel", seq)
+
+    def stats(self) -> EngineStats:
+        with self._lock:
+            return EngineStats(
+                resident_models=sorted(self._resident),
+                loading_models=sorted(self._loading),
+                active_sequences=sum(len(s) for s in self._active.values()),
+                queued_requests=self._queued,
+                decode_steps=self._steps,
+                prompt_tokens_processed=self._prompt_tokens,
+                generated_tokens=self._generated,
+            )
+
+    def close(self) -> None:
+        self._closed = True
+        if self._thread is not None:
+            self._post("stop", None)
+            self._thread.join(timeout=10)
+        self._loader_pool.shutdown(wait=False, cancel_futures=True)
+
+    def _post(self, command: str, payload: Any) -> None:
+        if self._thread is None:
+            with self._thread_lock:
+                if self._thread is None:
+                    self._thread = threading.Thread(
+                        target=self._run, name="mlx-engine", daemon=True
+                    )
+                    self._thread.start()
+        self._commands.put((command, payload))
+
+    # ------------------------------------------------------------ engine side
+
+    def _run(self) -> None:
+        while True:
+            busy = any(self._active.values())
+            try:
+                command, payload = self._commands.get(block=not busy)
+            except queue.Empty:
+                command = None
+            while command is not None:
+                if command == "stop":
+                    self._fail_all(BackendUnavailable("the local engine is shutting down"))
+                    return
+                self._handle(command, payload)
+                try:
+                    command, payload = self._commands.get_nowait()
+                except queue.Empty:
+                    command = None
+            outbox: dict[asyncio.AbstractEventLoop, list[tuple[_Sequence, Chunk]]] = {}
+            for model in [m for m, seqs in self._active.items() if seqs]:
+                self._step(model, outbox)
+            for loop, items in outbox.items():
+                self._dispatch(loop, items)
+
+    def _dispatch(
+        self, loop: asyncio.AbstractEventLoop, items: list[tuple[_Sequence, Chunk]]
+    ) -> None:
+        try:
+            loop.call_soon_threadsafe(_deliver, items)
+        except RuntimeError:
+            # The request's event loop is gone: nobody will read, stop generating.
+            for seq, _ in items:
+                seq.done = True
+                self._handle("cancel", seq)
+
+    def _handle(self, command: str, payload: Any) -> None:
+        if command == "submit":
+            self._insert(payload)
+        elif command == "cancel":
+            seq: _Sequence = payload
+            seqs = self._active.get(seq.model, {})
+            if seq.uid is not None and seqs.pop(seq.uid, None) is not None:
+                seq.model.generator.remove([seq.uid])
+        elif command == "unload":
+            model: LoadedModel = payload
+            self._active.pop(model, None)
+            model.release()
+
+    def _insert(self, seq: _Sequence) -> None:
+        with self._lock:
+            self._queued -= 1
+        if seq.done:
+            return  # cancelled while queued
+        model = seq.model
+        try:
+            generator = model.ensure_generator(
+                max_batch_size=self.max_batch_size, prefill_step_size=self.prefill_step_size
+            )
+            params = seq.params
+            sampler = None  # None = the generator's shared greedy sampler, batched
+            if params.temperature > 0:
+                seed = params.seed if params.seed is not None else secrets.randbits(62)
+                sampler = make_sampler(params.temperature, params.top_p, params.top_k, seed)
+            (uid,) = generator.insert(
+                [seq.prompt], max_tokens=[params.max_tokens], samplers=[sampler]
+            )
+        except Exception as exc:
+            logger.exception("engine failed to accept a request for %s", model.spec.name)
+            self._dispatch(seq.loop, [(seq, Chunk("", 0, error=_engine_error(exc)))])
+            return
+        seq.uid = uid
+        seq.detokenizer = model.tokenizer.detokenizer
+        seq.stops = StopMatcher(params.stop)
+        self._active.setdefault(model, {})[uid] = seq
+
+    def _step(self, model: LoadedModel, outbox: dict[Any, list[tuple[_Sequence, Chunk]]]) -> None:
+        seqs = self._active[model]
+        try:
+            with model.generator.stats() as work:
+                _, responses = model.generator.next()
+        except Exception as exc:
+            # The batch state is unknown after a failure: fail its requests
+            # and start the model over with a fresh generator.
+            logger.exception("decoding step failed for %s", model.spec.name)
+            error = _engine_error(exc)
+            for seq in seqs.values():
+                outbox.setdefault(seq.loop, []).append((seq, Chunk("", 0, error=error)))
+            seqs.clear()
+            model.reset_generator()
+            return
+        self._steps += 1
+        self._prompt_tokens += work.prompt_tokens
+        self._generated += work.generation_tokens
+        finished: list[int] = []
+        for response in responses:
+            seq = seqs.get(response.uid)
+            if seq is None:
+                continue
+            chunk = self._advance(seq, response.token, response.finish_reason)
+            if chunk.finish_reason is not None:
+                finished.append(response.uid)
+                if response.finish_reason is None:
+                    # A stop string ended it; the generator does not know yet.
+                    model.generator.remove([response.uid])
+            if chunk.text or chunk.finish_reason is not None:
+                outbox.setdefault(seq.loop, []).append((seq, chunk))
+        for uid in finished:
+            seqs.pop(uid, None)
+
+    def _advance(self, seq: _Sequence, token: int, finish: str | None) -> Chunk:
+        detok = seq.detokenizer
+        seq.generated += 1
+        n = seq.generated
+        eos = finish == "stop" and token in seq.model.eos_token_ids
+        if not eos:
+            detok.add_token(token)
+        if finish is not None:
+            detok.finalize()
+        assert seq.stops is not None
+        text, hit = seq.stops.feed(detok.last_segment)
+        if hit is not None:
+            return Chunk(text, n, finish_reason="stop_sequence", stop_sequence=hit)
+        if finish is not None:
+            return Chunk(text + seq.stops.flush(), n, finish_reason=finish)
+        return Chunk(text, n)
+
+    def _fail_all(self, error: BaseException) -> None:
+        outbox: dict[Any, list[tuple[_Sequence, Chunk]]] = {}
+        for seqs in self._active.values():
+            for seq in seqs.values():
+                outbox.setdefault(seq.loop, []).append((seq, Chunk("", 0, error=error)))
+            seqs.clear()
+        for loop, items in outbox.items():
+            self._dispatch(loop, items)
+
+
+def _merge(a: Chunk, b: Chunk) -> Chunk:
+    if b.error is not None:
+        return b
+    return Chunk(a.text + b.text, b.tokens, b.finish_reason, b.stop_sequence)
+
+
+def _engine_error(exc: BaseException) -> EngineError:
+    return EngineError(f"local inference failed: {type(exc).__name__}: {exc}")
+
+
+def _deliver(items: list[tuple[_Sequence, Chunk]]) -> None:
+    for seq, chunk in items:
+        seq.inbox.put_nowait(chunk)

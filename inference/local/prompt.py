@@ -1,0 +1,100 @@
+"""Internal messages -> the message dicts that Hugging Face chat templates expect."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from ..errors import UnsupportedFeature
+from ..types import (
+    ImagePart,
+    Message,
+    TextPart,
+    ThinkingPart,
+    ToolCallPart,
+    ToolResultPart,
+    ToolSpec,
+)
+
+
+def template_messages(messages: list[Message], model_name: str) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for message in messages:
+        if message.role == "system":
+            out.append({"role": "system", "content": _text_of(message.content, model_name)})
+            continue
+        texts: list[str] = []
+        has_results = False
+        tool_calls: list[dict[str, Any]] = []
+        for part in message.content:
+            if isinstance(part, TextPart):
+                texts.append(part.text)
+            elif isinstance(part, ThinkingPart):
+                continue  # earlier reasoning is not fed back to the model
+            elif isinstance(part, ToolCallPart):
+                tool_calls.append(
+                    {
+                        "id": part.id,
+                        "type": "function",
+                        "function": {"name": part.name, "arguments": _json_arguments(part)},
+                    }
+                )
+            elif isinstance(part, ToolResultPart):
+                # Each result becomes its own tool message, as templates expect.
+                has_results = True
+                out.append(
+                    {
+                        "role": "tool",
+                        "tool_call_id": part.tool_call_id,
+                        "content": _text_of(part.content, model_name),
+                    }
+                )
+            elif isinstance(part, ImagePart):
+                raise _no_images(model_name)
+        # Tool results were emitted above as tool messages; what is left of a
+        # message that carried only results is nothing.
+        if message.role != "tool" and (texts or tool_calls or not has_results):
+            entry: dict[str, Any] = {"role": message.role, "content": "".join(texts)}
+            if tool_calls:
+                entry["tool_calls"] = tool_calls
+            out.append(entry)
+    return out
+
+
+def template_tools(tools: list[ToolSpec]) -> list[dict[str, Any]]:
+    return [
+        {
+            "type": "function",
+            "function": {
+                "name": tool.name,
+                "description": tool.description or "",
+                "parameters": tool.parameters,
+            },
+        }
+        for tool in tools
+    ]
+
+
+def _text_of(parts: list[Any], model_name: str) -> str:
+    chunks: list[str] = []
+    for part in parts:
+        if isinstance(part, ImagePart):
+            raise _no_images(model_name)
+        if isinstance(part, TextPart):
+            chunks.append(part.text)
+    return "".join(chunks)
+
+
+def _json_arguments(part: ToolCallPart) -> Any:
+    # Templates render arguments themselves; most expect a mapping.
+    try:
+        return json.loads(part.arguments) if part.arguments else {}
+    except json.JSONDecodeError:
+        return part.arguments
+
+
+def _no_images(model_name: str) -> UnsupportedFeature:
+    return UnsupportedFeature(
+        f"model {model_name!r} is a text-only local model and cannot take images",
+        param="messages",
+    )

@@ -1,0 +1,28 @@
+"""Per-request samplers with their own random stream.
+
+mlx-lm's samplers draw from MLX's global random state, which every sequence
+in a batch shares; a request's `seed` would then depend on its neighbours.
+Each sampler here carries its own key, split once per step.
+"""
+
+from __future__ import annotations
+
+import mlx.core as mx
+from mlx_lm.sample_utils import apply_top_k, apply_top_p
+
+
+def make_sampler(temperature: float, top_p: float, top_k: int, seed: int):
+    """A sampler for `temperature > 0`; temperature 0 is greedy and needs none."""
+    key = mx.random.key(seed)
+    inverse_temperature = 1.0 / temperature
+
+    def sample(logprobs: mx.array) -> mx.array:
+        nonlocal key
+        key, step_key = mx.random.split(key)
+        if 0 < top_p < 1.0:
+            logprobs = apply_top_p(logprobs, top_p)
+        if 0 < top_k < logprobs.shape[-1]:
+            logprobs = apply_top_k(logprobs, top_k)
+        return mx.random.categorical(logprobs * inverse_temperature, key=step_key)
+
+    return sample

@@ -1,0 +1,152 @@
+"""The internal form of a chat request and of its answer.
+
+Every wire protocol translates to and from these types, and every backend
+consumes and produces them, so N protocols and M backends need N + M
+translators rather than N x M.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Role = Literal["system", "user", "assistant", "tool"]
+# Internal finish reasons; protocols map them to their own names.
+FinishReason = Literal["stop", "length", "tool_calls", "stop_sequence", "content_filter"]
+
+
+@dataclass(slots=True)
+class TextPart:
+    text: str
+
+
+@dataclass(slots=True)
+class ImagePart:
+    media_type: str | None = None
+    data: str | None = None  # base64, when the client sent the bytes
+    url: str | None = None  # passed on as is; the gateway never fetches it
+
+
+@dataclass(slots=True)
+class ThinkingPart:
+    text: str
+    signature: str | None = None
+
+
+@dataclass(slots=True)
+class ToolCallPart:
+    id: str
+    name: str
+    arguments: str  # JSON text, as both protocols stream it
+
+
+@dataclass(slots=True)
+class ToolResultPart:
+    tool_call_id: str
+    content: list[TextPart | ImagePart]
+    is_error: bool = False
+
+
+Part = TextPart | ImagePart | ThinkingPart | ToolCallPart | ToolResultPart
+
+
+@dataclass(slots=True)
+class Message:
+    role: Role
+    content: list[Part]
+    name: str | None = None
+
+
+@dataclass(slots=True)
+class ToolSpec:
+    name: str
+    description: str | None
+    parameters: dict[str, Any]
+
+
+@dataclass(slots=True)
+class ToolChoice:
+    mode: Literal["auto", "any", "none", "tool"]
+    name: str | None = None
+    parallel: bool = True
+
+
+@dataclass(slots=True)
+class ChatRequest:
+    model: str
+    messages: list[Message]
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    stop: list[str] = field(default_factory=list)
+    seed: int | None = None
+    tools: list[ToolSpec] = field(default_factory=list)
+    tool_choice: ToolChoice | None = None
+    stream: bool = False
+    user: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    # Wire fields the internal form does not model (say, OpenAI's `logprobs`):
+    # a backend that cannot honour one refuses the request instead of
+    # silently ignoring it.
+    extensions: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Usage:
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+
+# Stream events, in the order a backend yields them.
+
+
+@dataclass(slots=True)
+class TextDelta:
+    text: str
+
+
+@dataclass(slots=True)
+class ThinkingDelta:
+    text: str
+
+
+@dataclass(slots=True)
+class ToolCallDelta:
+    """One piece of a tool call: the first carries id and name, later ones arguments."""
+
+    index: int
+    id: str | None = None
+    name: str | None = None
+    arguments: str = ""
+
+
+@dataclass(slots=True)
+class Finish:
+    reason: FinishReason
+    usage: Usage
+    stop_sequence: str | None = None
+
+
+Event = TextDelta | ThinkingDelta | ToolCallDelta | Finish
+
+
+@dataclass(slots=True)
+class ChatResult:
+    """A whole answer: what a non-streaming call returns."""
+
+    model: str
+    content: list[Part]
+    finish: Finish
+    id: str | None = None
+
+
+def is_content(event: Event) -> bool:
+    """True once an event carries something the client must see.
+
+    Routing holds back everything before the first content so that a failure
+    before it can still fail over or become a proper HTTP error.
+    """
+    if isinstance(event, TextDelta | ThinkingDelta):
+        return bool(event.text)
+    return isinstance(event, ToolCallDelta)

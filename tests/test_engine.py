@@ -1,0 +1,237 @@
+"""The MLX engine: continuous batching, cancellation, stops, loading and eviction."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from inference.errors import BackendUnavailable, ContextLengthExceeded, ModelLoadError
+from inference.local.backend import Defaults, LocalBackend
+from inference.local.engine import Engine, GenerationParams
+from inference.local.model import LoadedModel, ModelSpec, load_model
+from inference.local.stops import StopMatcher
+from inference.types import ChatRequest, Message, TextPart
+
+PROMPT = "Write a long story about a fox who learns to sail."
+
+
+def chat(text: str = PROMPT, **kw: object) -> ChatRequest:
+    return ChatRequest(model="demo", messages=[Message("user", [TextPart(text)])], **kw)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+async def engine():
+    engine = Engine(max_resident_models=2)
+    yield engine
+    engine.close()
+
+
+async def generate(
+    engine: Engine, spec: ModelSpec, text: str, **params: object
+) -> tuple[str, int, str | None]:
+    async with engine.lease(spec) as model:
+        prompt = model.encode_chat([{"role": "user", "content": text}])
+        options = {"max_tokens": 32, "temperature": 0.0, **params}
+        out, tokens, finish = "", 0, None
+        async for chunk in engine.generate(model, prompt, GenerationParams(**options)):  # type: ignore[arg-type]
+            out += chunk.text
+            tokens, finish = chunk.tokens, chunk.finish_reason
+        return out, tokens, finish
+
+
+async def test_concurrent_requests_share_decoding_steps(
+    engine: Engine, demo_model_path: Path
+) -> None:
+    spec = ModelSpec("demo", str(demo_model_path))
+    prompts = [PROMPT, "Explain how tides work, in detail."]
+    await generate(engine, spec, "warm up", max_tokens=4)
+
+    started = time.perf_counter()
+    sequential = [await generate(engine, spec, p, max_tokens=48) for p in prompts]
+    sequential_time = time.perf_counter() - started
+    steps_before = engine.stats().decode_steps
+
+    started = time.perf_counter()
+    concurrent = await asyncio.gather(*[generate(engine, spec, p, max_tokens=48) for p in prompts])
+    concurrent_time = time.perf_counter() - started
+    steps = engine.stats().decode_steps - steps_before
+
+    tokens = sum(t for _, t, _ in concurrent)
+    assert tokens == sum(t for _, t, _ in sequential)
+    # Shared steps: the two sequences advanced together, not one after another.
+    assert steps < tokens * 0.75, (steps, tokens)
+    ratio = concurrent_time / sequential_time
+    assert ratio < 0.85, f"concurrent/sequential time ratio {ratio:.2f}"
+
+
+async def test_prompt_is_processed_once_not_every_token(
+    engine: Engine, demo_model_path: Path
+) -> None:
+    spec = ModelSpec("demo", str(demo_model_path))
+    await generate(engine, spec, "warm up", max_tokens=2)
+    before = engine.stats()
+    async with engine.lease(spec) as model:
+        prompt_len = len(model.encode_chat([{"role": "user", "content": PROMPT * 5}]))
+    _, tokens, _ = await generate(engine, spec, PROMPT * 5, max_tokens=40)
+    after = engine.stats()
+    assert tokens > 10
+    assert after.prompt_tokens_processed - before.prompt_tokens_processed <= prompt_len
+    assert after.generated_tokens - before.generated_tokens == tokens
+
+
+async def test_cancel_frees_the_slot_within_a_step(engine: Engine, demo_model_path: Path) -> None:
+    spec = ModelSpec("demo", str(demo_model_path))
+    async with engine.lease(spec) as model:
+        prompt = model.encode_chat([{"role": "user", "content": PROMPT}])
+        params = GenerationParams(max_tokens=3000, temperature=0.9, seed=1)
+        stream = engine.generate(model, prompt, params)
+        for _ in range(3):
+            await anext(stream)
+        assert engine.stats().active_sequences == 1
+        steps_at_cancel = engine.stats().decode_steps
+        await stream.aclose()
+        deadline = time.monotonic() + 2
+        while engine.stats().active_sequences and time.monotonic() < deadline:
+            await asyncio.sleep(0.002)
+        stats = engine.stats()
+    assert stats.active_sequences == 0
+    assert stats.decode_steps - steps_at_cancel <= 2
+
+
+async def test_task_cancellation_also_frees_the_slot(engine: Engine, demo_model_path: Path) -> None:
+    spec = ModelSpec("demo", str(demo_model_path))
+    task = asyncio.create_task(
+        generate(engine, spec, PROMPT, max_tokens=3000, temperature=1.0, seed=2)
+    )
+    while engine.stats().generated_tokens < 5:
+        await asyncio.sleep(0.01)
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    deadline = time.monotonic() + 2
+    while engine.stats().active_sequences and time.monotonic() < deadline:
+        await asyncio.sleep(0.005)
+    assert engine.stats().active_sequences == 0
+
+
+async def test_stop_strings_cut_the_text(engine: Engine, demo_model_path: Path) -> None:
+    spec = ModelSpec("demo", str(demo_model_path))
+    text, _, _ = await generate(engine, spec, PROMPT, max_tokens=40)
+    stop = text[10:13]
+    cut, _, finish = await generate(engine, spec, PROMPT, max_tokens=40, stop=(stop,))
+    assert finish == "stop_sequence"
+    assert cut == text[: text.index(stop)]
+
+
+async def test_max_tokens_and_seeds_per_request(engine: Engine, demo_model_path: Path) -> None:
+    spec = ModelSpec("demo", str(demo_model_path))
+    results = await asyncio.gather(
+        generate(engine, spec, PROMPT, max_tokens=3, temperature=1.0, seed=5),
+        generate(engine, spec, PROMPT, max_tokens=9, temperature=1.0, seed=5),
+        generate(engine, spec, PROMPT, max_tokens=9, temperature=1.0, seed=6),
+    )
+    (a, na, fa), (b, nb, _), (c, _, _) = results
+    assert (na, fa) == (3, "length") or fa == "stop"
+    assert nb <= 9
+    # Same seed, same start, whatever shares the batch; another seed differs.
+    assert b.startswith(a[: len(a) // 2])
+    assert b != c
+
+
+def test_stop_matcher_holds_back_partial_matches() -> None:
+    matcher = StopMatcher(["</end>", "STOP"])
+    assert matcher.feed("hello </e") == ("hello ", None)
+    assert matcher.feed("nd") == ("", None)
+    assert matcher.feed("> tail") == ("", "</end>")
+    other = StopMatcher(["ab"])
+    assert other.feed("xa") == ("x", None)
+    assert other.feed("c") == ("ac", None)
+    assert other.flush() == ""
+    assert StopMatcher([]).feed("anything") == ("anything", None)
+
+
+async def test_one_load_per_model_and_failures_reach_every_waiter(
+    tmp_path: Path, demo_model_path: Path
+) -> None:
+    calls: list[str] = []
+    gate = threading.Event()
+
+    def slow_loader(spec: ModelSpec) -> LoadedModel:
+        calls.append(spec.name)
+        gate.wait(5)
+        return load_model(spec)
+
+    engine = Engine(max_resident_models=2, loader=slow_loader)
+    broken = ModelSpec("broken", str(tmp_path / "empty"))
+    try:
+        waiters = [asyncio.create_task(_lease_once(engine, broken)) for _ in range(3)]
+        await asyncio.sleep(0.2)
+        gate.set()
+        results = await asyncio.gather(*waiters, return_exceptions=True)
+        assert calls == ["broken"]
+        assert all(isinstance(r, ModelLoadError) for r in results)
+        assert "broken" in str(results[0])
+        # Failure is not sticky: once the folder exists, the next request loads it.
+        shutil.copytree(demo_model_path, tmp_path / "empty")
+        assert await _lease_once(engine, broken) == "broken"
+        assert calls == ["broken", "broken"]
+    finally:
+        engine.close()
+
+
+async def _lease_once(engine: Engine, spec: ModelSpec) -> str:
+    async with engine.lease(spec) as model:
+        return model.spec.name
+
+
+async def test_lru_eviction_never_evicts_a_model_in_use(demo_model_path: Path) -> None:
+    engine = Engine(max_resident_models=1, slot_wait_seconds=0.3)
+    a, b = (ModelSpec(n, str(demo_model_path)) for n in ("a", "b"))
+    try:
+        async with engine.lease(a):
+            with pytest.raises(BackendUnavailable):
+                await _lease_once(engine, b)
+            assert engine.stats().resident_models == ["a"]
+        assert await _lease_once(engine, b) == "b"
+        assert engine.stats().resident_models == ["b"]
+
+        # Waiting works too: b is held briefly, then a gets its slot.
+        async def hold_b() -> None:
+            async with engine.lease(b):
+                await asyncio.sleep(0.15)
+
+        holder = asyncio.create_task(hold_b())
+        await asyncio.sleep(0.02)
+        assert await _lease_once(engine, a) == "a"
+        await holder
+        assert engine.stats().resident_models == ["a"]
+    finally:
+        engine.close()
+
+
+async def test_backend_honours_temperature_zero_over_defaults(
+    engine: Engine, demo_model_path: Path
+) -> None:
+    spec = ModelSpec("demo", str(demo_model_path))
+    hot = LocalBackend(engine, spec, Defaults(max_tokens=16, temperature=1.8))
+    greedy = [await hot.complete(chat(temperature=0.0, max_tokens=16)) for _ in range(2)]
+    assert greedy[0].content == greedy[1].content
+    sampled = {str((await hot.complete(chat(max_tokens=16))).content) for _ in range(3)}
+    assert len(sampled) > 1  # no temperature given: the model's default (1.8) applies
+    usage = greedy[0].finish.usage
+    assert usage.input_tokens == await hot.count_tokens(chat())
+    assert 0 < usage.output_tokens <= 16
+
+
+async def test_backend_rejects_prompts_over_the_context(
+    engine: Engine, demo_model_path: Path
+) -> None:
+    backend = LocalBackend(engine, ModelSpec("demo", str(demo_model_path), context_length=64))
+    with pytest.raises(ContextLengthExceeded):
+        await backend.complete(chat(PROMPT * 20))
