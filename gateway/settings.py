@@ -59,9 +59,21 @@ def _persisted_secret(filename: str, factory: callable) -> str:  # type: ignore[
     return value
 
 
+def _new_fernet_key() -> str:
+    from cryptography.fernet import Fernet
+
+    return Fernet.generate_key().decode()
+
+
 SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY") or _persisted_secret(
     "secret_key", lambda: secrets.token_urlsafe(50)
 )
+# Provider API keys are encrypted with these (newest first; older ones still
+# decrypt, so keys can be rotated). Local runs get one generated key, kept in
+# the data dir; deployments set GATEWAY_FERNET_KEYS.
+GATEWAY_FERNET_KEYS = env_list("GATEWAY_FERNET_KEYS", []) or [
+    _persisted_secret("fernet_key", _new_fernet_key)
+]
 DEBUG = env_bool("GATEWAY_DEBUG", False)
 ALLOWED_HOSTS = env_list("GATEWAY_ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env_list("GATEWAY_CSRF_TRUSTED_ORIGINS", [])
@@ -149,6 +161,12 @@ GATEWAY_MAX_RESIDENT_MODELS = env_int("GATEWAY_MAX_RESIDENT_MODELS", 2)
 GATEWAY_MAX_BATCH_SIZE = env_int("GATEWAY_MAX_BATCH_SIZE", 32)
 GATEWAY_PREFILL_STEP_SIZE = env_int("GATEWAY_PREFILL_STEP_SIZE", 2048)
 GATEWAY_DEFAULT_MAX_TOKENS = env_int("GATEWAY_DEFAULT_MAX_TOKENS", 512)
+
+# Routing: off, every model name is served by the local model of that name;
+# on, names go through the BackendMapping table (local models and providers).
+ENABLE_CLOUD_ROUTING = env_bool("ENABLE_CLOUD_ROUTING", False)
+# How often a process checks the database for routing changes made elsewhere.
+GATEWAY_ROUTING_REFRESH_SECONDS = env_float("GATEWAY_ROUTING_REFRESH_SECONDS", 1.0)
 
 LOG_LEVEL = os.environ.get("GATEWAY_LOG_LEVEL", "INFO").upper()
 LOGGING = {

@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import threading
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 
+from inference.base import Backend
+from inference.errors import ModelNotFound
 from inference.local.backend import LocalBackend
 from inference.local.engine import Engine
 
 from .models import LocalModel
+from .resolution import Hop
+
+if TYPE_CHECKING:
+    from .selectors import Snapshot
 
 _engine: Engine | None = None
 _engine_lock = threading.Lock()
@@ -31,6 +38,15 @@ def get_engine() -> Engine:
 
 def local_backend(model: LocalModel) -> LocalBackend:
     return LocalBackend(get_engine(), model.spec(), model.defaults())
+
+
+def backend_for(hop: Hop, snapshot: Snapshot) -> Backend:
+    if hop.target.kind == "local":
+        model = snapshot.local_models.get(hop.target.name)
+        if model is None:
+            raise ModelNotFound(f"local model {hop.target.name!r} is not enabled", param="model")
+        return local_backend(model)
+    raise ModelNotFound(f"provider {hop.target.name!r} has no client yet", param="model")
 
 
 def preload_local_models() -> None:

@@ -2,18 +2,45 @@
 
 from __future__ import annotations
 
+import re
+from fnmatch import translate
 from pathlib import Path
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 
+from inference.errors import GatewayError
 from inference.local.backend import Defaults
 from inference.local.model import ModelSpec
+
+from .crypto import DecryptionError, EncryptedSecretField, Secret
 
 model_name_validator = RegexValidator(
     r"^[^\s]+$", "Model names cannot contain whitespace.", code="invalid_model_name"
 )
+
+
+def validate_pattern(value: str) -> None:
+    if not value or any(c.isspace() for c in value):
+        raise ValidationError(
+            "A pattern cannot be empty or contain whitespace.", code="bad_pattern"
+        )
+    if value.count("[") != value.count("]"):
+        raise ValidationError("Unbalanced [ ] in the pattern.", code="bad_pattern")
+    try:
+        re.compile(translate(value))
+    except re.error as exc:
+        raise ValidationError(f"Not a valid fnmatch pattern: {exc}", code="bad_pattern") from exc
+
+
+class CredentialError(GatewayError):
+    """A provider's key is unusable (cannot be decrypted): a configuration error."""
+
+    status = 500
+    kind = "api_error"
+    code = "credential_error"
 
 
 class LocalModel(models.Model):
@@ -76,3 +103,177 @@ class LocalModel(models.Model):
             temperature=self.default_temperature,
             top_p=self.default_top_p,
         )
+
+
+class Provider(models.Model):
+    """A cloud backend: an OpenAI-compatible API or Anthropic's."""
+
+    class Kind(models.TextChoices):
+        OPENAI = "openai", "OpenAI-compatible"
+        ANTHROPIC = "anthropic", "Anthropic"
+
+    DEFAULT_URLS = {
+        Kind.OPENAI: "https://api.openai.com/v1",
+        Kind.ANTHROPIC: "https://api.anthropic.com",
+    }
+
+    name = models.SlugField(max_length=100, unique=True)
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    base_url = models.URLField(
+        blank=True, help_text="Empty: the official URL of the kind (OpenAI or Anthropic)."
+    )
+    extra_headers = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text='Sent with every request, e.g. {"OpenAI-Organization": "org-1"}.',
+    )
+    connect_timeout = models.FloatField(default=5.0, validators=[MinValueValidator(0.1)])
+    first_byte_timeout = models.FloatField(
+        default=60.0,
+        validators=[MinValueValidator(0.1)],
+        help_text="Seconds to response headers / first token.",
+    )
+    stream_idle_timeout = models.FloatField(
+        default=60.0,
+        validators=[MinValueValidator(0.1)],
+        help_text="Longest silence inside a stream.",
+    )
+    total_timeout = models.FloatField(
+        default=600.0,
+        validators=[MinValueValidator(1)],
+        help_text="Budget for a request, all attempts together.",
+    )
+    max_retries = models.PositiveSmallIntegerField(
+        default=2, validators=[MaxValueValidator(10)], help_text="Retries on the same provider."
+    )
+    retry_backoff = models.FloatField(default=0.5, validators=[MinValueValidator(0)])
+    retry_after_cap = models.FloatField(
+        default=20.0, validators=[MinValueValidator(0)], help_text="Longest Retry-After honoured."
+    )
+    breaker_fail_max = models.PositiveSmallIntegerField(
+        default=5,
+        validators=[MinValueValidator(1)],
+        help_text="Failures in a row that open the breaker.",
+    )
+    breaker_reset_timeout = models.FloatField(
+        default=30.0,
+        validators=[MinValueValidator(0.1)],
+        help_text="Seconds before a half-open probe.",
+    )
+    enabled = models.BooleanField(default=True)
+    description = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def effective_base_url(self) -> str:
+        return (self.base_url or self.DEFAULT_URLS[self.Kind(self.kind)]).rstrip("/")
+
+
+class CloudCredential(models.Model):
+    """A provider's API key, Fernet-encrypted at rest; never shown back."""
+
+    provider = models.OneToOneField(Provider, on_delete=models.CASCADE, related_name="credential")
+    api_key = EncryptedSecretField()
+    key_suffix = models.CharField(max_length=4, blank=True, editable=False)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = "cloud credential"
+
+    def __str__(self) -> str:
+        return f"key for {self.provider_id and self.provider.name}"
+
+    def __repr__(self) -> str:
+        return f"<CloudCredential provider={self.provider_id} key=...{self.key_suffix}>"
+
+    def set_key(self, plain: str) -> None:
+        self.api_key = Secret(plain=plain)
+        self.key_suffix = plain[-4:]
+
+    def reveal(self) -> str:
+        """The plain key, or an error naming the provider: never the ciphertext."""
+        try:
+            return self.api_key.reveal()
+        except DecryptionError as exc:
+            raise CredentialError(
+                f"the API key of provider {self.provider.name!r} {exc}; "
+                "set the key again or add the old key to GATEWAY_FERNET_KEYS"
+            ) from None
+
+
+class BackendMapping(models.Model):
+    """Where requests for model names matching `pattern` go, in order."""
+
+    pattern = models.CharField(
+        max_length=200,
+        validators=[validate_pattern],
+        help_text="fnmatch pattern on the requested model name, e.g. gpt-4o or claude-*.",
+    )
+    priority = models.IntegerField(
+        default=0, help_text="Higher wins; among equal priorities the most specific pattern wins."
+    )
+    enabled = models.BooleanField(default=True)
+    description = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-priority", "pattern"]
+        verbose_name = "backend mapping"
+
+    def __str__(self) -> str:
+        return f"{self.pattern} (priority {self.priority})"
+
+
+class MappingTarget(models.Model):
+    """One link of a mapping's chain: a local model, or a provider and upstream model."""
+
+    mapping = models.ForeignKey(BackendMapping, on_delete=models.CASCADE, related_name="targets")
+    position = models.PositiveSmallIntegerField(default=0, help_text="0 = primary, then fallbacks.")
+    local_model = models.ForeignKey(LocalModel, null=True, blank=True, on_delete=models.PROTECT)
+    provider = models.ForeignKey(Provider, null=True, blank=True, on_delete=models.PROTECT)
+    upstream_model = models.CharField(
+        max_length=200,
+        blank=True,
+        help_text="Model name sent upstream; empty = the requested name.",
+    )
+
+    class Meta:
+        ordering = ["position", "id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=(
+                    models.Q(local_model__isnull=False, provider__isnull=True)
+                    | models.Q(local_model__isnull=True, provider__isnull=False)
+                ),
+                name="target_is_local_xor_provider",
+            )
+        ]
+
+    def __str__(self) -> str:
+        if self.local_model_id:
+            return f"local:{self.local_model}"
+        return f"{self.provider}:{self.upstream_model or '<requested>'}"
+
+
+class RoutingState(models.Model):
+    """One row whose version changes with any routing change, for other processes."""
+
+    version = models.BigIntegerField(default=0)
+
+    @classmethod
+    def bump(cls) -> None:
+        updated = cls.objects.filter(pk=1).update(version=models.F("version") + 1)
+        if not updated:
+            cls.objects.get_or_create(pk=1, defaults={"version": 1})
+
+    @classmethod
+    def current(cls) -> int:
+        return cls.objects.filter(pk=1).values_list("version", flat=True).first() or 0

@@ -1,13 +1,112 @@
-"""Reads of the routing configuration (HackSoft style: selectors read, services write)."""
+"""Reads of the routing configuration (selectors read; services write).
+
+The request path reads a cached `Snapshot`: no database query per request.
+A change saved in this process invalidates it at once (signals); a change saved
+by another process is seen within GATEWAY_ROUTING_REFRESH_SECONDS, through the
+version stamp in `RoutingState`.
+"""
 
 from __future__ import annotations
 
-from .models import LocalModel
+import threading
+import time
+from dataclasses import dataclass
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+
+from .models import BackendMapping, LocalModel, Provider, RoutingState
+from .resolution import Mapping, RoutingTable, Target
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    table: RoutingTable
+    local_models: dict[str, LocalModel]
+    providers: dict[str, Provider]  # enabled ones, credential prefetched
+
+    @property
+    def version(self) -> int:
+        return self.table.version
+
+
+def load_snapshot() -> Snapshot:
+    version = RoutingState.current()
+    local = {m.name: m for m in LocalModel.objects.filter(enabled=True)}
+    providers = {
+        p.name: p for p in Provider.objects.filter(enabled=True).select_related("credential")
+    }
+    mappings = []
+    query = BackendMapping.objects.filter(enabled=True).prefetch_related(
+        "targets__local_model", "targets__provider"
+    )
+    for row in query:
+        targets = []
+        for t in row.targets.all():
+            # Disabled targets drop out of the chain; the admin warns about them.
+            if t.local_model_id and t.local_model.name in local:
+                targets.append(Target("local", t.local_model.name))
+            elif t.provider_id and t.provider.name in providers:
+                targets.append(Target("provider", t.provider.name, t.upstream_model))
+        mappings.append(Mapping(row.id, row.pattern, row.priority, tuple(targets)))
+    table = RoutingTable(
+        mappings,
+        frozenset(local),
+        cloud_routing=settings.ENABLE_CLOUD_ROUTING,
+        version=version,
+    )
+    return Snapshot(table, local, providers)
+
+
+class _SnapshotCache:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._snapshot: Snapshot | None = None
+        self._checked_at = 0.0
+
+    def invalidate(self) -> None:
+        self._snapshot = None
+
+    def fresh(self) -> Snapshot | None:
+        snapshot = self._snapshot
+        refresh = settings.GATEWAY_ROUTING_REFRESH_SECONDS
+        if snapshot is not None and time.monotonic() - self._checked_at < refresh:
+            return snapshot
+        return None
+
+    def get(self) -> Snapshot:
+        snapshot = self.fresh()
+        if snapshot is not None:
+            return snapshot
+        with self._lock:
+            snapshot = self._snapshot
+            # The routing mode is part of the snapshot: a changed setting
+            # (override_settings in tests) rebuilds it like a changed version.
+            stale = (
+                snapshot is None
+                or RoutingState.current() != snapshot.version
+                or snapshot.table.cloud_routing != settings.ENABLE_CLOUD_ROUTING
+            )
+            if stale:
+                snapshot = load_snapshot()
+            self._snapshot = snapshot
+            self._checked_at = time.monotonic()
+            return snapshot
+
+
+_cache = _SnapshotCache()
+invalidate = _cache.invalidate
+snapshot = _cache.get
+
+
+async def asnapshot() -> Snapshot:
+    # The fast path stays on the event loop: no thread hop per request.
+    return _cache.fresh() or await sync_to_async(_cache.get)()
 
 
 async def enabled_local_models() -> list[LocalModel]:
-    return [m async for m in LocalModel.objects.filter(enabled=True).order_by("name")]
+    return sorted((await asnapshot()).local_models.values(), key=lambda m: m.name)
 
 
 async def get_enabled_local_model(name: str) -> LocalModel | None:
-    return await LocalModel.objects.filter(name=name, enabled=True).afirst()
+    return (await asnapshot()).local_models.get(name)

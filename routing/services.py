@@ -1,4 +1,4 @@
-"""The routing service: which backend answers a requested model name."""
+"""The routing service: which backends answer a requested model name, in order."""
 
 from __future__ import annotations
 
@@ -10,17 +10,26 @@ from inference.base import Backend
 from inference.errors import ModelNotFound
 
 from . import selectors
-from .backends import local_backend
+from .backends import backend_for
 from .models import LocalModel
+from .resolution import Route
 
 
-async def resolve_backend(model_name: str) -> Backend:
-    local = await selectors.get_enabled_local_model(model_name)
-    if local is None:
+async def resolve_route(model_name: str) -> Route:
+    snapshot = await selectors.asnapshot()
+    route = snapshot.table.resolve(model_name)
+    if route is None:
         raise ModelNotFound(
             f"The model {model_name!r} does not exist or is not enabled.", param="model"
         )
-    return local_backend(local)
+    return route
+
+
+async def resolve_backend(model_name: str) -> Backend:
+    """The primary backend of the route (failover is the caller's next step)."""
+    route = await resolve_route(model_name)
+    snapshot = await selectors.asnapshot()
+    return backend_for(route.chain[0], snapshot)
 
 
 def register_local_model(name: str, path: Path) -> LocalModel:

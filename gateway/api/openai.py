@@ -56,16 +56,23 @@ def _model_card(name: str, created: float, owner: str) -> dict[str, object]:
     return {"id": name, "object": "model", "created": int(created), "owned_by": owner}
 
 
+def _card(snapshot: selectors.Snapshot, name: str) -> dict[str, object]:
+    local = snapshot.local_models.get(name)
+    if local is not None:
+        return _model_card(name, local.created_at.timestamp(), "local")
+    return _model_card(name, 0, "gateway")
+
+
 @router.get("/models")
 async def list_models(request: HttpRequest) -> HttpResponse:
-    models = await selectors.enabled_local_models()
-    data = [_model_card(m.name, m.created_at.timestamp(), "local") for m in models]
+    snapshot = await selectors.asnapshot()
+    data = [_card(snapshot, name) for name in snapshot.table.advertised_models()]
     return json_response({"object": "list", "data": data})
 
 
 @router.get("/models/{model_id}")
 async def get_model(request: HttpRequest, model_id: str) -> HttpResponse:
-    model = await selectors.get_enabled_local_model(model_id)
-    if model is None:
+    snapshot = await selectors.asnapshot()
+    if snapshot.table.resolve(model_id) is None:
         raise ModelNotFound(f"The model {model_id!r} does not exist.", param="model")
-    return json_response(_model_card(model.name, model.created_at.timestamp(), "local"))
+    return json_response(_card(snapshot, model_id))

@@ -1,0 +1,96 @@
+"""Fernet encryption at rest for provider API keys.
+
+The column holds only ciphertext. Reading a row never decrypts: the field
+yields a `Secret`, revealed explicitly where a key is about to be sent, so a
+wrong or missing key fails there with an error naming the provider instead of
+passing ciphertext on as if it were the key. `Secret` never prints its value.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+from django.conf import settings
+from django.db import models
+
+
+class DecryptionError(Exception):
+    """A stored secret cannot be decrypted with the configured keys."""
+
+
+@lru_cache(maxsize=4)
+def _fernet(keys: tuple[str, ...]) -> MultiFernet:
+    if not keys:
+        raise DecryptionError("no Fernet keys are configured (GATEWAY_FERNET_KEYS)")
+    return MultiFernet([Fernet(k.encode()) for k in keys])
+
+
+def fernet() -> MultiFernet:
+    """Newest key first: it encrypts; every key decrypts (for rotation)."""
+    return _fernet(tuple(settings.GATEWAY_FERNET_KEYS))
+
+
+class Secret:
+    """A secret value that is never shown: not in repr, str, logs or templates."""
+
+    __slots__ = ("_plain", "_token")
+
+    def __init__(self, *, token: str | None = None, plain: str | None = None) -> None:
+        self._token = token
+        self._plain = plain
+
+    @property
+    def token(self) -> str:
+        """The ciphertext, encrypting a newly set value with the newest key."""
+        if self._token is None:
+            self._token = fernet().encrypt((self._plain or "").encode()).decode()
+        return self._token
+
+    def reveal(self) -> str:
+        if self._plain is not None:
+            return self._plain
+        try:
+            return fernet().decrypt(self.token.encode()).decode()
+        except (InvalidToken, ValueError) as exc:
+            raise DecryptionError("cannot be decrypted with the configured Fernet keys") from exc
+
+    def rotated_token(self) -> str:
+        """The same secret encrypted with the newest key."""
+        try:
+            return fernet().rotate(self.token.encode()).decode()
+        except (InvalidToken, ValueError) as exc:
+            raise DecryptionError("cannot be decrypted with the configured Fernet keys") from exc
+
+    def __repr__(self) -> str:
+        return "Secret('********')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other.token == self.token
+
+    def __hash__(self) -> int:
+        return hash(self.token)
+
+
+class EncryptedSecretField(models.TextField):
+    """A TextField that stores Fernet ciphertext and yields `Secret` objects."""
+
+    def from_db_value(self, value: str | None, expression: Any, connection: Any) -> Secret | None:
+        return None if value is None else Secret(token=value)
+
+    def to_python(self, value: Any) -> Secret | None:
+        if value is None or isinstance(value, Secret):
+            return value
+        return Secret(plain=str(value))
+
+    def get_prep_value(self, value: Any) -> str | None:
+        secret = self.to_python(value)
+        return None if secret is None else secret.token
+
+    def value_to_string(self, obj: models.Model) -> str:
+        # Serialization (dumpdata) carries ciphertext, never the plain key.
+        secret = self.value_from_object(obj)
+        return "" if secret is None else self.to_python(secret).token  # type: ignore[union-attr]

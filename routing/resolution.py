@@ -1,0 +1,156 @@
+"""Route resolution: requested model name -> ordered chain of targets.
+
+A pure function of a `RoutingTable` snapshot, shared by the router, the admin
+route tester and the `routes` command, so they can never disagree.
+
+The rule, in order:
+1. Only enabled mappings whose fnmatch pattern matches the name (case-sensitive).
+2. The highest `priority` wins.
+3. Among equal priorities, the most specific pattern wins: an exact name beats
+   any wildcard; then more literal (non-wildcard) characters; then fewer
+   wildcards.
+4. Still tied: the older mapping (lower id) wins.
+With no matching mapping (or with cloud routing off), a local model of exactly
+the requested name serves it; otherwise the name is unknown.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from fnmatch import translate
+from typing import Literal
+
+_WILDCARDS = re.compile(r"\*|\?|\[[^\]]*\]")
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    kind: Literal["local", "provider"]
+    name: str  # the local model's or the provider's name
+    upstream_model: str = ""  # empty: the requested name
+
+    def model_for(self, requested: str) -> str:
+        if self.kind == "local":
+            return self.name
+        return self.upstream_model or requested
+
+    def label(self) -> str:
+        return (
+            f"local:{self.name}"
+            if self.kind == "local"
+            else f"{self.name}:{self.upstream_model or '*'}"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Mapping:
+    id: int
+    pattern: str
+    priority: int
+    targets: tuple[Target, ...]
+    regex: re.Pattern[str] = field(compare=False, repr=False, default=None)  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "regex", re.compile(translate(self.pattern)))
+
+    @property
+    def specificity(self) -> tuple[int, int, int]:
+        wildcards = _WILDCARDS.findall(self.pattern)
+        literal = len(_WILDCARDS.sub("", self.pattern))
+        return (0 if wildcards else 1, literal, -len(wildcards))
+
+    def sort_key(self) -> tuple[int, int, int, int, int]:
+        exact, literal, fewer_wildcards = self.specificity
+        return (-self.priority, -exact, -literal, -fewer_wildcards, self.id)
+
+    def matches(self, name: str) -> bool:
+        return self.regex.match(name) is not None
+
+
+@dataclass(frozen=True, slots=True)
+class Hop:
+    """A target with the model name it will be asked for."""
+
+    target: Target
+    model: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.target.kind}:{self.target.name}/{self.model}"
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    requested: str
+    chain: tuple[Hop, ...]
+    mapping: Mapping | None  # None: served directly by the local model of that name
+    reason: str
+
+
+class RoutingTable:
+    """An immutable snapshot of the routing configuration, with a lookup cache."""
+
+    CACHE_SIZE = 4096
+
+    def __init__(
+        self,
+        mappings: list[Mapping],
+        local_models: frozenset[str],
+        *,
+        cloud_routing: bool,
+        version: int = 0,
+    ) -> None:
+        self.mappings = sorted(mappings, key=Mapping.sort_key)
+        self.local_models = local_models
+        self.cloud_routing = cloud_routing
+        self.version = version
+        self._cache: dict[str, Route | None] = {}
+
+    def resolve(self, requested: str) -> Route | None:
+        try:
+            return self._cache[requested]
+        except KeyError:
+            pass
+        route = self._resolve(requested)
+        if len(self._cache) >= self.CACHE_SIZE:
+            self._cache.clear()  # names are client-chosen: keep the cache bounded
+        self._cache[requested] = route
+        return route
+
+    def _resolve(self, requested: str) -> Route | None:
+        if self.cloud_routing:
+            for mapping in self.mappings:
+                if mapping.matches(requested):
+                    chain = tuple(Hop(t, t.model_for(requested)) for t in mapping.targets)
+                    if chain:
+                        return Route(requested, chain, mapping, self._why(mapping, requested))
+        if requested in self.local_models:
+            why = "local model of that name" + (
+                "" if self.cloud_routing else " (cloud routing off)"
+            )
+            return Route(requested, (Hop(Target("local", requested), requested),), None, why)
+        return None
+
+    def _why(self, winner: Mapping, requested: str) -> str:
+        others = [m for m in self.mappings if m is not winner and m.matches(requested)]
+        why = f"pattern {winner.pattern!r} (priority {winner.priority}) matches"
+        if others:
+            beaten = ", ".join(repr(m.pattern) for m in others)
+            why += f"; it outranks {beaten} by priority, then specificity"
+        return why
+
+    def matching(self, requested: str) -> list[Mapping]:
+        """Every mapping that matches, best first (for the routes command)."""
+        return [m for m in self.mappings if m.matches(requested)]
+
+    def advertised_models(self) -> list[str]:
+        """Model names clients can ask for: local models, exact patterns, named targets."""
+        names = set(self.local_models)
+        if self.cloud_routing:
+            for mapping in self.mappings:
+                if not _WILDCARDS.search(mapping.pattern):
+                    names.add(mapping.pattern)
+                else:
+                    names.update(t.model_for("") for t in mapping.targets if t.model_for(""))
+        return sorted(names)

@@ -1,0 +1,36 @@
+"""Any routing change bumps the version stamp that every process watches."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import transaction
+from django.db.models.signals import post_delete, post_save
+
+from . import selectors
+from .models import (
+    BackendMapping,
+    CloudCredential,
+    LocalModel,
+    MappingTarget,
+    Provider,
+    RoutingState,
+)
+
+
+def _changed(sender: Any, **kwargs: Any) -> None:
+    if kwargs.get("raw"):
+        return  # loaddata: the stamp is bumped by whoever loads
+    selectors.invalidate()
+    transaction.on_commit(_bump)
+
+
+def _bump() -> None:
+    RoutingState.bump()
+    selectors.invalidate()
+
+
+def connect() -> None:
+    for model in (LocalModel, Provider, CloudCredential, BackendMapping, MappingTarget):
+        post_save.connect(_changed, sender=model, dispatch_uid=f"routing-{model.__name__}-save")
+        post_delete.connect(_changed, sender=model, dispatch_uid=f"routing-{model.__name__}-del")
