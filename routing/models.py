@@ -11,6 +11,7 @@ from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 
+from inference.cloud.config import ProviderConfig, RetryPolicy, Timeouts
 from inference.errors import GatewayError
 from inference.local.backend import Defaults
 from inference.local.model import ModelSpec
@@ -277,3 +278,28 @@ class RoutingState(models.Model):
     @classmethod
     def current(cls) -> int:
         return cls.objects.filter(pk=1).values_list("version", flat=True).first() or 0
+
+
+def provider_config(provider: Provider) -> ProviderConfig:
+    """The client-side view of a provider, with its key decrypted (or an error)."""
+    credential = getattr(provider, "credential", None)
+    if credential is None:
+        raise CredentialError(f"provider {provider.name!r} has no API key set")
+    return ProviderConfig(
+        name=provider.name,
+        kind=provider.kind,  # type: ignore[arg-type]
+        base_url=provider.effective_base_url,
+        api_key=credential.reveal(),
+        extra_headers={str(k): str(v) for k, v in (provider.extra_headers or {}).items()},
+        timeouts=Timeouts(
+            connect=provider.connect_timeout,
+            first_byte=provider.first_byte_timeout,
+            stream_idle=provider.stream_idle_timeout,
+            total=provider.total_timeout,
+        ),
+        retry=RetryPolicy(
+            max_retries=provider.max_retries,
+            backoff=provider.retry_backoff,
+            retry_after_cap=provider.retry_after_cap,
+        ),
+    )

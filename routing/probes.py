@@ -1,0 +1,63 @@
+"""Health probes shared by the `healthcheck` command, the admin and the route tester."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+
+import httpx
+from asgiref.sync import sync_to_async
+
+from inference.errors import GatewayError
+from inference.local.model import load_model
+
+from .models import LocalModel, Provider, provider_config
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeResult:
+    name: str
+    kind: str  # "database", "local", "openai" or "anthropic"
+    ok: bool
+    latency_ms: float
+    status: int | None = None
+    error: str = ""
+
+
+async def probe_provider(provider: Provider, limit: float = 5.0) -> ProbeResult:
+    """A real, minimal, free call: list the provider's models with its key."""
+    started = time.perf_counter()
+
+    def result(ok: bool, status: int | None = None, error: str = "") -> ProbeResult:
+        elapsed = (time.perf_counter() - started) * 1000
+        return ProbeResult(provider.name, provider.kind, ok, elapsed, status, error)
+
+    try:
+        config = await sync_to_async(provider_config)(provider)
+    except GatewayError as exc:
+        return result(False, error=exc.message)
+    try:
+        async with httpx.AsyncClient(timeout=limit) as client:
+            response = await client.get(config.url("/models"), headers=config.auth_headers())
+    except httpx.HTTPError as exc:
+        return result(
+            False, error=f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        )
+    if response.status_code in (401, 403):
+        return result(False, response.status_code, "the API key was refused")
+    if response.status_code >= 400:
+        return result(False, response.status_code, f"HTTP {response.status_code}")
+    return result(True, response.status_code)
+
+
+async def probe_local_model(model: LocalModel, limit: float = 60.0) -> ProbeResult:
+    """Loadable: the folder loads through mlx-lm (in a worker thread)."""
+    started = time.perf_counter()
+    try:
+        loaded = await asyncio.wait_for(asyncio.to_thread(load_model, model.spec()), limit)
+        loaded.release()
+        ok, error = True, ""
+    except Exception as exc:
+        ok, error = False, f"{type(exc).__name__}: {exc}"
+    return ProbeResult(model.name, "local", ok, (time.perf_counter() - started) * 1000, None, error)
