@@ -183,6 +183,12 @@ class CloudCredential(models.Model):
     provider = models.OneToOneField(Provider, on_delete=models.CASCADE, related_name="credential")
     api_key = EncryptedSecretField()
     key_suffix = models.CharField(max_length=4, blank=True, editable=False)
+    source_env = models.CharField(
+        max_length=200,
+        blank=True,
+        help_text="Environment variable the key was imported from (export_config writes "
+        "this name, never the key).",
+    )
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -214,6 +220,7 @@ class BackendMapping(models.Model):
 
     pattern = models.CharField(
         max_length=200,
+        unique=True,
         validators=[validate_pattern],
         help_text="fnmatch pattern on the requested model name, e.g. gpt-4o or claude-*.",
     )
