@@ -80,14 +80,7 @@ class _SnapshotCache:
             return snapshot
         with self._lock:
             snapshot = self._snapshot
-            # The routing mode is part of the snapshot: a changed setting
-            # (override_settings in tests) rebuilds it like a changed version.
-            stale = (
-                snapshot is None
-                or RoutingState.current() != snapshot.version
-                or snapshot.table.cloud_routing != settings.ENABLE_CLOUD_ROUTING
-            )
-            if stale:
+            if snapshot is None or RoutingState.current() != snapshot.version:
                 snapshot = load_snapshot()
             self._snapshot = snapshot
             self._checked_at = time.monotonic()

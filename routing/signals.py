@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.core.signals import setting_changed
 from django.db import transaction
 from django.db.models.signals import post_delete, post_save
 
@@ -30,7 +31,14 @@ def _bump() -> None:
     selectors.invalidate()
 
 
+def _setting_changed(setting: str, **kwargs: Any) -> None:
+    # The routing mode is part of the snapshot (override_settings in tests).
+    if setting in {"ENABLE_CLOUD_ROUTING", "GATEWAY_MODELS_DIR", "GATEWAY_DEFAULT_MAX_TOKENS"}:
+        selectors.invalidate()
+
+
 def connect() -> None:
+    setting_changed.connect(_setting_changed, dispatch_uid="routing-settings")
     for model in (LocalModel, Provider, CloudCredential, BackendMapping, MappingTarget):
         post_save.connect(_changed, sender=model, dispatch_uid=f"routing-{model.__name__}-save")
         post_delete.connect(_changed, sender=model, dispatch_uid=f"routing-{model.__name__}-del")

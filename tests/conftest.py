@@ -17,6 +17,14 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.fixture(autouse=True)
+def _fresh_routing_snapshot() -> None:
+    """Each test's database starts over, so must the cached routing snapshot."""
+    from routing import selectors
+
+    selectors.invalidate()
+
+
 @pytest.fixture(scope="session")
 def demo_model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from inference.demo_model import build_demo_model

@@ -1,0 +1,238 @@
+"""Django admin for the routing configuration."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from asgiref.sync import async_to_sync
+from django import forms
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
+from django.urls import path
+
+from . import route_tester
+from .models import BackendMapping, CloudCredential, LocalModel, MappingTarget, Provider
+from .probes import probe_provider
+
+
+@admin.register(LocalModel)
+class LocalModelAdmin(admin.ModelAdmin):
+    list_display = ("name", "path", "enabled", "preload", "context_length", "updated_at")
+    list_filter = ("enabled", "preload")
+    search_fields = ("name", "path", "description")
+    list_editable = ("enabled",)
+
+
+class ApiKeyFormMixin(forms.ModelForm):
+    """A write-only API key field: typed in, never rendered back."""
+
+    api_key_input = forms.CharField(
+        label="API key",
+        required=False,
+        strip=True,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
+        help_text="Write-only. Leave empty to keep the current key.",
+    )
+
+    def key_to_set(self) -> str:
+        return self.cleaned_data.get("api_key_input") or ""
+
+
+class ProviderForm(ApiKeyFormMixin):
+    base_url = forms.URLField(
+        required=False,
+        assume_scheme="https",
+        help_text=Provider._meta.get_field("base_url").help_text,
+    )
+
+    class Meta:
+        model = Provider
+        fields = "__all__"
+
+
+@admin.register(Provider)
+class ProviderAdmin(admin.ModelAdmin):
+    form = ProviderForm
+    list_display = ("name", "kind", "url", "enabled", "api_key_status", "max_retries")
+    list_filter = ("kind", "enabled")
+    search_fields = ("name", "base_url", "description")
+    actions = ["test_connection"]
+    fieldsets = (
+        (None, {"fields": ("name", "kind", "base_url", "api_key_input", "enabled", "description")}),
+        ("Requests", {"fields": ("extra_headers",)}),
+        (
+            "Timeouts (seconds)",
+            {
+                "fields": (
+                    "connect_timeout",
+                    "first_byte_timeout",
+                    "stream_idle_timeout",
+                    "total_timeout",
+                )
+            },
+        ),
+        (
+            "Retries and circuit breaker",
+            {
+                "fields": (
+                    "max_retries",
+                    "retry_backoff",
+                    "retry_after_cap",
+                    "breaker_fail_max",
+                    "breaker_reset_timeout",
+                )
+            },
+        ),
+    )
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Provider]:
+        return super().get_queryset(request).select_related("credential")
+
+    @admin.display(description="URL")
+    def url(self, obj: Provider) -> str:
+        return obj.effective_base_url
+
+    @admin.display(description="API key")
+    def api_key_status(self, obj: Provider) -> str:
+        credential = getattr(obj, "credential", None)
+        return f"set (…{credential.key_suffix})" if credential else "not set"
+
+    def save_model(
+        self, request: HttpRequest, obj: Provider, form: ProviderForm, change: bool
+    ) -> None:
+        super().save_model(request, obj, form, change)
+        key = form.key_to_set()
+        if key:
+            credential = getattr(obj, "credential", None) or CloudCredential(provider=obj)
+            credential.set_key(key)
+            credential.source_env = ""
+            credential.save()
+
+    @admin.action(description="Test connection")
+    def test_connection(self, request: HttpRequest, queryset: QuerySet[Provider]) -> None:
+        for provider in queryset:
+            result = async_to_sync(probe_provider)(provider)
+            status = f"HTTP {result.status}" if result.status else "no response"
+            summary = f"{status}, {result.latency_ms:.0f} ms"
+            if result.ok:
+                self.message_user(request, f"{provider.name}: OK ({summary})", messages.SUCCESS)
+            else:
+                message = f"{provider.name}: FAILED ({summary}): {result.error}"
+                self.message_user(request, message, messages.ERROR)
+
+
+class CloudCredentialForm(ApiKeyFormMixin):
+    class Meta:
+        model = CloudCredential
+        fields = ("provider",)
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        if not self.instance.pk and not self.key_to_set():
+            self.add_error("api_key_input", "An API key is required.")
+        return data
+
+    def save(self, commit: bool = True) -> CloudCredential:
+        credential = super().save(commit=False)
+        if self.key_to_set():
+            credential.set_key(self.key_to_set())
+            credential.source_env = ""
+        if commit:
+            credential.save()
+        return credential
+
+
+@admin.register(CloudCredential)
+class CloudCredentialAdmin(admin.ModelAdmin):
+    form = CloudCredentialForm
+    list_display = ("provider", "key_set", "key_suffix_display", "source_env", "updated_at")
+    list_filter = ("provider__kind",)
+    search_fields = ("provider__name",)
+
+    @admin.display(description="key set", boolean=True)
+    def key_set(self, obj: CloudCredential) -> bool:
+        return bool(obj.key_suffix)
+
+    @admin.display(description="last 4")
+    def key_suffix_display(self, obj: CloudCredential) -> str:
+        return f"…{obj.key_suffix}" if obj.key_suffix else "—"
+
+
+class TargetForm(forms.ModelForm):
+    class Meta:
+        model = MappingTarget
+        fields = ("position", "local_model", "provider", "upstream_model")
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        local, provider = data.get("local_model"), data.get("provider")
+        if bool(local) == bool(provider):
+            raise forms.ValidationError("Choose either a local model or a provider.")
+        if provider is not None and not provider.enabled:
+            self.add_error("provider", f"Provider {provider.name!r} is disabled.")
+        if local is not None:
+            if not local.enabled:
+                self.add_error("local_model", f"Local model {local.name!r} is disabled.")
+            elif not (local.resolved_path / "config.json").is_file():
+                self.add_error(
+                    "local_model",
+                    f"Local model {local.name!r} is missing: no model at {local.resolved_path}.",
+                )
+        if local is not None and data.get("upstream_model"):
+            self.add_error("upstream_model", "Only provider targets take an upstream model name.")
+        return data
+
+
+class TargetFormSet(forms.BaseInlineFormSet):
+    def clean(self) -> None:
+        super().clean()
+        kept = [f for f in self.forms if f.cleaned_data and not f.cleaned_data.get("DELETE", False)]
+        if not kept:
+            raise forms.ValidationError("A mapping needs at least one target (its primary).")
+
+
+class TargetInline(admin.TabularInline):
+    model = MappingTarget
+    form = TargetForm
+    formset = TargetFormSet
+    extra = 1
+    ordering = ("position", "id")
+    autocomplete_fields = ()
+
+
+@admin.register(BackendMapping)
+class BackendMappingAdmin(admin.ModelAdmin):
+    list_display = ("pattern", "priority", "enabled", "chain", "description")
+    list_filter = ("enabled", "targets__provider", "targets__local_model")
+    search_fields = ("pattern", "description", "targets__upstream_model")
+    list_editable = ("priority", "enabled")
+    inlines = [TargetInline]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[BackendMapping]:
+        return (
+            super()
+            .get_queryset(request)
+            .prefetch_related("targets__provider", "targets__local_model")
+            .distinct()
+        )
+
+    @admin.display(description="chain (primary first)")
+    def chain(self, obj: BackendMapping) -> str:
+        return " → ".join(str(t) for t in obj.targets.all()) or "—"
+
+    def get_urls(self) -> list[Any]:
+        tester = self.admin_site.admin_view(self.route_tester_view)
+        return [path("route-tester/", tester, name="routing_route_tester"), *super().get_urls()]
+
+    def route_tester_view(self, request: HttpRequest) -> HttpResponse:
+        name = request.GET.get("model", "").strip()
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Route tester",
+            "opts": self.model._meta,
+            "model_name": name,
+            "result": route_tester.explain(name) if name else None,
+        }
+        return TemplateResponse(request, "admin/routing/route_tester.html", context)
