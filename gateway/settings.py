@@ -165,6 +165,15 @@ GATEWAY_DEFAULT_MAX_TOKENS = env_int("GATEWAY_DEFAULT_MAX_TOKENS", 512)
 # Routing: off, every model name is served by the local model of that name;
 # on, names go through the BackendMapping table (local models and providers).
 ENABLE_CLOUD_ROUTING = env_bool("ENABLE_CLOUD_ROUTING", False)
+# Shared state across gateway processes (breakers, rate limits, channels).
+REDIS_URL = os.environ.get("REDIS_URL", "").strip()
+# Budget for a whole request, all attempts together, when the primary target
+# is a local model (a provider's own total_timeout applies otherwise).
+GATEWAY_REQUEST_TIMEOUT = env_float("GATEWAY_REQUEST_TIMEOUT", 600.0)
+# Until the first token of a local model (it may have to load first).
+GATEWAY_LOCAL_FIRST_TOKEN_TIMEOUT = env_float("GATEWAY_LOCAL_FIRST_TOKEN_TIMEOUT", 120.0)
+GATEWAY_LOCAL_BREAKER_FAIL_MAX = env_int("GATEWAY_LOCAL_BREAKER_FAIL_MAX", 3)
+GATEWAY_LOCAL_BREAKER_RESET_SECONDS = env_float("GATEWAY_LOCAL_BREAKER_RESET_SECONDS", 30.0)
 # How often a process checks the database for routing changes made elsewhere.
 GATEWAY_ROUTING_REFRESH_SECONDS = env_float("GATEWAY_ROUTING_REFRESH_SECONDS", 1.0)
 

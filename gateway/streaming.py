@@ -1,4 +1,4 @@
-"""Streaming answers: hold back until real content, then never end silently."""
+"""Streaming answers: once content is sent, a failure is said in-band, never a clean end."""
 
 from __future__ import annotations
 
@@ -8,27 +8,9 @@ from collections.abc import AsyncIterator, Callable
 from django.http import StreamingHttpResponse
 
 from inference.errors import EngineError, GatewayError
-from inference.types import Event, Finish, is_content
+from inference.types import Event
 
 logger = logging.getLogger(__name__)
-
-
-async def open_stream(events: AsyncIterator[Event]) -> list[Event]:
-    """Read events up to the first content (or the end) before any byte is sent.
-
-    A failure here propagates as an exception, so it can still fail over or
-    become a proper HTTP error status rather than a broken 200 stream.
-    """
-    held: list[Event] = []
-    try:
-        async for event in events:
-            held.append(event)
-            if is_content(event) or isinstance(event, Finish):
-                break
-    except BaseException:
-        await events.aclose()  # type: ignore[attr-defined]
-        raise
-    return held
 
 
 class Encoder:

@@ -18,6 +18,7 @@ from .types import (
     ToolCallDelta,
     ToolCallPart,
     Usage,
+    is_content,
 )
 
 
@@ -60,8 +61,11 @@ class ResultBuilder:
         elif isinstance(event, ThinkingDelta):
             if isinstance(last, ThinkingPart):
                 last.text += event.text
-            elif event.text:
-                self.parts.append(ThinkingPart(event.text))
+            elif event.text or event.signature:
+                last = ThinkingPart(event.text)
+                self.parts.append(last)
+            if event.signature and isinstance(last, ThinkingPart):
+                last.signature = event.signature
         elif isinstance(event, ToolCallDelta):
             call = self._tool_calls.get(event.index)
             if call is None:
@@ -79,6 +83,24 @@ class ResultBuilder:
     def result(self, response_id: str | None = None) -> ChatResult:
         finish = self.finish or Finish(reason="stop", usage=Usage())
         return ChatResult(model=self.model, content=self.parts, finish=finish, id=response_id)
+
+
+async def prime(events: AsyncIterator[Event]) -> list[Event]:
+    """Read events up to the first content (or the end) before any byte is sent.
+
+    A failure here propagates as an exception, so the caller can still fail
+    over or answer with a proper HTTP error instead of a broken 200 stream.
+    """
+    held: list[Event] = []
+    try:
+        async for event in events:
+            held.append(event)
+            if is_content(event) or isinstance(event, Finish):
+                break
+    except BaseException:
+        await events.aclose()  # type: ignore[attr-defined]
+        raise
+    return held
 
 
 async def collect(model: str, events: AsyncIterator[Event]) -> ChatResult:

@@ -90,6 +90,9 @@ class ChatRequest:
     # a backend that cannot honour one refuses the request instead of
     # silently ignoring it.
     extensions: dict[str, Any] = field(default_factory=dict)
+    # The wire protocol the client spoke ("openai" / "anthropic"); extensions
+    # only make sense to an upstream of the same protocol.
+    source_protocol: str | None = None
 
 
 @dataclass(slots=True)
@@ -109,6 +112,7 @@ class TextDelta:
 @dataclass(slots=True)
 class ThinkingDelta:
     text: str
+    signature: str | None = None  # Anthropic's, sent at the end of a thinking block
 
 
 @dataclass(slots=True)
@@ -147,6 +151,8 @@ def is_content(event: Event) -> bool:
     Routing holds back everything before the first content so that a failure
     before it can still fail over or become a proper HTTP error.
     """
-    if isinstance(event, TextDelta | ThinkingDelta):
+    if isinstance(event, TextDelta):
         return bool(event.text)
+    if isinstance(event, ThinkingDelta):
+        return bool(event.text or event.signature)
     return isinstance(event, ToolCallDelta)

@@ -1,4 +1,4 @@
-"""The routing service: which backends answer a requested model name, in order."""
+"""Writes to the routing configuration (HackSoft style: services write)."""
 
 from __future__ import annotations
 
@@ -6,30 +6,7 @@ from pathlib import Path
 
 from django.conf import settings
 
-from inference.base import Backend
-from inference.errors import ModelNotFound
-
-from . import selectors
-from .backends import backend_for
 from .models import LocalModel
-from .resolution import Route
-
-
-async def resolve_route(model_name: str) -> Route:
-    snapshot = await selectors.asnapshot()
-    route = snapshot.table.resolve(model_name)
-    if route is None:
-        raise ModelNotFound(
-            f"The model {model_name!r} does not exist or is not enabled.", param="model"
-        )
-    return route
-
-
-async def resolve_backend(model_name: str) -> Backend:
-    """The primary backend of the route (failover is the caller's next step)."""
-    route = await resolve_route(model_name)
-    snapshot = await selectors.asnapshot()
-    return backend_for(route.chain[0], snapshot)
 
 
 def register_local_model(name: str, path: Path) -> LocalModel:

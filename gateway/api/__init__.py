@@ -29,7 +29,13 @@ api.add_router("", health.router)
 
 @api.exception_handler(GatewayError)
 def on_gateway_error(request: HttpRequest, exc: GatewayError) -> HttpResponse:
-    return error_response(exc, request_protocol(request))
+    response = error_response(exc, request_protocol(request))
+    served = getattr(exc, "served", None)  # set when every target of a route failed
+    if served is not None:
+        for key, value in served.headers().items():
+            if value:
+                response[key] = value
+    return response
 
 
 @api.exception_handler(NinjaValidationError)

@@ -7,10 +7,10 @@ from django.http import HttpRequest, HttpResponse
 from ninja import Router
 
 from inference.errors import InvalidRequest, ModelNotFound
-from routing import selectors, services
+from routing import failover, selectors
 
 from ..protocols import openai as wire
-from ..streaming import open_stream, sse_response
+from ..streaming import sse_response
 
 router = Router(tags=["openai"])
 
@@ -41,15 +41,13 @@ def parse_json(request: HttpRequest) -> object:
 @router.post("/chat/completions", openapi_extra=_CHAT_BODY)
 async def chat_completions(request: HttpRequest) -> HttpResponse:
     chat, include_usage = wire.parse_request(parse_json(request))
-    backend = await services.resolve_backend(chat.model)
-    headers = {"X-Gateway-Backend": backend.name}
     if not chat.stream:
-        result = await backend.complete(chat)
-        return json_response(wire.completion_body(result, chat.model), headers=headers)
-    events = backend.stream(chat)
-    held = await open_stream(events)
-    encoder = wire.StreamEncoder(chat.model, include_usage)
-    return sse_response(held, events, encoder, backend.name, headers)
+        result, served = await failover.complete(chat)
+        body = wire.completion_body(result, served.model)
+        return json_response(body, headers=served.headers())
+    held, events, served = await failover.stream(chat)
+    encoder = wire.StreamEncoder(served.model, include_usage)
+    return sse_response(held, events, encoder, served.backend, served.headers())
 
 
 def _model_card(name: str, created: float, owner: str) -> dict[str, object]:

@@ -93,6 +93,7 @@ def parse_request(data: Any) -> tuple[ChatRequest, bool]:
         user=wire.user,
         metadata=wire.metadata or {},
         extensions=extensions,
+        source_protocol="openai",
     )
     include_usage = bool(wire.stream_options and wire.stream_options.include_usage)
     return request, include_usage

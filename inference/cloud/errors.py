@@ -1,0 +1,165 @@
+"""How an upstream failure is classified: retry it, fail over, count it against the backend."""
+
+from __future__ import annotations
+
+from email.utils import parsedate_to_datetime
+from typing import Literal
+
+import httpx
+
+from ..errors import GatewayError
+
+Category = Literal["transient", "config", "client"]
+
+_KIND_BY_STATUS = {
+    400: "invalid_request",
+    404: "not_found",
+    413: "request_too_large",
+    422: "invalid_request",
+    429: "rate_limit",
+}
+
+
+class UpstreamError(GatewayError):
+    """One attempt at a backend failed.
+
+    - transient (connection, timeout, 408/409/429/5xx, broken stream): retry,
+      then fail over; counts against the backend's circuit breaker.
+    - config (401/403/404 from upstream, undecryptable key): fail over at once,
+      never retry, does not open the breaker: the backend is not unwell.
+    - client (400/413/422: the request itself is wrong): no retry, no failover.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        category: Category,
+        backend: str = "",
+        upstream_status: int | None = None,
+        retry_after: float | None = None,
+        status: int | None = None,
+        kind: str | None = None,
+        code: str | None = None,
+    ) -> None:
+        super().__init__(
+            message, status=status or _client_status(category, upstream_status), code=code
+        )
+        self.category = category
+        self.backend = backend
+        self.upstream_status = upstream_status
+        self.retry_after = retry_after
+        self.kind = kind or _kind(category, upstream_status)
+
+    @property
+    def retryable(self) -> bool:
+        return self.category == "transient"
+
+    @property
+    def fails_over(self) -> bool:
+        return self.category != "client"
+
+    @property
+    def unhealthy(self) -> bool:
+        """Does this failure say the backend is unwell (for the circuit breaker)?"""
+        return self.category == "transient"
+
+
+def _client_status(category: Category, upstream: int | None) -> int:
+    if category == "client" and upstream:
+        return upstream
+    if category == "config":
+        return 502  # the gateway's configuration is wrong, not the caller's key
+    if upstream in (429, 503, 529):
+        return 429 if upstream == 429 else 503
+    if upstream and upstream >= 500:
+        return 502
+    return 502
+
+
+def _kind(category: Category, upstream: int | None) -> str:
+    if category == "client" and upstream:
+        return _KIND_BY_STATUS.get(upstream, "invalid_request")
+    if upstream == 429:
+        return "rate_limit"
+    if upstream in (503, 529):
+        return "overloaded"
+    return "api_error"
+
+
+def retry_after_seconds(headers: httpx.Headers) -> float | None:
+    value = headers.get("retry-after-ms")
+    if value:
+        try:
+            return max(0.0, float(value) / 1000)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        import time
+
+        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError):
+        return None
+
+
+def from_response(backend: str, response: httpx.Response, message: str) -> UpstreamError:
+    status = response.status_code
+    if status in (401, 403):
+        category: Category = "config"
+        message = (
+            f"provider {backend!r} rejected the gateway's credentials (HTTP {status}): {message}"
+        )
+    elif status == 404:
+        category = "config"
+        message = f"provider {backend!r} answered 404: {message}"
+    elif status in (408, 409, 429) or status >= 500:
+        category = "transient"
+        message = f"provider {backend!r} answered HTTP {status}: {message}"
+    else:
+        category = "client"
+    code = "context_length_exceeded" if "context" in message.lower() and status == 400 else None
+    return UpstreamError(
+        message,
+        category=category,
+        backend=backend,
+        upstream_status=status,
+        retry_after=retry_after_seconds(response.headers),
+        code=code,
+    )
+
+
+def transport_error(backend: str, exc: BaseException) -> UpstreamError:
+    if isinstance(exc, httpx.TimeoutException | TimeoutError):
+        return UpstreamError(
+            f"provider {backend!r} timed out ({type(exc).__name__})",
+            category="transient", backend=backend, status=504, code="upstream_timeout",
+        )  # fmt: skip
+    detail = str(exc) or type(exc).__name__
+    return UpstreamError(
+        f"provider {backend!r} connection failed: {detail}",
+        category="transient", backend=backend, status=502, code="upstream_unreachable",
+    )  # fmt: skip
+
+
+def error_message(body: bytes) -> str:
+    """The message inside either protocol's error envelope, or the raw text."""
+    import orjson
+
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return body[:300].decode(errors="replace") or "no body"
+    if isinstance(data, dict):
+        error = data.get("error")
+        if isinstance(error, dict) and isinstance(error.get("message"), str):
+            return error["message"]
+        if isinstance(error, str):
+            return error
+    return body[:300].decode(errors="replace")

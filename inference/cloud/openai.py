@@ -1,0 +1,222 @@
+"""OpenAI-compatible providers: the internal form <-> chat-completions upstream."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+from ..base import ResultBuilder
+from ..errors import UnsupportedFeature
+from ..types import (
+    ChatRequest,
+    ChatResult,
+    Event,
+    Finish,
+    FinishReason,
+    ImagePart,
+    Message,
+    TextDelta,
+    TextPart,
+    ThinkingDelta,
+    ToolCallDelta,
+    ToolCallPart,
+    ToolResultPart,
+    Usage,
+)
+from .config import ProviderConfig
+from .errors import UpstreamError
+from .transport import malformed, parse_event_json, post_json, sse_stream
+
+_FINISH: dict[str, FinishReason] = {
+    "stop": "stop",
+    "length": "length",
+    "tool_calls": "tool_calls",
+    "function_call": "tool_calls",
+    "content_filter": "content_filter",
+}
+
+
+def request_body(request: ChatRequest, model: str, *, stream: bool) -> dict[str, Any]:
+    if request.extensions and request.source_protocol != "openai":
+        names = sorted(request.extensions)
+        raise UnsupportedFeature(
+            f"not supported by an OpenAI-compatible provider: {', '.join(names)}", param=names[0]
+        )
+    body: dict[str, Any] = {"model": model, "messages": wire_messages(request.messages)}
+    options = {
+        "max_tokens": request.max_tokens,
+        "temperature": request.temperature,
+        "top_p": request.top_p,
+        "top_k": request.top_k,  # not OpenAI's own; compatible servers often take it
+        "seed": request.seed,
+        "user": request.user,
+        "stop": request.stop or None,
+    }
+    body.update({k: v for k, v in options.items() if v is not None})
+    if request.tools:
+        body["tools"] = [
+            {
+                "type": "function",
+                "function": {
+                    "name": t.name,
+                    **({"description": t.description} if t.description else {}),
+                    "parameters": t.parameters,
+                },
+            }
+            for t in request.tools
+        ]
+    choice = request.tool_choice
+    if choice is not None:
+        body["tool_choice"] = {
+            "auto": "auto",
+            "none": "none",
+            "any": "required",
+            "tool": {"type": "function", "function": {"name": choice.name}},
+        }[choice.mode]
+        if request.tools and not choice.parallel:
+            body["parallel_tool_calls"] = False
+    if request.metadata and request.source_protocol == "openai":
+        body["metadata"] = request.metadata
+    if request.source_protocol == "openai":
+        body.update(request.extensions)
+    if stream:
+        body["stream"] = True
+        body["stream_options"] = {"include_usage": True}
+    return body
+
+
+def wire_messages(messages: list[Message]) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for message in messages:
+        content: list[dict[str, Any]] = []
+        calls: list[dict[str, Any]] = []
+        for part in message.content:
+            if isinstance(part, TextPart):
+                content.append({"type": "text", "text": part.text})
+            elif isinstance(part, ImagePart):
+                content.append({"type": "image_url", "image_url": {"url": image_url(part)}})
+            elif isinstance(part, ToolCallPart):
+                calls.append(
+                    {
+                        "id": part.id,
+                        "type": "function",
+                        "function": {"name": part.name, "arguments": part.arguments or "{}"},
+                    }
+                )
+            elif isinstance(part, ToolResultPart):
+                # OpenAI carries each tool result as its own "tool" message.
+                text = "".join(p.text for p in part.content if isinstance(p, TextPart))
+                out.append({"role": "tool", "tool_call_id": part.tool_call_id, "content": text})
+        role = message.role
+        if role == "tool" or (not content and not calls and role != "assistant"):
+            continue
+        entry: dict[str, Any] = {"role": role, "content": _content(content)}
+        if calls:
+            entry["tool_calls"] = calls
+            if not content:
+                entry["content"] = None
+        if message.name:
+            entry["name"] = message.name
+        out.append(entry)
+    return out
+
+
+def _content(parts: list[dict[str, Any]]) -> str | list[dict[str, Any]]:
+    # A plain string where possible: every OpenAI-compatible server takes it.
+    if all(p["type"] == "text" for p in parts):
+        return "".join(p["text"] for p in parts) if len(parts) <= 1 else parts
+    return parts
+
+
+def image_url(part: ImagePart) -> str:
+    if part.url:
+        return part.url
+    return f"data:{part.media_type or 'image/png'};base64,{part.data}"
+
+
+def usage_of(data: dict[str, Any] | None) -> Usage:
+    data = data or {}
+    return Usage(
+        input_tokens=int(data.get("prompt_tokens") or 0),
+        output_tokens=int(data.get("completion_tokens") or 0),
+    )
+
+
+def result_of(data: dict[str, Any], backend: str) -> ChatResult:
+    choices = data.get("choices")
+    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+        raise malformed(backend, "no choices in the response")
+    choice = choices[0]
+    message = choice.get("message") or {}
+    builder = ResultBuilder(str(data.get("model") or ""))
+    if message.get("reasoning_content"):
+        builder.add(ThinkingDelta(message["reasoning_content"]))
+    if message.get("content"):
+        builder.add(TextDelta(message["content"]))
+    for index, call in enumerate(message.get("tool_calls") or []):
+        function = call.get("function") or {}
+        builder.add(
+            ToolCallDelta(
+                index, call.get("id"), function.get("name"), function.get("arguments") or ""
+            )
+        )
+    reason = _FINISH.get(choice.get("finish_reason") or "stop", "stop")
+    builder.add(Finish(reason=reason, usage=usage_of(data.get("usage"))))
+    return builder.result(data.get("id"))
+
+
+class OpenAIBackend:
+    """A chat-completions endpoint: OpenAI itself or any compatible server."""
+
+    def __init__(self, config: ProviderConfig, model: str, deadline: float | None = None) -> None:
+        self.config = config
+        self.model = model
+        self.deadline = deadline
+        self.name = config.name
+
+    async def complete(self, request: ChatRequest) -> ChatResult:
+        body = request_body(request, self.model, stream=False)
+        data = await post_json(self.config, "/chat/completions", body, self.deadline)
+        return result_of(data, self.name)
+
+    async def stream(self, request: ChatRequest) -> AsyncIterator[Event]:
+        body = request_body(request, self.model, stream=True)
+        async with sse_stream(self.config, "/chat/completions", body, self.deadline) as events:
+            finish: FinishReason | None = None
+            usage = Usage()
+            async for event in events:
+                if event.data.strip() == "[DONE]":
+                    break
+                chunk = parse_event_json(self.name, event)
+                if "error" in chunk:
+                    raise _stream_error(self.name, chunk["error"])
+                if chunk.get("usage"):
+                    usage = usage_of(chunk["usage"])
+                for choice in chunk.get("choices") or []:
+                    delta = choice.get("delta") or {}
+                    if delta.get("reasoning_content"):
+                        yield ThinkingDelta(delta["reasoning_content"])
+                    if delta.get("content"):
+                        yield TextDelta(delta["content"])
+                    for call in delta.get("tool_calls") or []:
+                        function = call.get("function") or {}
+                        yield ToolCallDelta(
+                            int(call.get("index") or 0),
+                            call.get("id"),
+                            function.get("name"),
+                            function.get("arguments") or "",
+                        )
+                    if choice.get("finish_reason"):
+                        finish = _FINISH.get(choice["finish_reason"], "stop")
+            if finish is None:
+                # A clean end without a finish reason is still a truncated answer.
+                raise malformed(self.name, "the stream ended without a finish reason")
+            yield Finish(reason=finish, usage=usage)
+
+
+def _stream_error(backend: str, error: Any) -> UpstreamError:
+    message = error.get("message") if isinstance(error, dict) else str(error)
+    return UpstreamError(
+        f"provider {backend!r} reported an error mid-stream: {message}",
+        category="transient", backend=backend, status=502, code="upstream_stream_error",
+    )  # fmt: skip

@@ -1,0 +1,146 @@
+"""HTTP mechanics shared by the cloud clients: pooled clients, timeouts, SSE."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+import orjson
+
+from .config import ProviderConfig
+from .errors import UpstreamError, error_message, from_response, transport_error
+from .sse import SSEEvent, iter_sse
+
+
+class ClientPool:
+    """One keep-alive `httpx.AsyncClient` per provider (and event loop), reused."""
+
+    def __init__(self) -> None:
+        self._clients: dict[tuple[int, str, float], httpx.AsyncClient] = {}
+
+    def get(self, config: ProviderConfig) -> httpx.AsyncClient:
+        key = (id(asyncio.get_running_loop()), config.name, config.timeouts.connect)
+        client = self._clients.get(key)
+        if client is None or client.is_closed:
+            client = httpx.AsyncClient(
+                timeout=httpx.Timeout(config.timeouts.first_byte, connect=config.timeouts.connect),
+                limits=httpx.Limits(max_connections=512, max_keepalive_connections=128),
+                # Retries are the routing service's job, where they are counted.
+                transport=httpx.AsyncHTTPTransport(retries=0),
+            )
+            self._clients[key] = client
+        return client
+
+    async def aclose(self) -> None:
+        clients, self._clients = list(self._clients.values()), {}
+        for client in clients:
+            await client.aclose()
+
+
+pool = ClientPool()
+
+
+def _remaining(deadline: float | None, limit: float) -> float:
+    if deadline is None:
+        return limit
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise TimeoutError("the request's total time budget is spent")
+    return min(limit, left)
+
+
+async def post_json(
+    config: ProviderConfig, path: str, body: dict[str, Any], deadline: float | None
+) -> dict[str, Any]:
+    client = pool.get(config)
+    try:
+        async with asyncio.timeout(_remaining(deadline, config.timeouts.first_byte)):
+            response = await client.post(
+                config.url(path), content=orjson.dumps(body), headers=_headers(config)
+            )
+    except (httpx.HTTPError, TimeoutError, OSError) as exc:
+        raise transport_error(config.name, exc) from None
+    if response.status_code >= 400:
+        raise from_response(config.name, response, error_message(response.content))
+    try:
+        data = orjson.loads(response.content)
+    except orjson.JSONDecodeError:
+        raise malformed(config.name, "the response body is not JSON") from None
+    if not isinstance(data, dict):
+        raise malformed(config.name, "the response body is not a JSON object")
+    return data
+
+
+@asynccontextmanager
+async def sse_stream(
+    config: ProviderConfig, path: str, body: dict[str, Any], deadline: float | None
+) -> AsyncIterator[AsyncIterator[SSEEvent]]:
+    """Open a streaming POST; yields its events, each read under a timeout.
+
+    Until the first event the provider's first-byte timeout applies, then its
+    stream-idle timeout; the request's deadline caps both.
+    """
+    client = pool.get(config)
+    request = client.build_request(
+        "POST", config.url(path), content=orjson.dumps(body), headers=_headers(config)
+    )
+    try:
+        async with asyncio.timeout(_remaining(deadline, config.timeouts.first_byte)):
+            response = await client.send(request, stream=True)
+    except (httpx.HTTPError, TimeoutError, OSError) as exc:
+        raise transport_error(config.name, exc) from None
+    try:
+        if response.status_code >= 400:
+            await response.aread()
+            raise from_response(config.name, response, error_message(response.content))
+        yield _timed_events(config, response, deadline)
+    finally:
+        await response.aclose()
+
+
+async def _timed_events(
+    config: ProviderConfig, response: httpx.Response, deadline: float | None
+) -> AsyncIterator[SSEEvent]:
+    events = iter_sse(response.aiter_raw()).__aiter__()
+    limit = config.timeouts.first_byte
+    while True:
+        try:
+            async with asyncio.timeout(_remaining(deadline, limit)):
+                event = await anext(events)
+        except StopAsyncIteration:
+            return
+        except (httpx.HTTPError, TimeoutError, OSError) as exc:
+            if isinstance(exc, TimeoutError):
+                exc = TimeoutError(f"no event for {limit:g}s")
+            raise transport_error(config.name, exc) from None
+        limit = config.timeouts.stream_idle
+        yield event
+
+
+def _headers(config: ProviderConfig) -> dict[str, str]:
+    return {
+        **config.auth_headers(),
+        "content-type": "application/json",
+        "accept-encoding": "identity",
+    }
+
+
+def malformed(backend: str, detail: str) -> UpstreamError:
+    return UpstreamError(
+        f"provider {backend!r} sent a malformed response: {detail}",
+        category="transient", backend=backend, status=502, code="upstream_malformed",
+    )  # fmt: skip
+
+
+def parse_event_json(backend: str, event: SSEEvent) -> dict[str, Any]:
+    try:
+        data = orjson.loads(event.data)
+    except orjson.JSONDecodeError:
+        raise malformed(backend, f"an event is not JSON: {event.data[:80]!r}") from None
+    if not isinstance(data, dict):
+        raise malformed(backend, "an event is not a JSON object")
+    return data

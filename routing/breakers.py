@@ -1,0 +1,167 @@
+"""Per-backend circuit breakers on pybreaker, driven from asyncio.
+
+pybreaker's own async support (`call_async`) is built on tornado coroutines.
+Here an attempt is split into an admission check before it and an outcome
+recorded after it; the outcome goes through pybreaker's `call` with a trivial
+function that returns or raises, so its state machine (counting, opening,
+half-open, closing) and its storages are used unchanged. State lives in Redis
+when REDIS_URL is set, so every gateway process sees the same breakers; the
+Redis client is synchronous, so those calls run in a worker thread.
+
+Half-open lets exactly one probe through: a probe token (in memory, or a Redis
+key with a TTL) is taken by the first request after the reset timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import pybreaker
+from django.conf import settings
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerSettings:
+    fail_max: int = 5
+    reset_timeout: float = 30.0
+
+
+class _Failure(Exception):
+    """Stands for the real failure inside pybreaker's bookkeeping."""
+
+
+def _succeed() -> None:
+    return None
+
+
+def _fail() -> None:
+    raise _Failure
+
+
+class Breakers:
+    def __init__(self, redis_url: str | None = None) -> None:
+        self._redis: Any = None
+        if redis_url:
+            import redis
+
+            self._redis = redis.Redis.from_url(redis_url, socket_timeout=1.0)
+        self._breakers: dict[str, pybreaker.CircuitBreaker] = {}
+        self._probes: dict[str, float] = {}  # in-memory probe tokens: name -> expiry
+        self._lock = threading.Lock()
+
+    @property
+    def shared(self) -> bool:
+        return self._redis is not None
+
+    def breaker(self, name: str, config: BreakerSettings) -> pybreaker.CircuitBreaker:
+        with self._lock:
+            breaker = self._breakers.get(name)
+            if breaker is None:
+                storage: pybreaker.CircuitBreakerStorage
+                if self._redis is not None:
+                    storage = pybreaker.CircuitRedisStorage(
+                        pybreaker.STATE_CLOSED, self._redis, namespace=f"gateway:{name}"
+                    )
+                else:
+                    storage = pybreaker.CircuitMemoryStorage(pybreaker.STATE_CLOSED)
+                breaker = pybreaker.CircuitBreaker(name=name, state_storage=storage)
+                self._breakers[name] = breaker
+            # Settings are edited in the admin: follow them without a restart.
+            breaker.fail_max = config.fail_max
+            breaker.reset_timeout = config.reset_timeout
+            return breaker
+
+    async def admit(self, name: str, config: BreakerSettings) -> bool:
+        """May an attempt go to this backend now? False: skip it, it is open."""
+        return await self._run(self._admit, name, config)
+
+    async def record(self, name: str, config: BreakerSettings, *, ok: bool) -> None:
+        await self._run(self._record, name, config, ok)
+
+    def state(self, name: str, config: BreakerSettings | None = None) -> str:
+        breaker = self.breaker(name, config or BreakerSettings())
+        return breaker.current_state
+
+    def states(self) -> dict[str, str]:
+        with self._lock:
+            names = list(self._breakers)
+        return {name: self._breakers[name].current_state for name in names}
+
+    async def _run(self, fn: Any, *args: Any) -> Any:
+        if self._redis is None:
+            return fn(*args)
+        return await asyncio.to_thread(fn, *args)
+
+    def _admit(self, name: str, config: BreakerSettings) -> bool:
+        breaker = self.breaker(name, config)
+        state = breaker.current_state
+        if state == pybreaker.STATE_CLOSED:
+            return True
+        if state == pybreaker.STATE_OPEN:
+            opened = breaker._state_storage.opened_at or datetime.fromtimestamp(0, UTC)
+            if (datetime.now(UTC) - opened).total_seconds() < breaker.reset_timeout:
+                return False
+        # Half-open, or open long enough: one probe at a time, others skip.
+        if not self._take_probe(name, breaker.reset_timeout):
+            return False
+        if state == pybreaker.STATE_OPEN:
+            breaker.half_open()
+            logger.info("breaker %s half-open: sending a probe", name)
+        return True
+
+    def _record(self, name: str, config: BreakerSettings, ok: bool) -> None:
+        breaker = self.breaker(name, config)
+        before = breaker.current_state
+        with contextlib.suppress(_Failure, pybreaker.CircuitBreakerError):
+            breaker.call(_succeed if ok else _fail)
+        after = breaker.current_state
+        if before != after:
+            logger.warning("breaker %s: %s -> %s", name, before, after)
+        if before == pybreaker.STATE_HALF_OPEN or after != pybreaker.STATE_HALF_OPEN:
+            self._release_probe(name)
+
+    def _take_probe(self, name: str, ttl: float) -> bool:
+        if self._redis is not None:
+            return bool(self._redis.set(f"gateway:{name}:probe", 1, nx=True, px=int(ttl * 1000)))
+        now = time.monotonic()
+        with self._lock:
+            if self._probes.get(name, 0) > now:
+                return False
+            self._probes[name] = now + ttl
+            return True
+
+    def _release_probe(self, name: str) -> None:
+        if self._redis is not None:
+            self._redis.delete(f"gateway:{name}:probe")
+        else:
+            with self._lock:
+                self._probes.pop(name, None)
+
+
+_box: Breakers | None = None
+_box_lock = threading.Lock()
+
+
+def breakers() -> Breakers:
+    global _box
+    if _box is None:
+        with _box_lock:
+            if _box is None:
+                _box = Breakers(settings.REDIS_URL or None)
+    return _box
+
+
+def reset_breakers() -> None:
+    """Forget every breaker (tests, and after REDIS_URL changes)."""
+    global _box
+    with _box_lock:
+        _box = None

@@ -1,0 +1,269 @@
+"""The one place where a request walks its chain: retries, breakers, failover.
+
+For each target in order: skip it if its breaker is open; otherwise try it,
+retrying transient failures with exponential backoff and jitter (Retry-After
+honoured up to the provider's cap) while the request's budget lasts; a config
+failure (bad key, 401/403/404 upstream) moves on at once; a client error (the
+request itself is wrong) ends the walk. A stream counts as answered at its
+first content: until then a failure can still move on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field, replace
+from typing import TypeVar
+
+from django.conf import settings
+
+from inference.base import Backend, prime
+from inference.cloud.errors import UpstreamError
+from inference.errors import (
+    BackendUnavailable,
+    EngineError,
+    GatewayError,
+    InvalidRequest,
+    ModelNotFound,
+)
+from inference.types import ChatRequest, ChatResult, Event
+
+from . import selectors
+from .backends import backend_for, breaker_name, breaker_settings
+from .breakers import breakers
+from .models import CredentialError
+from .resolution import Hop, Route
+from .selectors import Snapshot
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+@dataclass(slots=True)
+class Attempt:
+    backend: str
+    model: str
+    outcome: str  # "ok", "skipped (breaker open)" or the error code / HTTP status
+    elapsed_ms: float
+
+
+@dataclass(slots=True)
+class Served:
+    """Who answered, and what it took."""
+
+    backend: str = ""
+    model: str = ""
+    attempts: list[Attempt] = field(default_factory=list)
+
+    @property
+    def fallbacks(self) -> int:
+        backends = [a.backend for a in self.attempts]
+        return len(dict.fromkeys(backends)) - 1 if backends else 0
+
+    def headers(self) -> dict[str, str]:
+        trail = ", ".join(f"{a.backend}/{a.model}={a.outcome}" for a in self.attempts)
+        return {
+            "X-Gateway-Backend": self.backend,
+            "X-Gateway-Model": self.model,
+            "X-Gateway-Attempts": trail,
+            "X-Gateway-Fallbacks": str(self.fallbacks),
+        }
+
+
+async def route_for(model: str) -> tuple[Route, Snapshot]:
+    snapshot = await selectors.asnapshot()
+    route = snapshot.table.resolve(model)
+    if route is None:
+        raise ModelNotFound(f"The model {model!r} does not exist or is not enabled.", param="model")
+    return route, snapshot
+
+
+async def complete(request: ChatRequest) -> tuple[ChatResult, Served]:
+    async def call(backend: Backend, hop: Hop, deadline: float) -> ChatResult:
+        return await backend.complete(replace(request, model=hop.model))
+
+    return await _walk(request.model, call)
+
+
+async def stream(request: ChatRequest) -> tuple[list[Event], AsyncIterator[Event], Served]:
+    """The first content (held back) and the rest of the stream, once a target answered."""
+
+    async def call(
+        backend: Backend, hop: Hop, deadline: float
+    ) -> tuple[list[Event], AsyncIterator[Event]]:
+        events = backend.stream(replace(request, model=hop.model, stream=True))
+        limit = _first_token_timeout(backend, hop)
+        try:
+            async with asyncio.timeout(max(0.001, min(limit, deadline - time.monotonic()))):
+                held = await prime(events)
+        except TimeoutError:
+            raise _timeout(backend.name, f"no first token within {limit:g}s") from None
+        return held, events
+
+    (held, events), served = await _walk(request.model, call)
+    return held, events, served
+
+
+async def _walk(
+    model: str, call: Callable[[Backend, Hop, float], Awaitable[T]]
+) -> tuple[T, Served]:
+    route, snapshot = await route_for(model)
+    served = Served()
+    deadline = time.monotonic() + _budget(route, snapshot)
+    box = breakers()
+    errors: list[GatewayError] = []
+    for hop in route.chain:
+        name, config = breaker_name(hop), breaker_settings(hop, snapshot)
+        started = time.monotonic()
+        try:
+            backend = backend_for(hop, snapshot, deadline)
+        except CredentialError as exc:
+            logger.error("route %s: %s", model, exc.message)
+            served.attempts.append(Attempt(name, hop.model, "credential_error", 0.0))
+            errors.append(exc)
+            continue
+        if not await box.admit(name, config):
+            served.attempts.append(Attempt(name, hop.model, "skipped (breaker open)", 0.0))
+            errors.append(BackendUnavailable(f"backend {name!r} is unavailable (circuit open)"))
+            continue
+        retries = _retries(hop, snapshot)
+        for attempt in range(retries + 1):
+            started = time.monotonic()
+            try:
+                result = await call(backend, hop, deadline)
+            except GatewayError as raw:
+                error = _classify(raw, name)
+                elapsed = (time.monotonic() - started) * 1000
+                served.attempts.append(Attempt(name, hop.model, _outcome(error), elapsed))
+                if error.category != "client":
+                    await box.record(name, config, ok=not error.unhealthy)
+                if error.category == "client":
+                    raise error.cause from None
+                errors.append(error)
+                log = logger.error if error.category == "config" else logger.warning
+                log("route %s: %s (attempt %d)", model, error.message, attempt + 1)
+                delay = _backoff(error, attempt, hop, snapshot)
+                if (
+                    not error.retryable
+                    or attempt == retries
+                    or time.monotonic() + delay >= deadline
+                ):
+                    break
+                await asyncio.sleep(delay)
+                continue
+            await box.record(name, config, ok=True)
+            served.attempts.append(
+                Attempt(name, hop.model, "ok", (time.monotonic() - started) * 1000)
+            )
+            served.backend, served.model = name, hop.model
+            if len(served.attempts) > 1:
+                logger.info(
+                    "route %s served by %s after %s",
+                    model,
+                    name,
+                    served.headers()["X-Gateway-Attempts"],
+                )
+            return result, served
+        if time.monotonic() >= deadline:
+            break
+    raise _final_error(model, errors, served)
+
+
+class _Classified(UpstreamError):
+    cause: GatewayError
+
+
+def _classify(error: GatewayError, backend: str) -> _Classified:
+    """Every failure, local or cloud, in the cloud's terms (transient/config/client)."""
+    if isinstance(error, UpstreamError):
+        category, upstream = error.category, error.upstream_status
+    elif isinstance(error, CredentialError):
+        category, upstream = "config", None
+    elif isinstance(error, EngineError | BackendUnavailable):
+        category, upstream = "transient", None  # load error, OOM, busy: like a 5xx
+    elif isinstance(error, InvalidRequest) or error.status < 500:
+        category, upstream = "client", None
+    else:
+        category, upstream = "transient", None
+    classified = _Classified(
+        error.message,
+        category=category,  # type: ignore[arg-type]
+        backend=backend,
+        upstream_status=upstream,
+        retry_after=getattr(error, "retry_after", None),
+        status=error.status,
+        kind=error.kind,
+        code=error.code,
+    )
+    classified.param = error.param
+    classified.cause = error
+    return classified
+
+
+def _outcome(error: UpstreamError) -> str:
+    return str(error.upstream_status) if error.upstream_status else (error.code or error.kind)
+
+
+def _backoff(error: UpstreamError, attempt: int, hop: Hop, snapshot: Snapshot) -> float:
+    if hop.target.kind == "local":
+        return 0.0
+    provider = snapshot.providers[hop.target.name]
+    if error.retry_after is not None:
+        return min(error.retry_after, provider.retry_after_cap)
+    base = provider.retry_backoff * (2**attempt)
+    return min(8.0, base) * random.uniform(0.5, 1.0)
+
+
+def _retries(hop: Hop, snapshot: Snapshot) -> int:
+    if hop.target.kind == "local":
+        return 0  # a local failure is not helped by asking again at once
+    return snapshot.providers[hop.target.name].max_retries
+
+
+def _budget(route: Route, snapshot: Snapshot) -> float:
+    primary = route.chain[0].target
+    if primary.kind == "provider":
+        return snapshot.providers[primary.name].total_timeout
+    return settings.GATEWAY_REQUEST_TIMEOUT
+
+
+def _first_token_timeout(backend: Backend, hop: Hop) -> float:
+    config = getattr(backend, "config", None)
+    if config is not None:
+        return config.timeouts.first_byte
+    return settings.GATEWAY_LOCAL_FIRST_TOKEN_TIMEOUT
+
+
+def _timeout(backend: str, detail: str) -> UpstreamError:
+    return UpstreamError(
+        f"backend {backend!r} timed out: {detail}",
+        category="transient", backend=backend, status=504, code="upstream_timeout",
+    )  # fmt: skip
+
+
+def _final_error(model: str, errors: list[GatewayError], served: Served) -> GatewayError:
+    """The most meaningful failure: a real upstream answer beats a timeout,
+    which beats a connection error, which beats an open breaker."""
+
+    def rank(error: GatewayError) -> int:
+        if isinstance(error, UpstreamError) and error.upstream_status:
+            return 0 if error.upstream_status == 429 else 1
+        if isinstance(error, CredentialError):
+            return 2
+        if error.code == "upstream_timeout":
+            return 3
+        if isinstance(error, BackendUnavailable):
+            return 5
+        return 4
+
+    if not errors:
+        return BackendUnavailable(f"no backend could serve {model!r}")
+    best = min(errors, key=rank)  # min is stable: the earliest hop wins ties
+    trail = "; ".join(f"{a.backend}: {a.outcome}" for a in served.attempts)
+    best.message = f"{best.message} (all targets for {model!r} failed: {trail})"
+    best.args = (best.message,)
+    best.served = served  # type: ignore[attr-defined]
+    return best
