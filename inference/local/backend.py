@@ -9,9 +9,10 @@ from dataclasses import dataclass
 
 from ..base import collect
 from ..errors import ContextLengthExceeded, UnsupportedFeature
-from ..types import ChatRequest, ChatResult, Event, Finish, TextDelta, Usage
+from ..types import ChatRequest, ChatResult, Event, Finish, Usage
 from .engine import Engine, GenerationParams
 from .model import LoadedModel, ModelSpec
+from .output import OutputParser
 from .prompt import template_messages, template_tools
 
 _FINISH = {"stop": "stop", "length": "length", "stop_sequence": "stop_sequence"}
@@ -40,14 +41,24 @@ class LocalBackend:
         async with self.engine.lease(self.spec) as model:
             prompt = await self.prompt_tokens(model, request)
             params = self._params(request, model, len(prompt))
+            tools = template_tools(request.tools) if request.tools else None
+            if request.tool_choice is not None and request.tool_choice.mode == "none":
+                tools = None
+            parser = OutputParser(model.tokenizer, tools=tools, prompt=prompt)
             chunks = self.engine.generate(model, prompt, params)
             async with contextlib.aclosing(chunks):
                 async for chunk in chunks:
                     if chunk.text:
-                        yield TextDelta(chunk.text)
+                        for event in parser.feed(chunk.text):
+                            yield event
                     if chunk.finish_reason is not None:
+                        for event in parser.finish():
+                            yield event
+                        reason = _FINISH[chunk.finish_reason]
+                        if parser.tool_calls and reason == "stop":
+                            reason = "tool_calls"
                         yield Finish(
-                            reason=_FINISH[chunk.finish_reason],  # type: ignore[arg-type]
+                            reason=reason,  # type: ignore[arg-type]
                             usage=Usage(input_tokens=len(prompt), output_tokens=chunk.tokens),
                             stop_sequence=chunk.stop_sequence,
                         )
@@ -69,6 +80,16 @@ class LocalBackend:
             )
         messages = template_messages(request.messages, self.spec.name)
         tools = template_tools(request.tools) if request.tools else None
+        choice = request.tool_choice
+        if choice is not None and choice.mode in ("any", "tool") and tools:
+            # Nothing here can force a local model to call a tool.
+            raise UnsupportedFeature(
+                f"local model {self.spec.name!r} cannot be forced to call a tool "
+                f"(tool_choice {choice.mode!r}); use auto or none",
+                param="tool_choice",
+            )
+        if choice is not None and choice.mode == "none":
+            tools = None
         # Templates are Jinja and tokenizing is CPU work: keep both off the loop.
         prompt = await asyncio.to_thread(model.encode_chat, messages, tools)
         if len(prompt) >= model.context_length:

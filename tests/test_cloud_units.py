@@ -1,0 +1,98 @@
+"""Unit tests of the cloud plumbing: SSE parsing, error classes, breakers."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import httpx
+import pybreaker
+import pytest
+
+from inference.cloud.errors import from_response, retry_after_seconds, transport_error
+from inference.cloud.sse import SSEEvent, iter_sse
+from routing.breakers import Breakers, BreakerSettings
+
+
+async def chunks(*parts: bytes) -> AsyncIterator[bytes]:
+    for part in parts:
+        yield part
+
+
+async def read(*parts: bytes) -> list[SSEEvent]:
+    return [e async for e in iter_sse(chunks(*parts))]
+
+
+async def test_sse_multiline_comments_events_and_split_chunks() -> None:
+    events = await read(
+        b": keep-alive\n\n",
+        b"event: message_start\nda",
+        b'ta: {"a":\ndata: 1}\n\n',
+        b"data: second\r\n\r\ndata: [DONE]",  # no trailing blank line
+    )
+    assert events == [
+        SSEEvent('{"a":\n1}', "message_start"),
+        SSEEvent("second"),
+        SSEEvent("[DONE]"),
+    ]
+
+
+async def test_sse_utf8_split_across_chunks() -> None:
+    text = "héllo ☃".encode()
+    events = await read(b"data: " + text[:3], text[3:] + b"\n\n")
+    assert events[0].data == "héllo ☃"
+
+
+def response(status: int, headers: dict[str, str] | None = None) -> httpx.Response:
+    return httpx.Response(status, headers=headers or {}, request=httpx.Request("POST", "http://x"))
+
+
+@pytest.mark.parametrize(
+    ("status", "category", "client_status"),
+    [(500, "transient", 502), (503, "transient", 503), (529, "transient", 503),
+     (429, "transient", 429), (401, "config", 502), (403, "config", 502), (404, "config", 502),
+     (400, "client", 400), (422, "client", 422), (413, "client", 413)],
+)  # fmt: skip
+def test_upstream_statuses_are_classified(status: int, category: str, client_status: int) -> None:
+    error = from_response("p", response(status), "boom")
+    assert error.category == category
+    assert error.status == client_status
+    assert error.retryable == (category == "transient")
+    assert error.unhealthy == (category == "transient")
+    assert error.fails_over == (category != "client")
+
+
+def test_context_length_and_retry_after() -> None:
+    error = from_response("p", response(400), "This model's maximum context length is 8192")
+    assert error.code == "context_length_exceeded"
+    assert retry_after_seconds(response(429, {"retry-after": "3"}).headers) == 3
+    assert retry_after_seconds(response(429, {"retry-after-ms": "1500"}).headers) == 1.5
+    assert retry_after_seconds(response(429).headers) is None
+    assert transport_error("p", httpx.ReadTimeout("x")).status == 504
+    assert transport_error("p", httpx.ConnectError("refused")).status == 502
+
+
+async def test_breaker_counts_opens_probes_and_closes() -> None:
+    box = Breakers()
+    config = BreakerSettings(fail_max=3, reset_timeout=0.2)
+    assert await box.admit("b", config)
+    for _ in range(2):
+        await box.record("b", config, ok=False)
+    assert box.breaker("b", config).fail_counter == 2
+    await box.record("b", config, ok=True)  # a success resets the count
+    assert box.breaker("b", config).fail_counter == 0
+    for _ in range(3):
+        await box.record("b", config, ok=False)
+    assert box.state("b") == pybreaker.STATE_OPEN
+    assert not await box.admit("b", config)
+    await asyncio.sleep(0.25)
+    assert await box.admit("b", config)  # the probe
+    assert box.state("b") == pybreaker.STATE_HALF_OPEN
+    assert not await box.admit("b", config)  # only one probe at a time
+    await box.record("b", config, ok=False)
+    assert box.state("b") == pybreaker.STATE_OPEN
+    await asyncio.sleep(0.25)
+    assert await box.admit("b", config)
+    await box.record("b", config, ok=True)
+    assert box.state("b") == pybreaker.STATE_CLOSED
+    assert await box.admit("b", config)
