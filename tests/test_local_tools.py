@@ -51,7 +51,8 @@ def run(parser: OutputParser, text: str, size: int = 3) -> list[object]:
 def test_tool_calls_are_parsed_across_chunk_boundaries(tokenizer) -> None:
     text = (
         'Let me check. <tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n'
-        '</tool_call><tool_call>\n{"name": "get_weather", "arguments": {"city": "Oslo"}}\n</tool_call>'
+        '</tool_call><tool_call>\n{"name": "get_weather", "arguments": {"city": "Oslo"}}'
+        "\n</tool_call>"
     )
     parser = OutputParser(tokenizer, tools=TOOLS, prompt=[1])
     events = run(parser, text)
