@@ -9,12 +9,13 @@ sent inside an already-started stream.
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any, Literal
 
 import orjson
 from django.http import HttpRequest, HttpResponse
 
-from inference.errors import GatewayError, RateLimited
+from inference.errors import GatewayError
 
 logger = logging.getLogger(__name__)
 
@@ -86,8 +87,9 @@ def error_response(error: GatewayError, protocol: Protocol) -> HttpResponse:
         status=status_for(error, protocol),
         content_type="application/json",
     )
-    if isinstance(error, RateLimited) and error.retry_after is not None:
-        response["Retry-After"] = str(max(1, round(error.retry_after)))
+    retry_after = getattr(error, "retry_after", None)  # ours, or the upstream's
+    if retry_after is not None and error.status in (429, 503, 529):
+        response["Retry-After"] = str(max(1, math.ceil(retry_after)))
     return response
 
 

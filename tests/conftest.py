@@ -115,3 +115,63 @@ def live_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServe
     server.start()
     yield server
     server.stop()
+
+
+_APPLY_SPEC = """
+import json, os
+from routing.models import BackendMapping, CloudCredential, LocalModel, MappingTarget, Provider
+spec = json.loads(os.environ["ROUTING_SPEC"])
+for p in spec.get("providers", []):
+    key = p.pop("key", None)
+    provider, _ = Provider.objects.update_or_create(name=p.pop("name"), defaults=p)
+    if key:
+        cred = CloudCredential.objects.filter(provider=provider).first() or CloudCredential(provider=provider)
+        cred.set_key(key)
+        cred.save()
+for m in spec.get("local_models", []):
+    LocalModel.objects.update_or_create(name=m.pop("name"), defaults=m)
+for m in spec.get("mappings", []):
+    mapping, _ = BackendMapping.objects.update_or_create(
+        pattern=m["pattern"], defaults={"priority": m.get("priority", 0)})
+    mapping.targets.all().delete()
+    for i, t in enumerate(m["chain"]):
+        if "local" in t:
+            MappingTarget.objects.create(mapping=mapping, position=i,
+                local_model=LocalModel.objects.get(name=t["local"]))
+        else:
+            MappingTarget.objects.create(mapping=mapping, position=i,
+                provider=Provider.objects.get(name=t["provider"]), upstream_model=t.get("model", ""))
+"""
+
+
+def configure_routing(server: LiveServer, spec: dict[str, object]) -> None:
+    """Create providers, keys and mappings in a server's database (another process)."""
+    import json
+
+    env = {**server.env, "ROUTING_SPEC": json.dumps(spec)}
+    subprocess.run(
+        [sys.executable, "manage.py", "shell", "-c", _APPLY_SPEC],
+        cwd=ROOT, env=env, check=True, capture_output=True, timeout=120,
+    )  # fmt: skip
+
+
+def start_redis(directory: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """A private redis-server on a free loopback port (Debian's redis-server package)."""
+    port = free_port()
+    process = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+         "--appendonly", "no", "--dir", str(directory)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    url = f"redis://127.0.0.1:{port}/0"
+    import redis
+
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            redis.Redis.from_url(url).ping()
+            return process, url
+        except redis.ConnectionError:
+            if time.monotonic() > deadline or process.poll() is not None:
+                raise
+            time.sleep(0.05)
