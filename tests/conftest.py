@@ -125,7 +125,8 @@ for p in spec.get("providers", []):
     key = p.pop("key", None)
     provider, _ = Provider.objects.update_or_create(name=p.pop("name"), defaults=p)
     if key:
-        cred = CloudCredential.objects.filter(provider=provider).first() or CloudCredential(provider=provider)
+        cred = CloudCredential.objects.filter(provider=provider).first()
+        cred = cred or CloudCredential(provider=provider)
         cred.set_key(key)
         cred.save()
 for m in spec.get("local_models", []):
@@ -140,7 +141,8 @@ for m in spec.get("mappings", []):
                 local_model=LocalModel.objects.get(name=t["local"]))
         else:
             MappingTarget.objects.create(mapping=mapping, position=i,
-                provider=Provider.objects.get(name=t["provider"]), upstream_model=t.get("model", ""))
+                provider=Provider.objects.get(name=t["provider"]),
+                upstream_model=t.get("model", ""))
 """
 
 
