@@ -1,8 +1,10 @@
-"""Work done once per server process, after Django is ready."""
+"""Work done once per server process: at start, and on a clean shutdown."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import sys
 
 from django.db import DatabaseError
 
@@ -17,3 +19,26 @@ def on_startup() -> None:
         preload_local_models()
     except DatabaseError as exc:  # not migrated yet: models load on first use
         logger.warning("preloading skipped: %s", exc)
+    _register_shutdown()
+
+
+async def shutdown() -> None:
+    """Close upstream connection pools and stop the engine, while the loop still runs."""
+    from inference.cloud.transport import pool
+    from routing.backends import get_engine
+
+    closed = await pool.aclose()
+    await asyncio.to_thread(get_engine().close)
+    logger.info("shutdown: closed %d upstream connection pool(s), engine stopped", closed)
+
+
+def _register_shutdown() -> None:
+    # Under daphne the Twisted reactor owns the loop: run before it stops.
+    if "twisted.internet.reactor" not in sys.modules:
+        return
+    from twisted.internet import defer, reactor
+
+    def before_shutdown() -> defer.Deferred[None]:
+        return defer.Deferred.fromFuture(asyncio.ensure_future(shutdown()))
+
+    reactor.addSystemEventTrigger("before", "shutdown", before_shutdown)  # type: ignore[attr-defined]

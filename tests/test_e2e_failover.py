@@ -291,3 +291,18 @@ def test_anthropic_sdk_is_not_needed_for_cross_protocol(client, upstream, gatewa
 def test_gateway_survived(gateway) -> None:
     assert_serving(gateway)
     assert anthropic  # the Anthropic SDK drives the gateway in the Anthropic-protocol tests
+
+
+def test_clean_shutdown_closes_the_upstream_pools(gateway: LiveServer, upstream) -> None:
+    second = LiveServer(data_dir=gateway.data_dir, env=gateway.env)
+    second.start()
+    try:
+        for _ in range(2):
+            assert raw(second, "claude-direct").status_code == 200
+        # Keep-alive: both requests went over one pooled connection.
+        hits = upstream.find(model="claude-ok")[-2:]
+        assert hits[0].connection == hits[1].connection
+    finally:
+        second.stop()
+    assert second.process is not None and second.process.returncode == 0
+    assert "closed 1 upstream connection pool(s)" in second.log()

@@ -35,10 +35,11 @@ class ClientPool:
             self._clients[key] = client
         return client
 
-    async def aclose(self) -> None:
+    async def aclose(self) -> int:
         clients, self._clients = list(self._clients.values()), {}
         for client in clients:
             await client.aclose()
+        return len(clients)
 
 
 pool = ClientPool()
