@@ -5,55 +5,59 @@ misbehaves, so a test configures a backend's upstream model name and nothing
 else. Any name not listed below is healthy. The ``fault-`` prefix is optional
 for the named (non-numeric) faults, so ``cut-after:3`` works too.
 
-=============================  ==========================================================
-Model name                     Effect (both protocols; streaming and not unless noted)
-=============================  ==========================================================
-``fault-<code>``               Always answer HTTP ``<code>`` in the protocol's error
-                               envelope, e.g. ``fault-503``, ``fault-500``, ``fault-401``,
-                               ``fault-429`` (no ``Retry-After``), ``fault-529``.
-``fault-<code>:S``             Same, with ``Retry-After: S`` (seconds; may be fractional),
-                               e.g. ``fault-429:2``.
-``fault-<code>-once[:S]``      The first request for this model name fails, later ones
-                               are healthy (``fault-500-once``). Counter reset by
-                               ``reset()``.
-``fault-context-length``       400: OpenAI ``code: context_length_exceeded`` /
-                               Anthropic ``invalid_request_error`` "prompt is too long".
-``fault-reset``                Read the request, then abort the TCP connection with RST
-                               before writing anything (client sees "connection reset").
-``fault-close``                Read the request, then close cleanly (FIN) without an
-                               answer ("server disconnected without sending a response").
-``fault-hang``                 Accept and read the request, never answer; the connection
-                               stays open until the client gives up.
-``fault-slow-first-token:S``   Wait S seconds before the first content. Streams send the
-                               headers and the preamble (OpenAI role chunk; Anthropic
-                               ``message_start``, ``content_block_start``, ``ping``) at
-                               once; non-streaming answers are delayed as a whole.
-``fault-slow-tokens:S``        Wait S seconds before every content token (a slow but
-                               healthy stream; non-streaming waits S * tokens).
-``fault-cut-after:N``          Streams: after N content tokens close the connection (FIN)
-                               without the SSE terminator or the final zero-size chunk.
-                               Non-streaming: send the headers and half the body, close.
-``fault-stall-after:N``        Streams: after N content tokens send nothing more but keep
-                               the connection open. Non-streaming: headers and half the
-                               body, then silence.
-``fault-malformed[:N]``        Streams: after N (default 1) content tokens, one ``data:``
-                               line that is not JSON, then the rest of the stream.
-                               Non-streaming: a 200 whose body is not JSON.
-``fault-no-done``              OpenAI streams end cleanly after the finish (and usage)
-                               chunk without ``data: [DONE]``; Anthropic streams end after
-                               ``message_delta`` without ``message_stop``. Non-streaming:
-                               healthy.
-``fault-stream-overloaded[:N]``  Streams: after N (default 0) content tokens an in-band
-                               error inside the 200 stream, then a clean end: Anthropic
-                               ``event: error`` with ``overloaded_error``; OpenAI
-                               ``data: {"error": {...}}``. Non-streaming: 529 (Anthropic)
-                               or 503 (OpenAI).
-``fault-flaky:<pattern>``      Request k (per model name) behaves as pattern character
-                               ``k % len(pattern)``: ``.`` healthy, ``x`` 503, ``5`` 500,
-                               ``4`` 429, ``r`` reset, ``c`` close. E.g. ``fault-flaky:xx.``.
-``words:N``                    Healthy, with N-word answers instead of the server default
-                               (long streams for benchmarks).
-=============================  ==========================================================
+=================================  ============================================================
+Model name                         Effect (both protocols, streaming or not, unless noted)
+=================================  ============================================================
+``fault-<code>``                   Always answer HTTP ``<code>`` (4xx/5xx) in the protocol's
+                                   error envelope, e.g. ``fault-503``, ``fault-500``,
+                                   ``fault-401``, ``fault-404``, ``fault-429`` (no
+                                   ``Retry-After``), ``fault-529`` (Anthropic
+                                   ``overloaded_error``).
+``fault-<code>:S``                 Same, with ``Retry-After: S`` (seconds; may be fractional,
+                                   which the SDKs honour), e.g. ``fault-429:2``.
+``fault-<code>-once[:S]``          The first request for this model name fails, later ones are
+                                   healthy (``fault-500-once``). Attempts are counted per model
+                                   name on every API path; ``reset()`` rearms it.
+``fault-context-length``           400: OpenAI ``code: context_length_exceeded``, ``param:
+                                   messages`` / Anthropic ``invalid_request_error`` "prompt is
+                                   too long: ...".
+``fault-reset``                    Read the request, then abort the TCP connection with RST
+                                   before writing anything (the client sees ECONNRESET).
+``fault-close``                    Read the request, then close cleanly (FIN) without an answer
+                                   ("server disconnected without sending a response").
+``fault-hang``                     Accept and read the request, never answer; the connection
+                                   stays open until the client gives up (or the server stops).
+``fault-slow-first-token:S``       Wait S seconds before the first content token. Streams send
+                                   the headers and the preamble (OpenAI role chunk; Anthropic
+                                   ``message_start``, ``content_block_start``, ``ping``) at
+                                   once; non-streaming answers are delayed as a whole.
+``fault-slow-tokens:S``            Wait S seconds before every content token (slow but healthy;
+                                   non-streaming waits S * tokens).
+``fault-cut-after:N``              Streams: after N content tokens close the connection (FIN)
+                                   without the SSE terminator or the last zero-size chunk.
+                                   Non-streaming: headers and half the body, then close.
+``fault-stall-after:N``            Streams: after N content tokens send nothing more but keep
+                                   the connection open. Non-streaming: headers and half the
+                                   body, then silence.
+``fault-malformed[:N]``            Streams: after N (default 1) content tokens one ``data:``
+                                   line that is not JSON, then the rest of the stream as usual.
+                                   Non-streaming: a 200 whose body is not JSON.
+``fault-no-done``                  OpenAI streams end cleanly after the finish (and usage)
+                                   chunk without ``data: [DONE]``; Anthropic streams end after
+                                   ``message_delta`` without ``message_stop``. Non-streaming:
+                                   healthy.
+``fault-stream-overloaded[:N]``    Streams: after N (default 0) content tokens an in-band error
+                                   in the 200 stream, then a clean end: Anthropic ``event:
+                                   error`` with ``overloaded_error``; OpenAI ``data: {"error":
+                                   {...}}`` (the SDK raises ``APIError``). Non-streaming: 529
+                                   (Anthropic) or 503 (OpenAI).
+``fault-flaky:<pattern>``          Attempt k (1-based, per model name) behaves as
+                                   ``pattern[(k-1) % len(pattern)]``: ``.`` healthy, ``x`` 503,
+                                   ``5`` 500, ``4`` 429, ``r`` reset, ``c`` close; e.g.
+                                   ``fault-flaky:xx.``.
+``words:N``                        Healthy, with N-word answers instead of ``reply_words``
+                                   (long streams for benchmarks).
+=================================  ============================================================
 
 Besides model names, ``FakeUpstream.fail_next()`` (HTTP: ``POST /_control/fail``) makes
 the next N requests whose model matches a glob pattern fail with a status or any

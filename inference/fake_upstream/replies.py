@@ -13,10 +13,27 @@ from typing import Any
 
 import orjson
 
-FILLER = (
-    "lorem ipsum dolor sit amet consectetur adipiscing elit sed do eiusmod tempor "
-    "incididunt ut labore et dolore magna aliqua"
-).split()
+FILLER = [
+    "lorem",
+    "ipsum",
+    "dolor",
+    "sit",
+    "amet",
+    "consectetur",
+    "adipiscing",
+    "elit",
+    "sed",
+    "do",
+    "eiusmod",
+    "tempor",
+    "incididunt",
+    "ut",
+    "labore",
+    "et",
+    "dolore",
+    "magna",
+    "aliqua",
+]
 ARG_PIECE_CHARS = 8  # argument JSON is streamed in pieces this long, like real deltas
 
 
@@ -133,9 +150,7 @@ def plan_text(
 
 def plan_tool(name: str, schema: Any, source: str, input_tokens: int) -> Reply:
     arguments = orjson.dumps(tool_arguments(schema, source)).decode()
-    pieces = [
-        arguments[i : i + ARG_PIECE_CHARS] for i in range(0, len(arguments), ARG_PIECE_CHARS)
-    ]
+    pieces = [arguments[i : i + ARG_PIECE_CHARS] for i in range(0, len(arguments), ARG_PIECE_CHARS)]
     return Reply([], ToolCall(name, arguments, pieces), "tool", None, input_tokens)
 
 

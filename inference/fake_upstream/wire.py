@@ -20,9 +20,7 @@ from http import HTTPStatus
 HEAD_LIMIT = 256 * 1024
 BODY_LIMIT = 64 * 1024 * 1024
 
-_STATUS_LINES = {
-    int(s): f"HTTP/1.1 {int(s)} {s.phrase}\r\n".encode("latin-1") for s in HTTPStatus
-}
+_STATUS_LINES = {int(s): f"HTTP/1.1 {int(s)} {s.phrase}\r\n".encode("latin-1") for s in HTTPStatus}
 _STATUS_LINES[529] = b"HTTP/1.1 529 Overloaded\r\n"
 CHUNK_END = b"0\r\n\r\n"  # last-chunk marker that ends a chunked body
 
@@ -65,7 +63,7 @@ def chunk(data: bytes) -> bytes:
 class Connection:
     """One accepted TCP connection; requests are read and answered in turn."""
 
-    __slots__ = ("id", "keep_alive", "reader", "transport", "writer")
+    __slots__ = ("http10", "id", "keep_alive", "reader", "transport", "writer")
 
     def __init__(self, conn_id: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
         self.id = conn_id
@@ -73,6 +71,7 @@ class Connection:
         self.writer = writer
         self.transport = writer.transport
         self.keep_alive = True
+        self.http10 = False  # HTTP/1.0 peers get unframed streams ended by closing
 
     @property
     def closing(self) -> bool:
@@ -104,15 +103,13 @@ class Connection:
             text = value.strip().decode("latin-1")
             headers[key] = f"{headers[key]}, {text}" if key in headers else text
         conn = headers.get("connection", "").lower()
-        if version == "HTTP/1.1":
-            keep_alive = "close" not in conn
-        else:
-            keep_alive = "keep-alive" in conn
+        keep_alive = "close" not in conn if version == "HTTP/1.1" else "keep-alive" in conn
         path, _, query = target.partition("?")
         if headers.get("expect", "").lower() == "100-continue":
             self.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         body = await self._read_body(headers)
         self.keep_alive = keep_alive
+        self.http10 = version == "HTTP/1.0"
         return Request(method, path, query, version, headers, body, keep_alive)
 
     async def _read_body(self, headers: dict[str, str]) -> bytes:
@@ -152,9 +149,13 @@ class Connection:
 
     def head(self, status: int, headers: bytes, *, length: int | None) -> bytes:
         """Status line and headers; ``length`` None means a chunked (streamed) body."""
-        framing = (
-            b"transfer-encoding: chunked\r\n" if length is None else b"content-length: %d\r\n" % length
-        )
+        if length is not None:
+            framing = b"content-length: %d\r\n" % length
+        elif self.http10:
+            framing = b""
+            self.keep_alive = False
+        else:
+            framing = b"transfer-encoding: chunked\r\n"
         keep = b"connection: keep-alive\r\n" if self.keep_alive else b"connection: close\r\n"
         return b"%b%b%b%b\r\n" % (status_line(status), headers, framing, keep)
 
@@ -185,4 +186,3 @@ class Connection:
             while await self.reader.read(65536):
                 pass
         self.transport.close()
-

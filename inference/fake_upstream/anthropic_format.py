@@ -1,0 +1,238 @@
+"""Anthropic Messages wire format, as the official ``anthropic`` SDK parses it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from .formats import InvalidBody, StreamPlan, positive_int, require_messages
+from .replies import (
+    Reply,
+    count_words,
+    echo_source,
+    ends_with_user_turn,
+    parse_stop,
+    plan_text,
+    plan_tool,
+)
+
+_dumps = orjson.dumps
+_STOP = {
+    "stop": "end_turn",
+    "stop_sequence": "stop_sequence",
+    "length": "max_tokens",
+    "tool": "tool_use",
+}
+_CONTEXT_WINDOW = 200_000
+
+# status -> (error type, default message), per Anthropic's documented error list.
+_ERRORS: dict[int, tuple[str, str]] = {
+    400: ("invalid_request_error", "Invalid request."),
+    401: ("authentication_error", "invalid x-api-key"),
+    402: ("billing_error", "Your credit balance is too low."),
+    403: ("permission_error", "Your API key does not have permission to use this resource."),
+    404: ("not_found_error", "Not found."),
+    408: ("timeout_error", "Request timed out."),
+    413: ("request_too_large", "Request exceeds the maximum allowed number of bytes."),
+    429: ("rate_limit_error", "Number of requests has exceeded your rate limit."),
+    500: ("api_error", "Internal server error"),
+    504: ("timeout_error", "Request timed out."),
+    529: ("overloaded_error", "Overloaded"),
+}
+
+
+def _envelope(type_: str, message: str, rid: str) -> bytes:
+    return _dumps(
+        {"type": "error", "error": {"type": type_, "message": message}, "request_id": f"req_{rid}"}
+    )
+
+
+def _sse(event: str, data: dict[str, Any]) -> bytes:
+    return b"event: %b\ndata: %b\n\n" % (event.encode(), _dumps(data))
+
+
+def _usage(reply: Reply, output_tokens: int) -> dict[str, Any]:
+    return {
+        "input_tokens": reply.input_tokens,
+        "cache_creation_input_tokens": 0,
+        "cache_read_input_tokens": 0,
+        "output_tokens": output_tokens,
+        "service_tier": "standard",
+    }
+
+
+def _pick_tool(tools: list[Any], choice: Any) -> tuple[str, Any] | None:
+    named = isinstance(choice, dict) and choice.get("type") == "tool"
+    wanted = choice.get("name") if named else None
+    for tool in tools:
+        # Server tools (web search, code execution...) have no input_schema and
+        # are run by the provider, so only client tools can be "called" here.
+        if not isinstance(tool, dict) or "input_schema" not in tool:
+            continue
+        name = tool.get("name")
+        if isinstance(name, str) and (wanted is None or name == wanted):
+            return name, tool.get("input_schema")
+    return None
+
+
+def input_tokens(body: dict[str, Any]) -> int:
+    return count_words(require_messages(body), body.get("system"))
+
+
+class AnthropicFormat:
+    name = "anthropic"
+    id_header = "request-id"
+    overloaded_status = 529
+
+    def error_body(self, status: int, message: str | None, rid: str, model: str | None) -> bytes:
+        default = ("api_error", "Internal server error") if status >= 500 else _ERRORS[400]
+        type_, text = _ERRORS.get(status, default)
+        if status == 404 and model and message is None:
+            text = f"model: {model}"
+        return _envelope(type_, message or text, rid)
+
+    def auth_error(self, key: str | None, rid: str) -> bytes:
+        message = "invalid x-api-key" if key else "x-api-key header is required"
+        return _envelope("authentication_error", message, rid)
+
+    def context_length_body(self, tokens: int, rid: str) -> bytes:
+        shown = max(tokens, _CONTEXT_WINDOW + 1)
+        return _envelope(
+            "invalid_request_error",
+            f"prompt is too long: {shown} tokens > {_CONTEXT_WINDOW} maximum",
+            rid,
+        )
+
+    def plan(self, body: dict[str, Any], words: int) -> Reply:
+        messages = require_messages(body)
+        max_tokens = positive_int(body, "max_tokens")
+        if max_tokens is None:
+            raise InvalidBody("max_tokens: Field required", "max_tokens")
+        tokens_in = count_words(messages, body.get("system"))
+        tools = body.get("tools")
+        choice = body.get("tool_choice")
+        wants_tool = not (isinstance(choice, dict) and choice.get("type") == "none")
+        if tools and isinstance(tools, list) and wants_tool and ends_with_user_turn(messages):
+            picked = _pick_tool(tools, choice)
+            if picked is not None:
+                return plan_tool(picked[0], picked[1], echo_source(messages), tokens_in)
+        return plan_text(
+            echo_source(messages),
+            words=words,
+            max_tokens=max_tokens,
+            stop=parse_stop(body.get("stop_sequences")),
+            input_tokens=tokens_in,
+        )
+
+    def message_body(self, reply: Reply, model: str, rid: str) -> bytes:
+        if reply.tool:
+            block: dict[str, Any] = {
+                "type": "tool_use",
+                "id": f"toolu_{rid}",
+                "name": reply.tool.name,
+                "input": reply.tool.input,
+            }
+        else:
+            block = {"type": "text", "text": reply.text}
+        return _dumps(
+            {
+                "id": f"msg_{rid}",
+                "type": "message",
+                "role": "assistant",
+                "model": model,
+                "content": [block],
+                "stop_reason": _STOP[reply.finish],
+                "stop_sequence": reply.stop_sequence,
+                "usage": _usage(reply, reply.output_tokens),
+            }
+        )
+
+    def stream(self, reply: Reply, model: str, rid: str, body: dict[str, Any]) -> StreamPlan:
+        message: dict[str, Any] = {
+            "id": f"msg_{rid}",
+            "type": "message",
+            "role": "assistant",
+            "model": model,
+            "content": [],
+            "stop_reason": None,
+            "stop_sequence": None,
+            # The real API reports a token or so here and the total in message_delta.
+            "usage": _usage(reply, 1),
+        }
+        if reply.tool:
+            block: dict[str, Any] = {
+                "type": "tool_use",
+                "id": f"toolu_{rid}",
+                "name": reply.tool.name,
+                "input": {},
+            }
+            head = b'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,'
+            head += b'"delta":{"type":"input_json_delta","partial_json":'
+        else:
+            block = {"type": "text", "text": ""}
+            head = b'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,'
+            head += b'"delta":{"type":"text_delta","text":'
+        # Hot path: splice each token into a prebuilt frame.
+        tokens = [b"%b%b}}\n\n" % (head, _dumps(piece)) for piece in reply.tokens]
+        delta_usage = {
+            "input_tokens": reply.input_tokens,
+            "cache_creation_input_tokens": 0,
+            "cache_read_input_tokens": 0,
+            "output_tokens": reply.output_tokens,
+        }
+        return StreamPlan(
+            preamble=[
+                _sse("message_start", {"type": "message_start", "message": message}),
+                _sse(
+                    "content_block_start",
+                    {"type": "content_block_start", "index": 0, "content_block": block},
+                ),
+                _sse("ping", {"type": "ping"}),
+            ],
+            tokens=tokens,
+            epilogue=[
+                _sse("content_block_stop", {"type": "content_block_stop", "index": 0}),
+                _sse(
+                    "message_delta",
+                    {
+                        "type": "message_delta",
+                        "delta": {
+                            "stop_reason": _STOP[reply.finish],
+                            "stop_sequence": reply.stop_sequence,
+                        },
+                        "usage": delta_usage,
+                    },
+                ),
+            ],
+            terminator=[_sse("message_stop", {"type": "message_stop"})],
+            malformed=b"event: content_block_delta\ndata: {not json at all\n\n",
+            error=b"event: error\ndata: %b\n\n" % _envelope("overloaded_error", "Overloaded", rid),
+        )
+
+    def models_body(self, models: list[str]) -> bytes:
+        data = [self._model(m) for m in models]
+        return _dumps(
+            {
+                "data": data,
+                "has_more": False,
+                "first_id": models[0] if models else None,
+                "last_id": models[-1] if models else None,
+            }
+        )
+
+    def model_body(self, model: str) -> bytes:
+        return _dumps(self._model(model))
+
+    @staticmethod
+    def _model(model: str) -> dict[str, Any]:
+        return {
+            "type": "model",
+            "id": model,
+            "display_name": model.replace("-", " ").title(),
+            "created_at": "2025-01-01T00:00:00Z",
+            "lifecycle": "active",
+        }
+
+
+ANTHROPIC = AnthropicFormat()
