@@ -10,7 +10,6 @@ from gateway.protocols.openai import parse_request
 from inference.errors import InvalidRequest
 from inference.types import ImagePart, TextPart, ThinkingPart, ToolCallPart, ToolResultPart
 
-
 BAD_IMAGE = {"type": "image_url", "image_url": {"url": "data:x"}}
 
 
