@@ -231,6 +231,8 @@ class Engine:
             )
 
     def close(self) -> None:
+        if self._closed:
+            return
         self._closed = True
         if self._thread is not None:
             self._post("stop", None)
