@@ -151,10 +151,12 @@ def configure_routing(server: LiveServer, spec: dict[str, object]) -> None:
     import json
 
     env = {**server.env, "ROUTING_SPEC": json.dumps(spec)}
-    subprocess.run(
+    result = subprocess.run(
         [sys.executable, "manage.py", "shell", "-c", _APPLY_SPEC],
-        cwd=ROOT, env=env, check=True, capture_output=True, timeout=120,
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
+    if result.returncode:
+        raise RuntimeError(f"configuring routing failed:\n{result.stderr[-3000:]}")
 
 
 def start_redis(directory: Path) -> tuple[subprocess.Popen[bytes], str]:

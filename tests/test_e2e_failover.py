@@ -54,6 +54,7 @@ CHAINS = {
     "broken-local": ["broken", ("primary", "gpt-ok")],
     "all-fail": [("primary", "fault-503"), ("badkey", "gpt-x")],
     "claude-direct": [("ant", "claude-ok")],
+    "budget": [("tight", "fault-hang"), ("primary", "gpt-ok")],
 }
 
 
@@ -68,6 +69,13 @@ def routing_spec(upstream: FakeUpstream) -> dict[str, object]:
         "providers": [
             {"name": "primary", "base_url": f"{upstream.url}/v1", "key": OPENAI_KEY, **PROVIDER},
             {"name": "badkey", "base_url": f"{upstream.url}/v1", "key": "sk-wrong", **PROVIDER},
+            {
+                **PROVIDER,
+                "name": "tight",
+                "base_url": f"{upstream.url}/v1",
+                "key": OPENAI_KEY,
+                "total_timeout": 1.5,
+            },
             {
                 **PROVIDER,
                 "name": "ant",
@@ -286,6 +294,17 @@ def test_anthropic_sdk_is_not_needed_for_cross_protocol(client, upstream, gatewa
     assert sent.path == "/v1/messages"
     assert sent.json["max_tokens"] == 5
     assert sent.headers["anthropic-version"]
+
+
+def test_total_budget_bounds_the_whole_request(client, upstream, gateway) -> None:
+    started = time.monotonic()
+    response = raw(gateway, "budget")
+    elapsed = time.monotonic() - started
+    assert response.status_code == 504
+    assert response.json()["error"]["code"] == "upstream_timeout"
+    assert 1.4 < elapsed < 3.0  # 1.5s budget: one full attempt, one cut short, no more
+    assert upstream.count(model="fault-hang") == 2
+    assert upstream.count(model="gpt-ok") == 0
 
 
 def test_gateway_survived(gateway) -> None:

@@ -1,0 +1,511 @@
+"""The routing configuration as one YAML document (export_config / import_config).
+
+Import checks the whole document before it writes anything and reports every
+problem at once, so a bad file never leaves the routing half-applied and never
+takes several edit-and-retry rounds. Keys are never in the file: a provider names
+the environment variable its key is read from at import.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping as MappingABC
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import yaml
+from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
+from django.db import models, transaction
+
+from .models import (
+    BackendMapping,
+    CloudCredential,
+    CredentialError,
+    LocalModel,
+    MappingTarget,
+    Provider,
+)
+from .resolution import Mapping
+
+VERSION = 1
+TOP_KEYS = ("version", "local_models", "providers", "mappings")
+
+
+class Key(NamedTuple):
+    field: str  # model field the YAML key maps to
+    type: type  # str, bool, int, float, or dict (string-to-string headers)
+    nullable: bool = False
+    required: bool = False
+
+
+# YAML key -> model field; a nested dict is a YAML sub-mapping (timeouts: {...}).
+Spec = dict[str, "Key | dict[str, Key]"]
+
+LOCAL_SPEC: Spec = {
+    "name": Key("name", str, required=True),
+    "path": Key("path", str, required=True),
+    "enabled": Key("enabled", bool),
+    "preload": Key("preload", bool),
+    "context_length": Key("context_length", int, nullable=True),
+    "default_max_tokens": Key("default_max_tokens", int, nullable=True),
+    "default_temperature": Key("default_temperature", float, nullable=True),
+    "default_top_p": Key("default_top_p", float, nullable=True),
+    "description": Key("description", str),
+}
+PROVIDER_SPEC: Spec = {
+    "name": Key("name", str, required=True),
+    "kind": Key("kind", str, required=True),
+    "base_url": Key("base_url", str),
+    "extra_headers": Key("extra_headers", dict),
+    "timeouts": {
+        "connect": Key("connect_timeout", float),
+        "first_byte": Key("first_byte_timeout", float),
+        "stream_idle": Key("stream_idle_timeout", float),
+        "total": Key("total_timeout", float),
+    },
+    "retries": {
+        "max_retries": Key("max_retries", int),
+        "backoff": Key("retry_backoff", float),
+        "retry_after_cap": Key("retry_after_cap", float),
+    },
+    "breaker": {
+        "fail_max": Key("breaker_fail_max", int),
+        "reset_timeout": Key("breaker_reset_timeout", float),
+    },
+    "enabled": Key("enabled", bool),
+    "description": Key("description", str),
+}
+MAPPING_SPEC: Spec = {
+    "pattern": Key("pattern", str, required=True),
+    "priority": Key("priority", int),
+    "enabled": Key("enabled", bool),
+    "description": Key("description", str),
+}
+TARGET_KEYS = ("provider", "model", "local")
+_TYPE_NAMES = {
+    str: "a string",
+    bool: "true or false",
+    int: "an integer",
+    float: "a number",
+    dict: "a mapping of strings to strings",
+}
+
+Link = tuple[str, str, str]  # ("local" | "provider", name, upstream model or "")
+
+
+class ConfigError(Exception):
+    """The document is invalid; `problems` lists every problem with its location."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+# ---------------------------------------------------------------- YAML text
+
+
+class _Flow(dict):  # type: ignore[type-arg]
+    """A mapping written on one line (chain links, timeouts): easier to scan."""
+
+
+class _Dumper(yaml.SafeDumper):
+    def increase_indent(self, flow: bool = False, indentless: bool = False) -> None:
+        super().increase_indent(flow, False)  # indent list items under their key, as people do
+
+
+_Dumper.add_representer(
+    _Flow, lambda d, data: d.represent_mapping("tag:yaml.org,2002:map", data, flow_style=True)
+)
+
+
+class _Loader(yaml.SafeLoader):
+    """Rejects duplicate keys, which PyYAML would otherwise resolve silently (last wins)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # `<<: *base` then overriding a key is how merges are meant to work
+            key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+            if isinstance(key, str) and key in seen:
+                raise yaml.constructor.ConstructorError(
+                    "while constructing a mapping", node.start_mark,
+                    f"found duplicate key {key!r}", key_node.start_mark,
+                )  # fmt: skip
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+HEADER = """\
+# LLM gateway routing configuration: python manage.py import_config FILE
+# No secrets here: each provider's key is read at import from the environment
+# variable named by api_key_env (null: the key already in the database is kept).
+"""
+
+
+def load_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_Loader)  # a SafeLoader subclass: no arbitrary objects
+
+
+def dump_yaml(document: dict[str, Any]) -> str:
+    body = yaml.dump(document, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=100)
+    return HEADER + body
+
+
+# ---------------------------------------------------------------- export
+
+
+def _dump(instance: models.Model, spec: Spec) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, key in spec.items():
+        if isinstance(key, dict):
+            out[name] = _Flow(_dump(instance, key))
+        else:
+            value = getattr(instance, key.field)
+            out[name] = _Flow(value) if key.type is dict else value
+    return out
+
+
+def _link(target: MappingTarget) -> _Flow:
+    if target.local_model_id:
+        return _Flow(local=target.local_model.name)  # type: ignore[union-attr]
+    link = _Flow(provider=target.provider.name)  # type: ignore[union-attr]
+    if target.upstream_model:
+        link["model"] = target.upstream_model
+    return link
+
+
+def export_document() -> tuple[dict[str, Any], list[str]]:
+    """The document, and warnings about keys an import could not restore."""
+    warnings: list[str] = []
+    providers = []
+    for provider in Provider.objects.select_related("credential").order_by("name"):
+        credential = getattr(provider, "credential", None)
+        env = (credential.source_env or None) if credential else None
+        if credential and env is None:
+            warnings.append(
+                f"provider {provider.name!r}: its key was set in the admin, so no environment "
+                "variable is known (api_key_env: null); set one before importing elsewhere"
+            )
+        entry = _dump(provider, PROVIDER_SPEC)
+        # api_key_env sits next to base_url: the two things that say where to connect.
+        providers.append(
+            {k: v for k, v in entry.items() if k in ("name", "kind", "base_url")}
+            | {"api_key_env": env}
+            | {k: v for k, v in entry.items() if k not in ("name", "kind", "base_url")}
+        )
+    rows = BackendMapping.objects.prefetch_related("targets__local_model", "targets__provider")
+    # Resolution order, so a fresh import creates ties in the same id order (rule 4).
+    ordered = sorted(rows, key=lambda m: Mapping(m.id, m.pattern, m.priority, ()).sort_key())
+    mappings = [
+        _dump(m, MAPPING_SPEC) | {"chain": [_link(t) for t in m.targets.all()]} for m in ordered
+    ]
+    document = {
+        "version": VERSION,
+        "local_models": [_dump(m, LOCAL_SPEC) for m in LocalModel.objects.order_by("name")],
+        "providers": providers,
+        "mappings": mappings,
+    }
+    return document, warnings
+
+
+# ---------------------------------------------------------------- import: reading
+
+
+def _locations(spec: Spec, prefix: str = "") -> dict[str, str]:
+    """Model field -> its YAML location, to place full_clean's errors."""
+    out: dict[str, str] = {}
+    for name, key in spec.items():
+        if isinstance(key, dict):
+            out |= _locations(key, f"{prefix}{name}.")
+        else:
+            out[key.field] = f"{prefix}{name}"
+    return out
+
+
+def _check_type(value: Any, key: Key) -> tuple[bool, Any]:
+    if value is None:
+        return key.nullable, None
+    if key.type is bool:
+        return isinstance(value, bool), value
+    if key.type is int:
+        return isinstance(value, int) and not isinstance(value, bool), value
+    if key.type is float:
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        # MinValueValidator lets NaN through (every comparison is False).
+        return ok and math.isfinite(value), float(value) if ok else value
+    if key.type is dict:
+        ok = isinstance(value, dict) and all(
+            isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+        )
+        return ok, value
+    return isinstance(value, str), value
+
+
+def _read(
+    entry: dict[Any, Any],
+    spec: Spec,
+    model: type[models.Model],
+    where: str,
+    problems: list[str],
+    extra: tuple[str, ...] = (),
+) -> dict[str, Any]:
+    """Model field values; an omitted key takes the model's default (the file is the truth)."""
+    values: dict[str, Any] = {}
+    for name in entry:
+        if name not in spec and name not in extra:
+            allowed = ", ".join([*spec, *extra])
+            problems.append(f"{where}: unknown key {name!r} (allowed: {allowed})")
+    for name, key in spec.items():
+        here = f"{where}.{name}"
+        if isinstance(key, dict):
+            group = entry.get(name, {})
+            if isinstance(group, dict):
+                values |= _read(group, key, model, here, problems)
+            else:
+                problems.append(f"{here}: expected a mapping")
+        elif name not in entry:
+            if key.required:
+                problems.append(f"{here}: required")
+            else:
+                values[key.field] = model._meta.get_field(key.field).get_default()
+        else:
+            ok, value = _check_type(entry[name], key)
+            if ok:
+                values[key.field] = value
+            else:
+                null = " or null" if key.nullable else ""
+                problems.append(f"{here}: expected {_TYPE_NAMES[key.type]}{null}")
+    return values
+
+
+def _full_clean(instance: models.Model, spec: Spec, where: str, problems: list[str]) -> None:
+    try:
+        instance.full_clean()
+    except ValidationError as exc:
+        located = _locations(spec)
+        for name, messages in exc.message_dict.items():
+            place = where if name == NON_FIELD_ERRORS else f"{where}.{located.get(name, name)}"
+            problems.extend(f"{place}: {message}" for message in messages)
+
+
+# ---------------------------------------------------------------- import: planning
+
+
+@dataclass
+class ImportPlan:
+    changes: list[str] = field(default_factory=list)  # what the import writes, one per line
+    warnings: list[str] = field(default_factory=list)
+    rows: list[models.Model] = field(default_factory=list)  # new or changed, in write order
+    # provider name -> (environment variable, key); repr=False keeps keys out of tracebacks.
+    keys: dict[str, tuple[str, str]] = field(default_factory=dict, repr=False)
+    chains: list[tuple[BackendMapping, list[Link]]] = field(default_factory=list)
+
+
+class _Section(NamedTuple):
+    name: str
+    model: type[models.Model]
+    spec: Spec
+    lookup: str  # the natural key an entry is matched on
+    label: str
+    extra: tuple[str, ...]  # keys that are not model fields
+
+
+_SECTIONS = (
+    _Section("local_models", LocalModel, LOCAL_SPEC, "name", "local model", ()),
+    _Section("providers", Provider, PROVIDER_SPEC, "name", "provider", ("api_key_env",)),
+    _Section("mappings", BackendMapping, MAPPING_SPEC, "pattern", "mapping", ("chain",)),
+)
+_TARGET_KIND = {"local_models": "local", "providers": "provider"}
+_KIND_LABEL = {"local": "local model", "provider": "provider"}
+
+
+def _sections(document: Any, problems: list[str]) -> dict[str, list[Any]]:
+    out: dict[str, list[Any]] = {s.name: [] for s in _SECTIONS}
+    if not isinstance(document, dict):
+        problems.append("document: expected a mapping (version, local_models, ...)")
+        return out
+    problems.extend(f"document: unknown key {k!r}" for k in document if k not in TOP_KEYS)
+    if document.get("version") != VERSION:
+        problems.append(f"version: expected {VERSION}, got {document.get('version')!r}")
+    for name in out:
+        value = document.get(name)
+        if isinstance(value, list):
+            out[name] = value
+        elif value is not None:
+            problems.append(f"{name}: expected a list")
+    return out
+
+
+def _link_of(target: MappingTarget) -> Link:
+    if target.local_model_id:
+        return ("local", target.local_model.name, "")  # type: ignore[union-attr]
+    return ("provider", target.provider.name, target.upstream_model)  # type: ignore[union-attr]
+
+
+def _show(links: list[Link]) -> str:
+    return " -> ".join(f"local:{n}" if k == "local" else f"{n}:{m or '*'}" for k, n, m in links)
+
+
+class _Planner:
+    """Checks the document against itself and the database, collecting every problem."""
+
+    def __init__(self, environ: MappingABC[str, str]) -> None:
+        self.environ = environ
+        self.problems: list[str] = []
+        self.plan = ImportPlan()
+        targets = ("targets__local_model", "targets__provider")
+        self.existing: dict[str, dict[str, Any]] = {
+            "local_models": {m.name: m for m in LocalModel.objects.all()},
+            "providers": {p.name: p for p in Provider.objects.select_related("credential")},
+            "mappings": {m.pattern: m for m in BackendMapping.objects.prefetch_related(*targets)},
+        }
+        # What a chain may name, (kind, name) -> enabled: the database, overridden by the file.
+        self.targets: dict[tuple[str, str], bool] = {}
+        for section, kind in _TARGET_KIND.items():
+            self.targets |= {(kind, n): r.enabled for n, r in self.existing[section].items()}
+
+    def run(self, document: Any) -> ImportPlan:
+        entries = _sections(document, self.problems)
+        for section in _SECTIONS:
+            seen: dict[Any, str] = {}
+            for i, raw in enumerate(entries[section.name]):
+                self.entry(section, f"{section.name}[{i}]", raw, seen)
+        if self.problems:
+            raise ConfigError(self.problems)
+        return self.plan
+
+    def entry(self, section: _Section, where: str, raw: Any, seen: dict[Any, str]) -> None:
+        if not isinstance(raw, dict):
+            self.problems.append(f"{where}: expected a mapping")
+            return
+        values = _read(raw, section.spec, section.model, where, self.problems, section.extra)
+        name = values.get(section.lookup)
+        if name in seen:
+            self.problems.append(f"{where}.{section.lookup}: {name!r} is also at {seen[name]}")
+        elif name is not None:
+            seen[name] = where
+            if section.name in _TARGET_KIND:
+                self.targets[(_TARGET_KIND[section.name], name)] = values["enabled"]
+        instance = None
+        # Only with every field read: full_clean on half-read values would add noise.
+        if values.keys() == _locations(section.spec).keys():
+            instance = self.upsert(section, where, values)
+        if section.name == "providers":
+            self.key(where, name, raw.get("api_key_env"))
+        elif section.name == "mappings":
+            self.chain(f"{where}.chain", instance, raw)
+
+    def upsert(self, section: _Section, where: str, values: dict[str, Any]) -> models.Model:
+        name = values[section.lookup]
+        instance = self.existing[section.name].get(name)
+        created = instance is None
+        instance = section.model() if created else instance
+        located = _locations(section.spec)
+        changed = [located[f] for f, v in values.items() if getattr(instance, f) != v]
+        for field_name, value in values.items():
+            setattr(instance, field_name, value)
+        _full_clean(instance, section.spec, where, self.problems)
+        label = f"{section.label} {name!r}"
+        if created or changed:
+            self.plan.rows.append(instance)
+            self.plan.changes.append(
+                f"create {label}" if created else f"update {label}: {', '.join(changed)}"
+            )
+        # Only a warning: a file may well be imported before the model is downloaded.
+        if isinstance(instance, LocalModel) and not instance.resolved_path.is_dir():
+            self.plan.warnings.append(f"{where}: no folder at {instance.resolved_path} yet")
+        return instance
+
+    def key(self, where: str, provider: str | None, env: Any) -> None:
+        existing = self.existing["providers"].get(provider)
+        credential = getattr(existing, "credential", None)
+        if env is None:
+            if credential is None:  # allowed (set it in the admin later), but worth a word
+                self.plan.warnings.append(f"{where}: no api_key_env and no stored key")
+            return
+        if not isinstance(env, str) or not env.strip() or len(env) > 200:
+            self.problems.append(f"{where}.api_key_env: expected a variable name, or null")
+            return
+        value = self.environ.get(env, "").strip()
+        if not value:
+            self.problems.append(f"{where}.api_key_env: environment variable {env} is not set")
+            return
+        try:
+            same = credential is not None and credential.reveal() == value
+        except CredentialError:
+            same = False  # undecryptable: importing the key repairs it
+        if provider is not None and not (same and credential.source_env == env):
+            self.plan.keys[provider] = (env, value)
+            self.plan.changes.append(f"set the API key of provider {provider!r} from ${env}")
+
+    def chain(self, where: str, mapping: BackendMapping | None, raw: dict[str, Any]) -> None:
+        items = raw.get("chain")
+        if not isinstance(items, list) or not items:
+            self.problems.append(f"{where}: expected a list of at least one target (the primary)")
+            return
+        links = [link for j, item in enumerate(items) if (link := self.link(f"{where}[{j}]", item))]
+        if mapping is None:
+            return
+        old = [_link_of(t) for t in mapping.targets.all()] if mapping.pk else []
+        if links != old:
+            self.plan.chains.append((mapping, links))
+            label = f"mapping {mapping.pattern!r}"
+            self.plan.changes.append(f"set the chain of {label}: {_show(links)}")
+
+    def link(self, where: str, item: Any) -> Link | None:
+        if not isinstance(item, dict):
+            self.problems.append(f"{where}: expected {{provider: P, model: M}} or {{local: L}}")
+            return None
+        self.problems.extend(f"{where}: unknown key {k!r}" for k in item if k not in TARGET_KEYS)
+        kind = "local" if "local" in item else "provider"
+        name, model = item.get(kind), item.get("model") or ""
+        if ("local" in item) == ("provider" in item):
+            self.problems.append(f"{where}: needs exactly one of 'provider' or 'local'")
+        elif kind == "local" and "model" in item:
+            self.problems.append(f"{where}.model: only provider targets take a model name")
+        elif not isinstance(name, str) or not isinstance(model, str) or len(model) > 200:
+            self.problems.append(f"{where}: expected string names (model: 200 chars at most)")
+        elif (kind, name) not in self.targets:
+            self.problems.append(f"{where}: unknown {_KIND_LABEL[kind]} {name!r}")
+        else:
+            if not self.targets[(kind, name)]:
+                self.plan.warnings.append(f"{where}: {_KIND_LABEL[kind]} {name!r} is disabled")
+            return (kind, name, model)
+        return None
+
+
+# ---------------------------------------------------------------- import: writing
+
+
+def _apply(plan: ImportPlan) -> None:
+    for row in plan.rows:  # in section order: chains point at local models and providers
+        row.save()
+    providers = {p.name: p for p in Provider.objects.all()}
+    for name, (env, value) in plan.keys.items():
+        credential = CloudCredential.objects.filter(provider=providers[name]).first()
+        credential = credential or CloudCredential(provider=providers[name])
+        credential.set_key(value)
+        credential.source_env = env
+        credential.save()
+    local = {m.name: m for m in LocalModel.objects.all()}
+    for mapping, links in plan.chains:
+        # Replaced as a whole: a chain's order is its meaning, so no per-link merge.
+        MappingTarget.objects.filter(mapping=mapping).delete()
+        for position, (kind, name, model) in enumerate(links):
+            MappingTarget.objects.create(
+                mapping=mapping,
+                position=position,
+                local_model=local[name] if kind == "local" else None,
+                provider=providers[name] if kind == "provider" else None,
+                upstream_model=model,
+            )
+
+
+def import_document(document: Any, environ: MappingABC[str, str], *, dry_run: bool) -> ImportPlan:
+    """Validate, then (unless dry_run) write: in one transaction, so both see the same rows."""
+    with transaction.atomic():
+        plan = _Planner(environ).run(document)
+        if not dry_run:
+            _apply(plan)
+    return plan

@@ -1,0 +1,139 @@
+"""Is everything enabled usable right now: the database, local models, providers."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import time
+from collections.abc import Awaitable
+from typing import Any
+
+from asgiref.sync import async_to_sync
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import connection
+
+from routing.models import LocalModel, Provider
+from routing.probes import ProbeResult, probe_local_model, probe_provider
+
+
+def _database() -> ProbeResult:
+    started = time.perf_counter()
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+            cursor.fetchone()
+    except Exception as exc:  # any driver error means the same thing here: unusable
+        elapsed = (time.perf_counter() - started) * 1000
+        return ProbeResult("default", "database", False, elapsed, None, _error(exc))
+    return ProbeResult("default", "database", True, (time.perf_counter() - started) * 1000)
+
+
+def _error(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+async def _bounded(
+    probe: Awaitable[ProbeResult], name: str, kind: str, limit: float
+) -> ProbeResult:
+    # httpx's timeout is per phase (connect, each read): a server trickling bytes could
+    # hold a probe far longer, so each check also gets a hard overall limit.
+    started = time.perf_counter()
+    try:
+        return await asyncio.wait_for(probe, limit)
+    except TimeoutError:
+        elapsed = (time.perf_counter() - started) * 1000
+        return ProbeResult(name, kind, False, elapsed, None, f"no answer within {limit:g}s")
+
+
+async def _probe_all(
+    models: list[LocalModel], providers: list[Provider], limit: float
+) -> list[ProbeResult]:
+    probes = [
+        *(_bounded(probe_local_model(m, limit), m.name, "local", limit + 1) for m in models),
+        *(_bounded(probe_provider(p, limit), p.name, p.kind, limit + 1) for p in providers),
+    ]
+    return list(await asyncio.gather(*probes))
+
+
+class Command(BaseCommand):
+    help = (
+        "Check the database, every enabled local model (it loads) and every enabled "
+        "provider (reachable, key accepted), in parallel. Exit status 1 if any fails."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--json", action="store_true", help="print a JSON document")
+        parser.add_argument(
+            "--timeout",
+            type=float,
+            default=5.0,
+            metavar="SECONDS",
+            help="limit for each check (default: 5). A model load that overruns it is "
+            "reported as failed, but still runs to its end before the command exits.",
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        limit = options["timeout"]
+        if limit <= 0:
+            raise CommandError("--timeout must be positive")
+        results = [_database()]
+        if results[0].ok:
+            # Rows are read here, on this thread's connection; the probes then need no
+            # database (credentials come along through select_related).
+            models = list(LocalModel.objects.filter(enabled=True).order_by("name"))
+            providers = list(
+                Provider.objects.filter(enabled=True).select_related("credential").order_by("name")
+            )
+            results += async_to_sync(_probe_all)(models, providers, limit)
+        # A timed-out load says only "TimeoutError: ": name the limit instead.
+        results = [
+            dataclasses.replace(r, error=f"no answer within {limit:g}s")
+            if not r.ok and r.error.rstrip(": ") == "TimeoutError"
+            else r
+            for r in results
+        ]
+        if options["json"]:
+            self.print_json(results)
+        else:
+            self.print_table(results)
+        failed = [r for r in results if not r.ok]
+        if failed:
+            names = ", ".join(f"{r.kind} {r.name!r}" for r in failed)
+            raise CommandError(f"unhealthy: {names}")
+
+    def print_json(self, results: list[ProbeResult]) -> None:
+        checks = [
+            {
+                "name": r.name,
+                "kind": r.kind,
+                "ok": r.ok,
+                "status": "OK" if r.ok else "FAIL",
+                "latency_ms": round(r.latency_ms, 1),
+                "http_status": r.status,
+                "error": r.error,
+            }
+            for r in results
+        ]
+        document = {"ok": all(r.ok for r in results), "checks": checks}
+        self.stdout.write(json.dumps(document, indent=2))
+
+    def print_table(self, results: list[ProbeResult]) -> None:
+        rows = [("NAME", "KIND", "STATUS", "LATENCY", "ERROR")]
+        rows += [
+            (r.name, r.kind, "OK" if r.ok else "FAIL", f"{r.latency_ms:.0f} ms", _detail(r))
+            for r in results
+        ]
+        widths = [max(len(row[i]) for row in rows) for i in range(4)]
+        for row in rows:
+            cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
+            line = "  ".join([*cells, row[4]]).rstrip()
+            style = self.style.ERROR if row[2] == "FAIL" else (lambda text: text)
+            self.stdout.write(style(line))
+
+
+def _detail(result: ProbeResult) -> str:
+    error = " ".join(result.error.split())  # a multi-line exception would break the table
+    if result.status and not result.ok and str(result.status) not in error:
+        return f"{error} (HTTP {result.status})"
+    return error

@@ -1,0 +1,140 @@
+"""Show the routing table, or where one model name goes and why."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from routing.models import BackendMapping, LocalModel, Provider
+from routing.resolution import Mapping, Route, RoutingTable
+from routing.selectors import Snapshot, load_snapshot
+
+
+def _chain(mapping: Mapping) -> str:
+    return " -> ".join(t.label() for t in mapping.targets) or "(empty: every target disabled)"
+
+
+def _why_lost(loser: Mapping, winner: Mapping) -> str:
+    """Which step of the documented rule (routing/resolution.py) ranks `loser` lower."""
+    if loser.priority != winner.priority:
+        return f"lower priority ({loser.priority} < {winner.priority})"
+    (l_exact, l_literal, l_fewer), (w_exact, w_literal, w_fewer) = (
+        loser.specificity,
+        winner.specificity,
+    )
+    if l_exact != w_exact:
+        return "equal priority; a wildcard pattern loses to an exact name"
+    if l_literal != w_literal:
+        return f"equal priority; fewer literal characters ({l_literal} < {w_literal})"
+    if l_fewer != w_fewer:
+        return f"equal priority; more wildcards ({-l_fewer} > {-w_fewer})"
+    return "same priority and specificity; the older mapping wins"
+
+
+class Command(BaseCommand):
+    help = (
+        "Without MODEL: the routing mode, local models, providers and mappings in resolution "
+        "order. With MODEL: the chain that name resolves to, and why. Uses the router's own "
+        "resolution (load_snapshot().table)."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("model", nargs="?", metavar="MODEL", help="a requested model name")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        snapshot = load_snapshot()  # fresh, not the process cache: show what is in the database
+        self.mode(snapshot.table)
+        if options["model"] is None:
+            self.overview(snapshot)
+        else:
+            self.explain(snapshot.table, options["model"])
+
+    def mode(self, table: RoutingTable) -> None:
+        if table.cloud_routing:
+            self.stdout.write(
+                "Cloud routing: ON (ENABLE_CLOUD_ROUTING=on): names go through the mappings, "
+                "then to the local model of that name"
+            )
+        else:
+            self.stdout.write(
+                "Cloud routing: OFF (ENABLE_CLOUD_ROUTING=off): each name is served by the local "
+                "model of that name; mappings are ignored"
+            )
+
+    def overview(self, snapshot: Snapshot) -> None:
+        w = self.stdout.write
+        w("\nLocal models (enabled):")
+        for name, model in sorted(snapshot.local_models.items()):
+            w(f"  {name:<24} {model.resolved_path}{'  [preload]' if model.preload else ''}")
+        if not snapshot.local_models:
+            w("  (none)")
+        w("\nProviders (enabled):")
+        for name, provider in sorted(snapshot.providers.items()):
+            credential = getattr(provider, "credential", None)
+            key = f"key ...{credential.key_suffix}" if credential else "NO KEY"
+            w(f"  {name:<24} {provider.kind:<10} {provider.effective_base_url}  ({key})")
+        if not snapshot.providers:
+            w("  (none)")
+        w("\nMappings in resolution order (priority, then specificity, then age):")
+        table = snapshot.table
+        for i, mapping in enumerate(table.mappings, 1):
+            w(f"  {i:>2}. {mapping.pattern:<24} priority {mapping.priority:<5} {_chain(mapping)}")
+        if not table.mappings:
+            w("  (none)")
+        if not table.cloud_routing and table.mappings:
+            w("  (ignored while cloud routing is off)")
+        self.disabled()
+
+    def disabled(self) -> None:
+        # Not in the snapshot (the router never sees them), but an operator looking for a
+        # missing route wants to know they exist.
+        groups = {
+            "local models": LocalModel.objects.filter(enabled=False).values_list("name", flat=True),
+            "providers": Provider.objects.filter(enabled=False).values_list("name", flat=True),
+            "mappings": BackendMapping.objects.filter(enabled=False).values_list(
+                "pattern", flat=True
+            ),
+        }
+        for what, names in groups.items():
+            if names:
+                self.stdout.write(f"\nDisabled {what} (ignored): {', '.join(sorted(names))}")
+
+    def explain(self, table: RoutingTable, requested: str) -> None:
+        w = self.stdout.write
+        route = table.resolve(requested)
+        matching = table.matching(requested)
+        w(f"\n{requested!r}:")
+        if route is None:
+            w("  no route: no enabled mapping routes it and no enabled local model has that name")
+            if matching and not table.cloud_routing:
+                w(f"  (matching mappings ignored, cloud routing is off: {self.names(matching)})")
+            raise CommandError(f"no route for {requested!r}")
+        self.chain(route)
+        if route.mapping is None:
+            w(f"  why: served by the local model of that name ({route.reason})")
+            if matching:
+                skipped = "cloud routing is off" if not table.cloud_routing else "empty chains"
+                w(f"  matching mappings not used ({skipped}): {self.names(matching)}")
+            return
+        winner = route.mapping
+        w(f"  why: mapping {winner.pattern!r} (priority {winner.priority}) wins")
+        above = True
+        for mapping in matching:  # best first, as the table ranks them
+            if mapping is winner:
+                above = False
+            elif above:
+                # Ranked higher, but the table passes over a chain with no enabled target.
+                w(f"    skips {mapping.pattern!r}: its chain is empty (every target disabled)")
+            else:
+                w(f"    beats {mapping.pattern!r}: {_why_lost(mapping, winner)}")
+
+    def chain(self, route: Route) -> None:
+        for i, hop in enumerate(route.chain):
+            role = "primary:" if i == 0 else f"fallback {i}:"
+            where = "local model" if hop.target.kind == "local" else "provider"
+            self.stdout.write(f"  {role:<12} {where} {hop.target.name}, model {hop.model!r}")
+
+    @staticmethod
+    def names(mappings: list[Mapping]) -> str:
+        return ", ".join(repr(m.pattern) for m in mappings)
