@@ -107,7 +107,6 @@ class ProviderAdmin(admin.ModelAdmin):
         if key:
             credential = getattr(obj, "credential", None) or CloudCredential(provider=obj)
             credential.set_key(key)
-            credential.source_env = ""
             credential.save()
 
     @admin.action(description="Test connection")
@@ -138,7 +137,6 @@ class CloudCredentialForm(ApiKeyFormMixin):
         credential = super().save(commit=False)
         if self.key_to_set():
             credential.set_key(self.key_to_set())
-            credential.source_env = ""
         if commit:
             credential.save()
         return credential

@@ -485,8 +485,7 @@ def _apply(plan: ImportPlan) -> None:
     for name, (env, value) in plan.keys.items():
         credential = CloudCredential.objects.filter(provider=providers[name]).first()
         credential = credential or CloudCredential(provider=providers[name])
-        credential.set_key(value)
-        credential.source_env = env
+        credential.set_key(value, source_env=env)
         credential.save()
     local = {m.name: m for m in LocalModel.objects.all()}
     for mapping, links in plan.chains:

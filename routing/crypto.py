@@ -75,6 +75,11 @@ class Secret:
         return hash(self.token)
 
 
+# Marks ciphertext in serialized data (dumpdata/loaddata), so that loading a
+# dump keeps the token instead of encrypting it again as if it were a key.
+SERIALIZED_PREFIX = "fernet:"
+
+
 class EncryptedSecretField(models.TextField):
     """A TextField that stores Fernet ciphertext and yields `Secret` objects."""
 
@@ -84,7 +89,10 @@ class EncryptedSecretField(models.TextField):
     def to_python(self, value: Any) -> Secret | None:
         if value is None or isinstance(value, Secret):
             return value
-        return Secret(plain=str(value))
+        value = str(value)
+        if value.startswith(SERIALIZED_PREFIX):
+            return Secret(token=value.removeprefix(SERIALIZED_PREFIX))
+        return Secret(plain=value)
 
     def get_prep_value(self, value: Any) -> str | None:
         secret = self.to_python(value)
@@ -92,5 +100,5 @@ class EncryptedSecretField(models.TextField):
 
     def value_to_string(self, obj: models.Model) -> str:
         # Serialization (dumpdata) carries ciphertext, never the plain key.
-        secret = self.value_from_object(obj)
-        return "" if secret is None else self.to_python(secret).token  # type: ignore[union-attr]
+        secret = self.to_python(self.value_from_object(obj))
+        return "" if secret is None else SERIALIZED_PREFIX + secret.token

@@ -200,9 +200,10 @@ class CloudCredential(models.Model):
     def __repr__(self) -> str:
         return f"<CloudCredential provider={self.provider_id} key=...{self.key_suffix}>"
 
-    def set_key(self, plain: str) -> None:
+    def set_key(self, plain: str, *, source_env: str = "") -> None:
         self.api_key = Secret(plain=plain)
         self.key_suffix = plain[-4:]
+        self.source_env = source_env
 
     def reveal(self) -> str:
         """The plain key, or an error naming the provider: never the ciphertext."""

@@ -253,3 +253,15 @@ def test_change_in_another_process_reaches_the_server(routed_gateway: LiveServer
     )
     assert reply.status_code == 200
     assert reply.headers["x-gateway-backend"] == "local:demo"
+
+
+def test_dump_and_load_keep_the_key(provider: Provider, tmp_path) -> None:
+    from django.core.management import call_command
+
+    dump = tmp_path / "dump.json"
+    call_command("dumpdata", "routing.cloudcredential", output=str(dump))
+    assert "sk-live" not in dump.read_text()
+    CloudCredential.objects.all().delete()
+    call_command("loaddata", str(dump), verbosity=0)
+    fresh = Provider.objects.select_related("credential").get(pk=provider.pk)
+    assert provider_config(fresh).api_key == "sk-live-secret-1234"
