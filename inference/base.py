@@ -77,7 +77,7 @@ class ResultBuilder:
             if event.name:
                 call.name = event.name
             call.arguments += event.arguments
-        else:
+        elif isinstance(event, Finish):
             self.finish = event
 
     def result(self, response_id: str | None = None) -> ChatResult:

@@ -93,6 +93,9 @@ class ChatRequest:
     # The wire protocol the client spoke ("openai" / "anthropic"); extensions
     # only make sense to an upstream of the same protocol.
     source_protocol: str | None = None
+    # The client's request body as received: an upstream speaking the same
+    # protocol gets it untouched but for the model name (lossless passthrough).
+    raw: dict[str, Any] | None = field(default=None, repr=False)
 
 
 @dataclass(slots=True)
@@ -132,7 +135,19 @@ class Finish:
     stop_sequence: str | None = None
 
 
-Event = TextDelta | ThinkingDelta | ToolCallDelta | Finish
+@dataclass(slots=True)
+class WireEvent:
+    """One upstream SSE event exactly as received, in its protocol.
+
+    Yielded just before the events derived from it, so a client speaking the
+    same protocol can be sent the upstream's bytes instead of a re-encoding.
+    """
+
+    protocol: str
+    data: bytes
+
+
+Event = TextDelta | ThinkingDelta | ToolCallDelta | Finish | WireEvent
 
 
 @dataclass(slots=True)
@@ -143,6 +158,9 @@ class ChatResult:
     content: list[Part]
     finish: Finish
     id: str | None = None
+    # The upstream's response body and its protocol, for lossless passthrough.
+    raw: dict[str, Any] | None = field(default=None, repr=False)
+    raw_protocol: str | None = None
 
 
 def is_content(event: Event) -> bool:

@@ -108,7 +108,10 @@ class Breakers:
             return True
         if state == pybreaker.STATE_OPEN:
             opened = breaker._state_storage.opened_at or datetime.fromtimestamp(0, UTC)
-            if (datetime.now(UTC) - opened).total_seconds() < breaker.reset_timeout:
+            elapsed = (datetime.now(UTC) - opened).total_seconds()
+            # pybreaker's Redis storage keeps whole seconds: without the slack an
+            # open breaker could be probed up to a second early.
+            if elapsed - (1.0 if self._redis is not None else 0.0) < breaker.reset_timeout:
                 return False
         # Half-open, or open long enough: one probe at a time, others skip.
         if not self._take_probe(name, breaker.reset_timeout):

@@ -8,6 +8,7 @@ upstream saw, not by reading configuration.
 from __future__ import annotations
 
 import itertools
+import json
 import time
 from collections.abc import Iterator
 
@@ -55,6 +56,7 @@ CHAINS = {
     "all-fail": [("primary", "fault-503"), ("badkey", "gpt-x")],
     "claude-direct": [("ant", "claude-ok")],
     "budget": [("tight", "fault-hang"), ("primary", "gpt-ok")],
+    "passthrough": [("primary", "gpt-ok")],
 }
 
 
@@ -305,6 +307,44 @@ def test_total_budget_bounds_the_whole_request(client, upstream, gateway) -> Non
     assert 1.4 < elapsed < 3.0  # 1.5s budget: one full attempt, one cut short, no more
     assert upstream.count(model="fault-hang") == 2
     assert upstream.count(model="gpt-ok") == 0
+
+
+PASSTHROUGH_BODY = {
+    "model": "passthrough",
+    "messages": [{"role": "user", "content": "hi", "name": "alice"}],
+    "max_tokens": 6,
+    "logit_bias": {"50256": -100},
+    "vendor_extension": {"nested": [1, 2, {"deep": True}]},
+}
+
+
+def _strip(obj: dict) -> dict:
+    return {k: v for k, v in obj.items() if k not in ("id", "created")}
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_same_protocol_is_passed_through_untouched(upstream, gateway, stream: bool) -> None:
+    body = {**PASSTHROUGH_BODY, "stream": stream}
+    upstream.reset()
+    via_gateway = httpx.post(f"{gateway.url}/v1/chat/completions", json=body, timeout=30)
+    assert via_gateway.status_code == 200
+    sent = upstream.find(model="gpt-ok")[0].json
+    assert sent == {**body, "model": "gpt-ok"}  # untouched but the model name
+    direct = httpx.post(
+        f"{upstream.url}/v1/chat/completions",
+        json=sent,
+        headers={"authorization": f"Bearer {OPENAI_KEY}"},
+        timeout=30,
+    )
+    if not stream:
+        assert _strip(via_gateway.json()) == _strip(direct.json())
+        return
+
+    def events(text: str) -> list[object]:
+        lines = [line[6:] for line in text.splitlines() if line.startswith("data: ")]
+        return [line if line == "[DONE]" else _strip(json.loads(line)) for line in lines]
+
+    assert events(via_gateway.text) == events(direct.text)
 
 
 def test_gateway_survived(gateway) -> None:

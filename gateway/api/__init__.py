@@ -12,7 +12,7 @@ from ninja.errors import ValidationError as NinjaValidationError
 from inference.errors import EngineError, GatewayError, InvalidRequest, ModelNotFound
 
 from ..errors import error_response, request_protocol, validation_message
-from . import health, openai
+from . import anthropic, health, models, openai
 
 logger = logging.getLogger(__name__)
 
@@ -24,6 +24,8 @@ api = NinjaAPI(
     urls_namespace="gateway-api",
 )
 api.add_router("/v1", openai.router)
+api.add_router("/v1", anthropic.router)
+api.add_router("/v1", models.router)
 api.add_router("", health.router)
 
 

@@ -6,8 +6,8 @@ import orjson
 from django.http import HttpRequest, HttpResponse
 from ninja import Router
 
-from inference.errors import InvalidRequest, ModelNotFound
-from routing import failover, selectors
+from inference.errors import InvalidRequest
+from routing import failover
 
 from ..protocols import openai as wire
 from ..streaming import sse_response
@@ -48,29 +48,3 @@ async def chat_completions(request: HttpRequest) -> HttpResponse:
     held, events, served = await failover.stream(chat)
     encoder = wire.StreamEncoder(served.model, include_usage)
     return sse_response(held, events, encoder, served.backend, served.headers())
-
-
-def _model_card(name: str, created: float, owner: str) -> dict[str, object]:
-    return {"id": name, "object": "model", "created": int(created), "owned_by": owner}
-
-
-def _card(snapshot: selectors.Snapshot, name: str) -> dict[str, object]:
-    local = snapshot.local_models.get(name)
-    if local is not None:
-        return _model_card(name, local.created_at.timestamp(), "local")
-    return _model_card(name, 0, "gateway")
-
-
-@router.get("/models")
-async def list_models(request: HttpRequest) -> HttpResponse:
-    snapshot = await selectors.asnapshot()
-    data = [_card(snapshot, name) for name in snapshot.table.advertised_models()]
-    return json_response({"object": "list", "data": data})
-
-
-@router.get("/models/{model_id}")
-async def get_model(request: HttpRequest, model_id: str) -> HttpResponse:
-    snapshot = await selectors.asnapshot()
-    if snapshot.table.resolve(model_id) is None:
-        raise ModelNotFound(f"The model {model_id!r} does not exist.", param="model")
-    return json_response(_card(snapshot, model_id))

@@ -28,6 +28,7 @@ from inference.types import (
     ToolResultPart,
     ToolSpec,
     Usage,
+    WireEvent,
 )
 
 from ..errors import error_body, validation_message
@@ -94,6 +95,7 @@ def parse_request(data: Any) -> tuple[ChatRequest, bool]:
         metadata=wire.metadata or {},
         extensions=extensions,
         source_protocol="openai",
+        raw=data,
     )
     include_usage = bool(wire.stream_options and wire.stream_options.include_usage)
     return request, include_usage
@@ -184,6 +186,8 @@ def usage_body(usage: Usage) -> dict[str, int]:
 
 
 def completion_body(result: ChatResult, model: str) -> dict[str, Any]:
+    if result.raw is not None and result.raw_protocol == "openai":
+        return result.raw  # an OpenAI upstream's answer, untouched
     text = "".join(p.text for p in result.content if isinstance(p, TextPart))
     reasoning = "".join(p.text for p in result.content if isinstance(p, ThinkingPart))
     calls = [p for p in result.content if isinstance(p, ToolCallPart)]
@@ -223,6 +227,9 @@ class StreamEncoder:
         self.include_usage = include_usage
         self.created = int(time.time())
         self._started = False
+        # Set once the backend relays an OpenAI upstream: its bytes go out as
+        # they came, and the events derived from them are not sent twice.
+        self._passthrough = False
 
     def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> bytes:
         body: dict[str, Any] = {
@@ -238,6 +245,13 @@ class StreamEncoder:
         return b"data: " + orjson.dumps(body) + b"\n\n"
 
     def encode(self, event: Event) -> bytes:
+        if isinstance(event, WireEvent):
+            if event.protocol != "openai":
+                return b""
+            self._passthrough = True
+            return event.data
+        if self._passthrough:
+            return b""
         out = b""
         if not self._started:
             self._started = True

@@ -25,9 +25,11 @@ from ..types import (
     ToolCallPart,
     ToolResultPart,
     Usage,
+    WireEvent,
 )
 from .config import ProviderConfig
 from .errors import UpstreamError
+from .sse import encode_sse
 from .transport import malformed, parse_event_json, post_json, sse_stream
 
 # Anthropic requires max_tokens; OpenAI clients often omit it.
@@ -44,6 +46,8 @@ STOP_REASONS: dict[str, FinishReason] = {
 
 
 def request_body(request: ChatRequest, model: str, *, stream: bool) -> dict[str, Any]:
+    if request.raw is not None and request.source_protocol == "anthropic":
+        return {**request.raw, "model": model}  # same protocol: untouched but the model
     if request.extensions and request.source_protocol != "anthropic":
         names = sorted(request.extensions)
         raise UnsupportedFeature(
@@ -203,7 +207,10 @@ class AnthropicBackend:
 
     async def complete(self, request: ChatRequest) -> ChatResult:
         body = request_body(request, self.model, stream=False)
-        return result_of(await post_json(self.config, "/messages", body, self.deadline), self.name)
+        data = await post_json(self.config, "/messages", body, self.deadline)
+        result = result_of(data, self.name)
+        result.raw, result.raw_protocol = data, "anthropic"
+        return result
 
     async def count_tokens(self, request: ChatRequest) -> int:
         body = {"model": self.model, **prompt_fields(request)}
@@ -222,6 +229,8 @@ class AnthropicBackend:
                 kind = data.get("type") or event.event
                 if kind == "error":
                     raise _stream_error(self.name, data.get("error"))
+                # Relayed only once known good: a broken event becomes our error.
+                yield WireEvent("anthropic", encode_sse(event))
                 if kind == "message_start":
                     usage = usage_of((data.get("message") or {}).get("usage"))
                 elif kind == "content_block_start":

@@ -22,9 +22,11 @@ from ..types import (
     ToolCallPart,
     ToolResultPart,
     Usage,
+    WireEvent,
 )
 from .config import ProviderConfig
 from .errors import UpstreamError
+from .sse import encode_sse
 from .transport import malformed, parse_event_json, post_json, sse_stream
 
 _FINISH: dict[str, FinishReason] = {
@@ -37,6 +39,8 @@ _FINISH: dict[str, FinishReason] = {
 
 
 def request_body(request: ChatRequest, model: str, *, stream: bool) -> dict[str, Any]:
+    if request.raw is not None and request.source_protocol == "openai":
+        return {**request.raw, "model": model}  # same protocol: untouched but the model
     if request.extensions and request.source_protocol != "openai":
         names = sorted(request.extensions)
         raise UnsupportedFeature(
@@ -177,7 +181,9 @@ class OpenAIBackend:
     async def complete(self, request: ChatRequest) -> ChatResult:
         body = request_body(request, self.model, stream=False)
         data = await post_json(self.config, "/chat/completions", body, self.deadline)
-        return result_of(data, self.name)
+        result = result_of(data, self.name)
+        result.raw, result.raw_protocol = data, "openai"
+        return result
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[Event]:
         body = request_body(request, self.model, stream=True)
@@ -186,10 +192,13 @@ class OpenAIBackend:
             usage = Usage()
             async for event in events:
                 if event.data.strip() == "[DONE]":
+                    yield WireEvent("openai", encode_sse(event))
                     break
                 chunk = parse_event_json(self.name, event)
                 if "error" in chunk:
                     raise _stream_error(self.name, chunk["error"])
+                # Relayed only once known good: a broken event becomes our error.
+                yield WireEvent("openai", encode_sse(event))
                 if chunk.get("usage"):
                     usage = usage_of(chunk["usage"])
                 for choice in chunk.get("choices") or []:

@@ -49,3 +49,10 @@ async def iter_sse(chunks: AsyncIterator[bytes]) -> AsyncIterator[SSEEvent]:
             data.append(line[5:].removeprefix(" "))
     if data:
         yield SSEEvent("\n".join(data), event, event_id)
+
+
+def encode_sse(event: SSEEvent) -> bytes:
+    """The event framed again as SSE, field for field (for passthrough)."""
+    out = f"event: {event.event}\n" if event.event else ""
+    out += "".join(f"data: {line}\n" for line in event.data.split("\n"))
+    return (out + "\n").encode()

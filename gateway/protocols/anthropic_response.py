@@ -1,0 +1,259 @@
+"""Internal answers -> Anthropic's `message` object and its stream of named SSE events."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+import orjson
+
+from inference.errors import GatewayError
+from inference.types import (
+    ChatResult,
+    Event,
+    Finish,
+    FinishReason,
+    Part,
+    TextDelta,
+    TextPart,
+    ThinkingDelta,
+    ThinkingPart,
+    ToolCallDelta,
+    ToolCallPart,
+    Usage,
+    WireEvent,
+)
+
+from ..errors import error_body
+
+# Internal finish reason -> Anthropic stop_reason. Not the inverse of
+# inference.cloud.anthropic.STOP_REASONS: that one folds pause_turn into "stop".
+STOP_REASONS: dict[FinishReason, str] = {
+    "stop": "end_turn",
+    "length": "max_tokens",
+    "tool_calls": "tool_use",
+    "stop_sequence": "stop_sequence",
+    "content_filter": "refusal",
+}
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex[:24]}"
+
+
+def tool_input(arguments: str) -> dict[str, Any]:
+    """A tool call's JSON arguments as the object Anthropic's `input` must be.
+
+    A JSON value that is not an object is wrapped as {"value": ...}, the same
+    convention `inference.cloud.anthropic` uses upstream; text that is not JSON
+    at all (a local model can write anything) is passed on as {"arguments": text}
+    rather than lost, so the client's own validation can say what is wrong.
+    """
+    if not arguments.strip():
+        return {}
+    try:
+        value = json.loads(arguments)
+    except json.JSONDecodeError:
+        return {"arguments": arguments}
+    return value if isinstance(value, dict) else {"value": value}
+
+
+def content_blocks(parts: list[Part]) -> list[dict[str, Any]]:
+    blocks: list[dict[str, Any]] = []
+    for part in parts:
+        if isinstance(part, TextPart):
+            blocks.append({"type": "text", "text": part.text})
+        elif isinstance(part, ThinkingPart):
+            # Anthropic's block always has a signature. Reasoning from other
+            # backends has none; when a client sends it back unsigned, the
+            # Anthropic upstream translation drops it, as Anthropic requires.
+            blocks.append(
+                {"type": "thinking", "thinking": part.text, "signature": part.signature or ""}
+            )
+        elif isinstance(part, ToolCallPart):
+            blocks.append(
+                {
+                    "type": "tool_use",
+                    "id": part.id or new_id("toolu"),
+                    "name": part.name,
+                    "input": tool_input(part.arguments),
+                }
+            )
+    return blocks
+
+
+def stop_fields(finish: Finish) -> dict[str, Any]:
+    reason = STOP_REASONS[finish.reason]
+    return {
+        "stop_reason": reason,
+        "stop_sequence": finish.stop_sequence if reason == "stop_sequence" else None,
+    }
+
+
+def message_body(result: ChatResult, model: str) -> dict[str, Any]:
+    """The `message` object of a non-streaming answer."""
+    if result.raw is not None and result.raw_protocol == "anthropic":
+        return result.raw  # an Anthropic upstream's answer, untouched
+    usage = result.finish.usage
+    return {
+        "id": result.id if result.id and result.id.startswith("msg_") else new_id("msg"),
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": content_blocks(result.content),
+        **stop_fields(result.finish),
+        "usage": {"input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens},
+    }
+
+
+def sse(name: str, data: dict[str, Any]) -> bytes:
+    return b"event: " + name.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
+
+
+class StreamEncoder:
+    """Internal events -> Anthropic's event sequence.
+
+    message_start, then per content block content_block_start / _delta... /
+    _stop (a ping after the first start, as Anthropic sends one), then
+    message_delta and message_stop at Finish. A block ends when the kind of
+    content changes or a new tool call begins; every tool call is its own block.
+
+    When the backend relays an Anthropic upstream (WireEvent), its bytes go out
+    as they came and the events derived from them are not sent a second time.
+    """
+
+    def __init__(self, model: str) -> None:
+        self.id = new_id("msg")
+        self.model = model
+        self._started = False
+        self._pinged = False
+        self._open: tuple[str, int] | None = None  # (kind, block index) of the open block
+        self._blocks = 0
+        self._tools: dict[int, int] = {}  # tool call index -> its block index
+        self._passthrough = False
+        self._relayed_error = False
+        self._relayed_stop = False
+
+    def encode(self, event: Event) -> bytes:
+        if isinstance(event, WireEvent):
+            if event.protocol != "anthropic":
+                return b""
+            self._passthrough = True
+            self._relayed_error = event.data.startswith(b"event: error\n")
+            self._relayed_stop |= event.data.startswith(b"event: message_stop\n")
+            return event.data
+        if self._passthrough:
+            # The backend accepts an upstream stream that ends after message_delta;
+            # the client still gets the message_stop its SDK waits for.
+            if isinstance(event, Finish) and not self._relayed_stop:
+                return sse("message_stop", {"type": "message_stop"})
+            return b""
+        out: list[bytes] = []
+        if not self._started:
+            self._started = True
+            out.append(self._message_start(event))
+        if isinstance(event, TextDelta):
+            if event.text:
+                index = self._block(out, "text", {"type": "text", "text": ""})
+                out.append(self._delta(index, {"type": "text_delta", "text": event.text}))
+        elif isinstance(event, ThinkingDelta):
+            if event.text or event.signature:
+                start = {"type": "thinking", "thinking": "", "signature": ""}
+                index = self._block(out, "thinking", start)
+                if event.text:
+                    out.append(
+                        self._delta(index, {"type": "thinking_delta", "thinking": event.text})
+                    )
+                if event.signature:
+                    delta = {"type": "signature_delta", "signature": event.signature}
+                    out.append(self._delta(index, delta))
+        elif isinstance(event, ToolCallDelta):
+            index = self._tools.get(event.index)
+            if index is None:
+                start = {
+                    "type": "tool_use",
+                    "id": event.id or new_id("toolu"),
+                    "name": event.name or "",
+                    "input": {},
+                }
+                index = self._tools[event.index] = self._block(out, f"tool:{event.index}", start)
+            # A piece for a call whose block was already closed (no backend does
+            # this) still goes to that call's index rather than being lost.
+            if event.arguments:
+                delta = {"type": "input_json_delta", "partial_json": event.arguments}
+                out.append(self._delta(index, delta))
+        elif isinstance(event, Finish):
+            out.append(self._finish(event))
+        return b"".join(out)
+
+    def error(self, error: GatewayError) -> bytes:
+        """An in-band error: the stream had started, so the status is already sent."""
+        if self._relayed_error:
+            return b""  # the upstream's own error event already went out as it was
+        return sse("error", error_body(error, "anthropic"))
+
+    def _message_start(self, first: Event) -> bytes:
+        # Most backends report input tokens only at Finish; they are repeated
+        # in message_delta, whose usage the SDKs take over message_start's.
+        usage = first.usage if isinstance(first, Finish) else Usage()
+        message = {
+            "id": self.id,
+            "type": "message",
+            "role": "assistant",
+            "model": self.model,
+            "content": [],
+            "stop_reason": None,
+            "stop_sequence": None,
+            "usage": {"input_tokens": usage.input_tokens, "output_tokens": 0},
+        }
+        return sse("message_start", {"type": "message_start", "message": message})
+
+    def _block(self, out: list[bytes], kind: str, start: dict[str, Any]) -> int:
+        if self._open is not None and self._open[0] == kind:
+            return self._open[1]
+        self._close(out)
+        index = self._blocks
+        self._blocks += 1
+        self._open = (kind, index)
+        out.append(
+            sse(
+                "content_block_start",
+                {"type": "content_block_start", "index": index, "content_block": start},
+            )
+        )
+        self._ping(out)
+        return index
+
+    def _close(self, out: list[bytes]) -> None:
+        if self._open is not None:
+            index = self._open[1]
+            out.append(sse("content_block_stop", {"type": "content_block_stop", "index": index}))
+            self._open = None
+
+    def _ping(self, out: list[bytes]) -> None:
+        if not self._pinged:
+            self._pinged = True
+            out.append(sse("ping", {"type": "ping"}))
+
+    def _delta(self, index: int, delta: dict[str, Any]) -> bytes:
+        return sse(
+            "content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta}
+        )
+
+    def _finish(self, finish: Finish) -> bytes:
+        out: list[bytes] = []
+        self._close(out)
+        self._ping(out)
+        usage = {
+            "input_tokens": finish.usage.input_tokens,
+            "output_tokens": finish.usage.output_tokens,
+        }
+        out.append(
+            sse(
+                "message_delta",
+                {"type": "message_delta", "delta": stop_fields(finish), "usage": usage},
+            )
+        )
+        out.append(sse("message_stop", {"type": "message_stop"}))
+        return b"".join(out)
