@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import atexit
 import threading
 from typing import TYPE_CHECKING
 
@@ -40,9 +39,6 @@ def get_engine() -> Engine:
                     max_batch_size=settings.GATEWAY_MAX_BATCH_SIZE,
                     prefill_step_size=settings.GATEWAY_PREFILL_STEP_SIZE,
                 )
-                # MLX aborts the process if its threads are still running at
-                # interpreter exit: stop the engine first.
-                atexit.register(_engine.close)
     return _engine
 
 

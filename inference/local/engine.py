@@ -4,8 +4,11 @@ asyncio code never touches MLX while a model generates. Requests are posted to
 the engine thread as commands; it runs one `BatchGenerator` per resident model,
 so concurrent requests for a model share each decoding step (continuous
 batching), and hands text back to each request's event loop in one call per
-step. Loading runs on a separate loader thread so that a slow load does not
-stall the decoding of models already resident.
+step. Models are loaded on the same thread: MLX state is per thread, and a
+thread that used MLX must not exit while the interpreter finalizes (its
+thread-local destructors would abort the process), so MLX lives on exactly one
+long-lived thread. A load therefore pauses the decoding of other resident
+models for its duration.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import secrets
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -102,7 +105,6 @@ class Engine:
         self._steps = 0
         self._prompt_tokens = 0
         self._generated = 0
-        self._loader_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="mlx-loader")
         self._closed = False
 
     # ----------------------------------------------------------- asyncio side
@@ -165,9 +167,10 @@ class Engine:
             if not idle:
                 return None
             self._evict_locked(min(idle, key=lambda m: m.last_used))
-        future = self._loader_pool.submit(self._load, spec)
+        future: Future[LoadedModel] = Future()
         self._loading[spec.name] = future
         future.add_done_callback(lambda f: self._loaded(spec, f))
+        self._post("load", (spec, future))
         return future
 
     def _loaded(self, spec: ModelSpec, future: Future[LoadedModel]) -> None:
@@ -237,7 +240,11 @@ class Engine:
         if self._thread is not None:
             self._post("stop", None)
             self._thread.join(timeout=10)
-        self._loader_pool.shutdown(wait=False, cancel_futures=True)
+        with self._lock:
+            models = list(self._resident.values())
+            self._resident.clear()
+        for model in models:
+            model.release()
 
     def _post(self, command: str, payload: Any) -> None:
         if self._thread is None:
@@ -287,6 +294,13 @@ class Engine:
     def _handle(self, command: str, payload: Any) -> None:
         if command == "submit":
             self._insert(payload)
+        elif command == "load":
+            spec, future = payload
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(self._load(spec))
+                except Exception as exc:
+                    future.set_exception(exc)
         elif command == "cancel":
             seq: _Sequence = payload
             seqs = self._active.get(seq.model, {})
