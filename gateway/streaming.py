@@ -10,6 +10,8 @@ from django.http import StreamingHttpResponse
 from inference.errors import EngineError, GatewayError
 from inference.types import Event
 
+from .context import RequestContext, finish
+
 logger = logging.getLogger(__name__)
 
 
@@ -21,33 +23,43 @@ class Encoder:
 
 
 async def _body(
-    held: list[Event], events: AsyncIterator[Event], encoder: Encoder, label: str
+    held: list[Event], events: AsyncIterator[Event], encoder: Encoder, ctx: RequestContext
 ) -> AsyncIterator[bytes]:
+    label = ctx.served.backend if ctx.served else "?"
     try:
         for event in held:
+            ctx.observe(event)
             yield encoder.encode(event)
         async for event in events:
+            ctx.observe(event)
             yield encoder.encode(event)
     except GatewayError as exc:
         # Content was already sent with a 200: say so in-band, never a clean end.
         logger.warning("stream from %s failed after content: %s", label, exc.message)
+        ctx.fail(exc, exc.status)
         yield encoder.error(exc)
     except Exception as exc:
         logger.exception("stream from %s failed after content", label)
-        yield encoder.error(EngineError(f"stream failed: {type(exc).__name__}"))
+        error = EngineError(f"stream failed: {type(exc).__name__}")
+        ctx.fail(error, error.status)
+        yield encoder.error(error)
+    except BaseException:  # the client went away (cancelled): recorded as such
+        ctx.status, ctx.error_type = 499, "client_disconnected"
+        raise
     finally:
         await events.aclose()  # type: ignore[attr-defined]
+        finish(ctx)
 
 
 def sse_response(
     held: list[Event],
     events: AsyncIterator[Event],
     encoder: Encoder,
-    label: str,
+    ctx: RequestContext,
     headers: dict[str, str] | None = None,
 ) -> StreamingHttpResponse:
     response = StreamingHttpResponse(
-        _body(held, events, encoder, label), content_type="text/event-stream"
+        _body(held, events, encoder, ctx), content_type="text/event-stream"
     )
     response["Cache-Control"] = "no-cache"
     response["X-Accel-Buffering"] = "no"

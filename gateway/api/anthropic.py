@@ -22,6 +22,7 @@ from inference.types import (
 from routing import failover
 from routing.backends import backend_for
 
+from .. import context
 from ..protocols import anthropic as wire
 from ..schemas.anthropic import CountTokensRequest
 from ..streaming import sse_response
@@ -37,13 +38,19 @@ def _body(schema: type[CountTokensRequest]) -> dict[str, object]:
 
 @router.post("/messages", openapi_extra=_body(wire.MessagesRequest))
 async def messages(request: HttpRequest) -> HttpResponse:
+    ctx = await context.begin(request, "anthropic", "messages")
     chat = wire.parse_request(parse_json(request))
+    await context.admit(ctx, chat.model, stream=chat.stream)
     if not chat.stream:
         result, served = await failover.complete(chat)
+        ctx.served = served
+        ctx.observe(result.finish)
+        context.finish(ctx)
         return json_response(wire.message_body(result, served.model), headers=served.headers())
     held, events, served = await failover.stream(chat)
+    ctx.served = served
     encoder = wire.StreamEncoder(served.model)
-    return sse_response(held, events, encoder, served.backend, served.headers())
+    return sse_response(held, events, encoder, ctx, served.headers())
 
 
 @router.post("/messages/count_tokens", openapi_extra=_body(CountTokensRequest))
@@ -55,7 +62,9 @@ async def count_tokens(request: HttpRequest) -> HttpResponse:
     endpoint; anything else gets `estimate_tokens`. The X-Gateway-Count header
     says which ("exact" or "estimate").
     """
+    ctx = await context.begin(request, "anthropic", "messages.count_tokens")
     chat = wire.parse_count_request(parse_json(request))
+    await context.admit(ctx, chat.model, stream=False)
     route, snapshot = await failover.route_for(chat.model)
     hop = route.chain[0]
     backend = backend_for(hop, snapshot)
@@ -65,6 +74,8 @@ async def count_tokens(request: HttpRequest) -> HttpResponse:
     else:
         count, how = estimate_tokens(chat), "estimate"
     headers = {"X-Gateway-Backend": backend.name, "X-Gateway-Model": hop.model}
+    ctx.input_tokens = count
+    context.finish(ctx)
     return json_response({"input_tokens": count}, headers={**headers, "X-Gateway-Count": how})
 
 

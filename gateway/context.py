@@ -1,0 +1,103 @@
+"""One record per API request, from the first byte to the last.
+
+Views open it (`begin`: who is calling), fill it (`admit`: what they asked for;
+`observe`: what came back) and close it (`finish`), exactly once per request,
+whether it succeeded, fell back or failed, streamed or not. Whatever wants to
+know about finished requests (request log, usage limits, metrics, the live
+dashboard) registers a listener instead of reaching into the views.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.http import HttpRequest
+
+from inference.errors import GatewayError
+from inference.types import Event, Finish, is_content
+
+from . import auth
+from .errors import Protocol
+
+logger = logging.getLogger(__name__)
+
+# Listeners run on the event loop when a request ends: they must be quick
+# (count, enqueue, schedule), never wait on I/O.
+Listener = Callable[["RequestContext"], None]
+_listeners: list[Listener] = []
+
+
+@dataclass
+class RequestContext:
+    protocol: Protocol
+    endpoint: str
+    started: float = field(default_factory=time.monotonic)
+    started_at: float = field(default_factory=time.time)
+    api_key: Any = None  # set by gateway.auth once the caller is known
+    requested_model: str = ""
+    stream: bool = False
+    served: Any = None  # routing.failover.Served
+    status: int = 200
+    error_type: str = ""
+    input_tokens: int = 0
+    output_tokens: int = 0
+    first_token_at: float | None = None
+    finished: bool = False
+
+    def observe(self, event: Event) -> None:
+        if self.first_token_at is None and is_content(event):
+            self.first_token_at = time.monotonic()
+        if isinstance(event, Finish):
+            self.input_tokens = event.usage.input_tokens
+            self.output_tokens = event.usage.output_tokens
+
+    def fail(self, error: GatewayError, status: int) -> None:
+        self.status = status
+        self.error_type = error.code or error.kind
+        self.served = getattr(error, "served", None) or self.served
+
+    @property
+    def latency_ms(self) -> float:
+        return (time.monotonic() - self.started) * 1000
+
+    @property
+    def ttft_ms(self) -> float | None:
+        if self.first_token_at is None:
+            return None
+        return (self.first_token_at - self.started) * 1000
+
+
+def on_finish(listener: Listener) -> None:
+    if listener not in _listeners:
+        _listeners.append(listener)
+
+
+async def begin(request: HttpRequest, protocol: Protocol, endpoint: str) -> RequestContext:
+    ctx = RequestContext(protocol=protocol, endpoint=endpoint)
+    request.gateway_context = ctx  # type: ignore[attr-defined]
+    await auth.authenticate(request, ctx)
+    return ctx
+
+
+async def admit(ctx: RequestContext, model: str, *, stream: bool) -> None:
+    ctx.requested_model, ctx.stream = model, stream
+    await auth.admit(ctx, model)
+
+
+def current(request: HttpRequest) -> RequestContext | None:
+    return getattr(request, "gateway_context", None)
+
+
+def finish(ctx: RequestContext) -> None:
+    if ctx.finished:
+        return
+    ctx.finished = True
+    for listener in list(_listeners):
+        try:
+            listener(ctx)
+        except Exception:  # bookkeeping must never break an answer
+            logger.exception("request listener %r failed", listener)
