@@ -7,7 +7,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from routing.config_io import dump_yaml, export_document
+from routing.config_io import export_document
+from routing.config_schema import dump_yaml
 
 
 class Command(BaseCommand):

@@ -10,7 +10,8 @@ from typing import Any
 import yaml
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from routing.config_io import ConfigError, import_document, load_yaml
+from routing.config_io import import_document
+from routing.config_schema import ConfigError, load_yaml
 
 
 class Command(BaseCommand):
