@@ -1,14 +1,18 @@
-"""Streaming answers: once content is sent, a failure is said in-band, never a clean end."""
+"""Answering a chat request, whole or streamed; once content is sent, a failure
+is said in-band, never a clean end."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
-from django.http import StreamingHttpResponse
+import orjson
+from django.http import HttpResponse, StreamingHttpResponse
 
 from inference.errors import EngineError, GatewayError
-from inference.types import Event
+from inference.types import ChatRequest, ChatResult, Event
+from routing import failover
 
 from .context import RequestContext, finish
 
@@ -66,3 +70,25 @@ def sse_response(
     for key, value in (headers or {}).items():
         response[key] = value
     return response
+
+
+async def answer(
+    ctx: RequestContext,
+    chat: ChatRequest,
+    render: Callable[[ChatResult, str], dict[str, Any]],
+    encoder: Callable[[str], Encoder],
+) -> HttpResponse:
+    """Route the request and answer in the client's protocol (`render` / `encoder`)."""
+    if not chat.stream:
+        result, served = await failover.complete(chat)
+        ctx.served = served
+        ctx.observe(result.finish)
+        finish(ctx)
+        body = orjson.dumps(render(result, served.model))
+        response = HttpResponse(body, content_type="application/json")
+        for key, value in served.headers().items():
+            response[key] = value
+        return response
+    held, events, served = await failover.stream(chat)
+    ctx.served = served
+    return sse_response(held, events, encoder(served.model), ctx, served.headers())

@@ -25,7 +25,7 @@ from routing.backends import backend_for
 from .. import context
 from ..protocols import anthropic as wire
 from ..schemas.anthropic import CountTokensRequest
-from ..streaming import sse_response
+from ..streaming import answer
 from .openai import json_response, parse_json
 
 router = Router(tags=["anthropic"])
@@ -41,16 +41,7 @@ async def messages(request: HttpRequest) -> HttpResponse:
     ctx = await context.begin(request, "anthropic", "messages")
     chat = wire.parse_request(parse_json(request))
     await context.admit(ctx, chat.model, stream=chat.stream)
-    if not chat.stream:
-        result, served = await failover.complete(chat)
-        ctx.served = served
-        ctx.observe(result.finish)
-        context.finish(ctx)
-        return json_response(wire.message_body(result, served.model), headers=served.headers())
-    held, events, served = await failover.stream(chat)
-    ctx.served = served
-    encoder = wire.StreamEncoder(served.model)
-    return sse_response(held, events, encoder, ctx, served.headers())
+    return await answer(ctx, chat, wire.message_body, wire.StreamEncoder)
 
 
 @router.post("/messages/count_tokens", openapi_extra=_body(CountTokensRequest))

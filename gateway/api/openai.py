@@ -7,11 +7,10 @@ from django.http import HttpRequest, HttpResponse
 from ninja import Router
 
 from inference.errors import InvalidRequest
-from routing import failover
 
 from .. import context
 from ..protocols import openai as wire
-from ..streaming import sse_response
+from ..streaming import answer
 
 router = Router(tags=["openai"])
 
@@ -44,14 +43,9 @@ async def chat_completions(request: HttpRequest) -> HttpResponse:
     ctx = await context.begin(request, "openai", "chat.completions")
     chat, include_usage = wire.parse_request(parse_json(request))
     await context.admit(ctx, chat.model, stream=chat.stream)
-    if not chat.stream:
-        result, served = await failover.complete(chat)
-        ctx.served = served
-        ctx.observe(result.finish)
-        context.finish(ctx)
-        body = wire.completion_body(result, served.model)
-        return json_response(body, headers=served.headers())
-    held, events, served = await failover.stream(chat)
-    ctx.served = served
-    encoder = wire.StreamEncoder(served.model, include_usage)
-    return sse_response(held, events, encoder, ctx, served.headers())
+    return await answer(
+        ctx,
+        chat,
+        wire.completion_body,
+        lambda model: wire.StreamEncoder(model, include_usage),
+    )

@@ -27,10 +27,9 @@ from ..types import (
     Usage,
     WireEvent,
 )
-from .config import ProviderConfig
 from .errors import UpstreamError
 from .sse import encode_sse
-from .transport import malformed, parse_event_json, post_json, sse_stream
+from .transport import CloudBackend, malformed, parse_event_json, post_json, sse_stream
 
 # Anthropic requires max_tokens; OpenAI clients often omit it.
 DEFAULT_MAX_TOKENS = 4096
@@ -198,19 +197,15 @@ def result_of(data: dict[str, Any], backend: str) -> ChatResult:
     return builder.result(data.get("id"))
 
 
-class AnthropicBackend:
-    def __init__(self, config: ProviderConfig, model: str, deadline: float | None = None) -> None:
-        self.config = config
-        self.model = model
-        self.deadline = deadline
-        self.name = config.name
+class AnthropicBackend(CloudBackend):
+    protocol = "anthropic"
+    path = "/messages"
 
-    async def complete(self, request: ChatRequest) -> ChatResult:
-        body = request_body(request, self.model, stream=False)
-        data = await post_json(self.config, "/messages", body, self.deadline)
-        result = result_of(data, self.name)
-        result.raw, result.raw_protocol = data, "anthropic"
-        return result
+    def body(self, request: ChatRequest, *, stream: bool) -> dict[str, Any]:
+        return request_body(request, self.model, stream=stream)
+
+    def parse(self, data: dict[str, Any]) -> ChatResult:
+        return result_of(data, self.name)
 
     async def count_tokens(self, request: ChatRequest) -> int:
         body = {"model": self.model, **prompt_fields(request)}
@@ -218,8 +213,8 @@ class AnthropicBackend:
         return int(data.get("input_tokens") or 0)
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[Event]:
-        body = request_body(request, self.model, stream=True)
-        async with sse_stream(self.config, "/messages", body, self.deadline) as events:
+        body = self.body(request, stream=True)
+        async with sse_stream(self.config, self.path, body, self.deadline) as events:
             usage = Usage()
             finish: FinishReason | None = None
             stop_sequence: str | None = None

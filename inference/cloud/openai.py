@@ -24,10 +24,9 @@ from ..types import (
     Usage,
     WireEvent,
 )
-from .config import ProviderConfig
 from .errors import UpstreamError
 from .sse import encode_sse
-from .transport import malformed, parse_event_json, post_json, sse_stream
+from .transport import CloudBackend, malformed, parse_event_json, sse_stream
 
 _FINISH: dict[str, FinishReason] = {
     "stop": "stop",
@@ -169,25 +168,21 @@ def result_of(data: dict[str, Any], backend: str) -> ChatResult:
     return builder.result(data.get("id"))
 
 
-class OpenAIBackend:
+class OpenAIBackend(CloudBackend):
     """A chat-completions endpoint: OpenAI itself or any compatible server."""
 
-    def __init__(self, config: ProviderConfig, model: str, deadline: float | None = None) -> None:
-        self.config = config
-        self.model = model
-        self.deadline = deadline
-        self.name = config.name
+    protocol = "openai"
+    path = "/chat/completions"
 
-    async def complete(self, request: ChatRequest) -> ChatResult:
-        body = request_body(request, self.model, stream=False)
-        data = await post_json(self.config, "/chat/completions", body, self.deadline)
-        result = result_of(data, self.name)
-        result.raw, result.raw_protocol = data, "openai"
-        return result
+    def body(self, request: ChatRequest, *, stream: bool) -> dict[str, Any]:
+        return request_body(request, self.model, stream=stream)
+
+    def parse(self, data: dict[str, Any]) -> ChatResult:
+        return result_of(data, self.name)
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[Event]:
-        body = request_body(request, self.model, stream=True)
-        async with sse_stream(self.config, "/chat/completions", body, self.deadline) as events:
+        body = self.body(request, stream=True)
+        async with sse_stream(self.config, self.path, body, self.deadline) as events:
             finish: FinishReason | None = None
             usage = Usage()
             async for event in events:

@@ -6,11 +6,12 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
 import orjson
 
+from ..types import ChatRequest, ChatResult
 from .config import ProviderConfig
 from .errors import UpstreamError, error_message, from_response, transport_error
 from .sse import SSEEvent, iter_sse
@@ -145,3 +146,34 @@ def parse_event_json(backend: str, event: SSEEvent) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise malformed(backend, "an event is not a JSON object")
     return data
+
+
+class CloudBackend:
+    """What every cloud client shares: its provider, the model asked upstream, the budget.
+
+    Subclasses say where requests go (`path`), how the internal form becomes
+    their wire body (`body`) and how a whole answer is read back (`parse`).
+    """
+
+    protocol: ClassVar[str]
+    path: ClassVar[str]
+
+    def __init__(self, config: ProviderConfig, model: str, deadline: float | None = None) -> None:
+        self.config = config
+        self.model = model
+        self.deadline = deadline
+        self.name = config.name
+
+    def body(self, request: ChatRequest, *, stream: bool) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def parse(self, data: dict[str, Any]) -> ChatResult:
+        raise NotImplementedError
+
+    async def complete(self, request: ChatRequest) -> ChatResult:
+        data = await post_json(
+            self.config, self.path, self.body(request, stream=False), self.deadline
+        )
+        result = self.parse(data)
+        result.raw, result.raw_protocol = data, self.protocol  # for same-protocol passthrough
+        return result
