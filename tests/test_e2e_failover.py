@@ -57,6 +57,7 @@ CHAINS = {
     "claude-direct": [("ant", "claude-ok")],
     "budget": [("tight", "fault-hang"), ("primary", "gpt-ok")],
     "passthrough": [("primary", "gpt-ok")],
+    "broken-only": ["broken"],
 }
 
 
@@ -278,6 +279,16 @@ def test_local_failure_falls_back_to_the_cloud(client, upstream, gateway) -> Non
         "local:broken/broken=model_load_failed"
     )
     assert upstream.count(model="gpt-ok") == 1
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_engine_failure_alone_is_a_5xx_with_a_message(gateway, stream: bool) -> None:
+    response = raw(gateway, "broken-only", stream)
+    assert response.status_code == 500
+    error = response.json()["error"]
+    assert error["code"] == "model_load_failed"
+    assert "'broken' failed to load" in error["message"]
+    assert_serving(gateway)
 
 
 def test_all_failing_returns_the_most_meaningful_error(client, upstream, gateway) -> None:
