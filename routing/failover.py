@@ -117,7 +117,6 @@ async def _walk(
     errors: list[GatewayError] = []
     for hop in route.chain:
         name, config = breaker_name(hop), breaker_settings(hop, snapshot)
-        started = time.monotonic()
         try:
             backend = backend_for(hop, snapshot, deadline)
         except CredentialError as exc:
@@ -134,13 +133,19 @@ async def _walk(
             started = time.monotonic()
             try:
                 result = await call(backend, hop, deadline)
-            except GatewayError as raw:
-                error = _classify(raw, name)
+            except Exception as exc:
+                if not isinstance(exc, GatewayError):
+                    # A bug in a client or translator: logged loudly, and the
+                    # request still gets its fallbacks.
+                    logger.exception("route %s: backend %s failed unexpectedly", model, name)
+                    exc = EngineError(f"backend {name!r} failed: {type(exc).__name__}")
+                error = _classify(exc, name)
                 elapsed = (time.monotonic() - started) * 1000
                 served.attempts.append(Attempt(name, hop.model, _outcome(error), elapsed))
-                if error.category != "client":
-                    await box.record(name, config, ok=not error.unhealthy)
+                # A client's own error says nothing bad about the backend.
+                await box.record(name, config, ok=not error.unhealthy)
                 if error.category == "client":
+                    error.cause.served = served  # type: ignore[attr-defined]
                     raise error.cause from None
                 errors.append(error)
                 log = logger.error if error.category == "config" else logger.warning
