@@ -323,4 +323,3 @@ def sample_latency(
             latencies.append(elapsed)
             time.sleep(interval_s)
     return latencies
-
