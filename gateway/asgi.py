@@ -1,4 +1,5 @@
-"""ASGI entry point: HTTP goes to Django behind the body-size guard."""
+"""ASGI entry point: HTTP goes to Django behind the body-size guard; WebSockets
+feed the admin's live dashboard."""
 
 from __future__ import annotations
 
@@ -17,12 +18,18 @@ from django.core.asgi import get_asgi_application
 # is needed for a local deployment.
 django_app = ASGIStaticFilesHandler(get_asgi_application())
 
+from gateway.handlers import ApiHandler, PathDispatcher  # noqa: E402
+
+http_app = PathDispatcher(api=ApiHandler(), site=django_app)
+
+from gateway.dashboard import websocket_application  # noqa: E402
 from gateway.middleware import BodySizeLimit  # noqa: E402
 from gateway.startup import on_startup  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
-        "http": BodySizeLimit(django_app, settings.GATEWAY_MAX_BODY_BYTES),
+        "http": BodySizeLimit(http_app, settings.GATEWAY_MAX_BODY_BYTES),
+        "websocket": websocket_application(),
     }
 )
 

@@ -1,18 +1,99 @@
-"""Who may call the API. Client keys are not enforced yet: every caller is admitted."""
+"""Who may call the API: client keys, the models they may use, and how fast.
+
+A key comes as `Authorization: Bearer <key>` (OpenAI SDK, and the Anthropic
+SDK) or `x-api-key: <key>` (Anthropic's own header). Keys are looked up in the
+per-process keyring (`routing.selectors_keys`): no database query per request.
+With GATEWAY_REQUIRE_API_KEYS off, a caller without a known key is let in
+anonymously; a known key still gets its models and limits.
+"""
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
+from django.conf import settings
 from django.http import HttpRequest
+
+from inference.errors import AuthenticationFailed, PermissionDenied, RateLimited
+from routing import selectors_keys
+from routing.selectors_keys import KeyRecord
+
+from .ratelimit import limiter
 
 if TYPE_CHECKING:
     from .context import RequestContext
 
+# Endpoints whose tokens are not generated, so do not count against a key's limit.
+UNCHARGED_ENDPOINTS = frozenset({"messages.count_tokens"})
+
+
+def presented_key(request: HttpRequest) -> str:
+    key = request.headers.get("x-api-key", "").strip()
+    if key:
+        return key
+    scheme, _, value = request.headers.get("authorization", "").strip().partition(" ")
+    return value.strip() if scheme.lower() == "bearer" else ""
+
 
 async def authenticate(request: HttpRequest, ctx: RequestContext) -> None:
     """Identify the caller from `Authorization: Bearer` or `x-api-key`."""
+    required = settings.GATEWAY_REQUIRE_API_KEYS
+    secret = presented_key(request)
+    if not secret:
+        if required:
+            raise AuthenticationFailed(
+                "Missing API key: send it as `Authorization: Bearer <key>` or `x-api-key: <key>`."
+            )
+        return
+    key = await selectors_keys.afind(secret)
+    if key is None:
+        if required:
+            raise AuthenticationFailed("Invalid API key.")  # never echo what was sent
+        return  # keys optional: someone else's key (an SDK's dummy) is no key
+    # A known key that was revoked is refused even when keys are optional.
+    if not key.enabled:
+        raise AuthenticationFailed(f"The API key {key.prefix}… is disabled.")
+    if key.is_expired():
+        raise AuthenticationFailed(f"The API key {key.prefix}… has expired.")
+    ctx.api_key = key
+
+
+def allowed(ctx: RequestContext, model: str) -> bool:
+    key: KeyRecord | None = ctx.api_key
+    return key is None or key.allows(model)
+
+
+def permit(ctx: RequestContext, model: str) -> None:
+    """May this caller use this model at all (the key's allowed model patterns)?"""
+    key: KeyRecord | None = ctx.api_key
+    if key is not None and not key.allows(model):
+        raise PermissionDenied(
+            f"The API key {key.prefix}… is not allowed to use the model {model!r}.", param="model"
+        )
 
 
 async def admit(ctx: RequestContext, model: str) -> None:
     """May this caller use this model now (allowed patterns, rate limits)?"""
+    permit(ctx, model)
+    key: KeyRecord | None = ctx.api_key
+    if key is None or not key.limited:
+        return
+    refusal = await limiter().admit(key.id, key.requests_per_minute, key.tokens_per_minute)
+    if refusal is not None:
+        raise RateLimited(
+            f"Rate limit reached for the API key {key.prefix}…: "
+            f"{refusal.limit} {refusal.reason} per minute. "
+            f"Try again in {math.ceil(max(refusal.retry_after, 1))} s.",
+            retry_after=refusal.retry_after,
+        )
+
+
+def charge(ctx: RequestContext) -> None:
+    """Finish listener: a finished request's tokens count against its key's limit."""
+    key: KeyRecord | None = ctx.api_key
+    if key is None or key.tokens_per_minute is None or ctx.endpoint in UNCHARGED_ENDPOINTS:
+        return
+    tokens = ctx.input_tokens + ctx.output_tokens
+    if tokens > 0:
+        limiter().charge(key.id, tokens)

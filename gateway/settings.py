@@ -101,6 +101,10 @@ MIDDLEWARE = [
     "gateway.middleware.ApiMethodNotAllowed",
 ]
 
+# The API paths (/v1, /health, /metrics) run through gateway.handlers.ApiHandler
+# with only these: async middleware, no thread hops.
+GATEWAY_API_MIDDLEWARE = ["gateway.middleware.ApiMethodNotAllowed"]
+
 ROOT_URLCONF = "gateway.urls"
 ASGI_APPLICATION = "gateway.asgi.application"
 
@@ -148,8 +152,6 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = DATA_DIR / "static"
 
-CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
-
 # Bodies are JSON; the ASGI guard rejects anything larger with a 413 before
 # Django buffers it, and Django's own check is aligned with it.
 GATEWAY_MAX_BODY_BYTES = env_int("GATEWAY_MAX_BODY_BYTES", 32 * 1024 * 1024)
@@ -167,6 +169,22 @@ GATEWAY_DEFAULT_MAX_TOKENS = env_int("GATEWAY_DEFAULT_MAX_TOKENS", 512)
 ENABLE_CLOUD_ROUTING = env_bool("ENABLE_CLOUD_ROUTING", False)
 # Shared state across gateway processes (breakers, rate limits, channels).
 REDIS_URL = os.environ.get("REDIS_URL", "").strip()
+# The live dashboard's channel layer: in-process by default; through Redis
+# when processes share it, so a dashboard sees every process's requests.
+if REDIS_URL:
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [REDIS_URL], "prefix": "gateway:channels"},
+        }
+    }
+else:
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+# GET /metrics: with a token, scrapes must send it as a bearer token; without
+# one, only loopback clients may scrape.
+GATEWAY_METRICS_TOKEN = os.environ.get("GATEWAY_METRICS_TOKEN", "").strip()
+# Distinct model names kept as metric labels; later ones are counted as "other".
+GATEWAY_METRICS_MAX_MODELS = env_int("GATEWAY_METRICS_MAX_MODELS", 100)
 # Budget for a whole request, all attempts together, when the primary target
 # is a local model (a provider's own total_timeout applies otherwise).
 GATEWAY_REQUEST_TIMEOUT = env_float("GATEWAY_REQUEST_TIMEOUT", 600.0)
@@ -176,6 +194,17 @@ GATEWAY_LOCAL_BREAKER_FAIL_MAX = env_int("GATEWAY_LOCAL_BREAKER_FAIL_MAX", 3)
 GATEWAY_LOCAL_BREAKER_RESET_SECONDS = env_float("GATEWAY_LOCAL_BREAKER_RESET_SECONDS", 30.0)
 # How often a process checks the database for routing changes made elsewhere.
 GATEWAY_ROUTING_REFRESH_SECONDS = env_float("GATEWAY_ROUTING_REFRESH_SECONDS", 1.0)
+
+# Client API keys on every /v1 endpoint. Off: callers without a key (or with
+# an unknown one) are let in; a known key still gets its models and limits.
+GATEWAY_REQUIRE_API_KEYS = env_bool("GATEWAY_REQUIRE_API_KEYS", True)
+# How soon a process sees keys created, changed or disabled by another one.
+GATEWAY_API_KEYS_REFRESH_SECONDS = env_float("GATEWAY_API_KEYS_REFRESH_SECONDS", 1.0)
+# The request log is written in batches: every so many ms, or once this many
+# rows are waiting. Rows older than the retention are pruned (0: kept forever).
+GATEWAY_REQUEST_LOG_FLUSH_MS = env_int("GATEWAY_REQUEST_LOG_FLUSH_MS", 500)
+GATEWAY_REQUEST_LOG_BATCH_SIZE = env_int("GATEWAY_REQUEST_LOG_BATCH_SIZE", 500)
+GATEWAY_REQUEST_LOG_RETENTION_DAYS = env_int("GATEWAY_REQUEST_LOG_RETENTION_DAYS", 30)
 
 LOG_LEVEL = os.environ.get("GATEWAY_LOG_LEVEL", "INFO").upper()
 LOGGING = {

@@ -15,6 +15,12 @@ def on_startup() -> None:
     # daphne has no ASGI lifespan support, so this runs at import of the app.
     from routing.backends import preload_local_models
 
+    from . import auth, context, dashboard, metrics, request_log
+
+    context.on_finish(metrics.record)
+    context.on_finish(dashboard.publish)
+    context.on_finish(auth.charge)  # tokens against the key's per-minute limit
+    context.on_finish(request_log.record)
     try:
         preload_local_models()
     except DatabaseError as exc:  # not migrated yet: models load on first use
@@ -23,13 +29,19 @@ def on_startup() -> None:
 
 
 async def shutdown() -> None:
-    """Close upstream connection pools and stop the engine, while the loop still runs."""
+    """Close upstream pools, stop the engine, write the request log, while the loop runs."""
     from inference.cloud.transport import pool
     from routing.backends import get_engine
 
+    from . import dashboard, ratelimit, request_log
+
+    dashboard.stop()
     closed = await pool.aclose()
     await asyncio.to_thread(get_engine().close)
     logger.info("shutdown: closed %d upstream connection pool(s), engine stopped", closed)
+    await ratelimit.aclose()
+    waiting = await asyncio.to_thread(request_log.stop)
+    logger.info("shutdown: request log written (%d rows were waiting)", waiting)
 
 
 def _register_shutdown() -> None:

@@ -5,9 +5,14 @@ from django.urls import path
 from inference.errors import GatewayError
 
 from .api import api
+from .dashboard import dashboard_view
 from .errors import error_response, request_protocol
+from .metrics import metrics_view
 
 urlpatterns = [
+    # Outside /v1: scraped with its own token (or from loopback), not an API key.
+    path("metrics", metrics_view, name="gateway-metrics"),
+    path("admin/dashboard/", admin.site.admin_view(dashboard_view), name="gateway-dashboard"),
     path("admin/", admin.site.urls),
     path("", api.urls),
 ]

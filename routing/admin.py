@@ -234,3 +234,7 @@ class BackendMappingAdmin(admin.ModelAdmin):
             "result": route_tester.explain(name) if name else None,
         }
         return TemplateResponse(request, "admin/routing/route_tester.html", context)
+
+
+# Keys and the request log have their own admin modules; importing them registers them.
+from . import admin_keys, admin_logs  # noqa: E402, F401

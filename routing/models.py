@@ -272,10 +272,17 @@ class MappingTarget(models.Model):
         return f"{self.provider}:{self.upstream_model or '<requested>'}"
 
 
-class RoutingState(models.Model):
-    """One row whose version changes with any routing change, for other processes."""
+class VersionStamp(models.Model):
+    """One row whose version changes with every change to what it stands for.
+
+    Each process caches what it reads and compares the stamp now and then:
+    one tiny query per refresh period instead of a full read per request.
+    """
 
     version = models.BigIntegerField(default=0)
+
+    class Meta:
+        abstract = True
 
     @classmethod
     def bump(cls) -> None:
@@ -286,6 +293,10 @@ class RoutingState(models.Model):
     @classmethod
     def current(cls) -> int:
         return cls.objects.filter(pk=1).values_list("version", flat=True).first() or 0
+
+
+class RoutingState(VersionStamp):
+    """Changes with any routing change, for other processes."""
 
 
 def provider_config(provider: Provider) -> ProviderConfig:
@@ -311,3 +322,9 @@ def provider_config(provider: Provider) -> ProviderConfig:
             retry_after_cap=provider.retry_after_cap,
         ),
     )
+
+
+# Client keys and the request log live in their own modules; imported here so
+# Django registers them with this app.
+from .models_keys import ApiKey, ApiKeyState  # noqa: E402, F401
+from .models_logs import RequestLog  # noqa: E402, F401

@@ -1,22 +1,20 @@
 """Reads of the routing configuration (selectors read; services write).
 
-The request path reads a cached `Snapshot`: no database query per request.
-A change saved in this process invalidates it at once (signals); a change saved
-by another process is seen within GATEWAY_ROUTING_REFRESH_SECONDS, through the
-version stamp in `RoutingState`.
+The request path reads a cached `Snapshot` (`routing.stamped`): no database
+query per request. A change saved in this process invalidates it at once
+(signals); a change saved by another process is seen within
+GATEWAY_ROUTING_REFRESH_SECONDS, through the version stamp in `RoutingState`.
 """
 
 from __future__ import annotations
 
-import threading
-import time
 from dataclasses import dataclass
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
 
 from .models import BackendMapping, LocalModel, Provider, RoutingState
 from .resolution import Mapping, RoutingTable, Target
+from .stamped import StampedCache
 
 
 @dataclass(frozen=True)
@@ -58,43 +56,12 @@ def load_snapshot() -> Snapshot:
     return Snapshot(table, local, providers)
 
 
-class _SnapshotCache:
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._snapshot: Snapshot | None = None
-        self._checked_at = 0.0
-
-    def invalidate(self) -> None:
-        self._snapshot = None
-
-    def fresh(self) -> Snapshot | None:
-        snapshot = self._snapshot
-        refresh = settings.GATEWAY_ROUTING_REFRESH_SECONDS
-        if snapshot is not None and time.monotonic() - self._checked_at < refresh:
-            return snapshot
-        return None
-
-    def get(self) -> Snapshot:
-        snapshot = self.fresh()
-        if snapshot is not None:
-            return snapshot
-        with self._lock:
-            snapshot = self._snapshot
-            if snapshot is None or RoutingState.current() != snapshot.version:
-                snapshot = load_snapshot()
-            self._snapshot = snapshot
-            self._checked_at = time.monotonic()
-            return snapshot
-
-
-_cache = _SnapshotCache()
+_cache: StampedCache[Snapshot] = StampedCache(
+    load_snapshot, RoutingState.current, lambda s: s.version, "GATEWAY_ROUTING_REFRESH_SECONDS"
+)
 invalidate = _cache.invalidate
 snapshot = _cache.get
-
-
-async def asnapshot() -> Snapshot:
-    # The fast path stays on the event loop: no thread hop per request.
-    return _cache.fresh() or await sync_to_async(_cache.get)()
+asnapshot = _cache.aget
 
 
 async def enabled_local_models() -> list[LocalModel]:

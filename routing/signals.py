@@ -1,4 +1,4 @@
-"""Any routing change bumps the version stamp that every process watches."""
+"""Any routing or key change bumps the version stamp that every process watches."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ from django.core.signals import setting_changed
 from django.db import transaction
 from django.db.models.signals import post_delete, post_save
 
-from . import selectors
+from . import selectors, selectors_keys, services_keys
 from .models import (
+    ApiKey,
     BackendMapping,
     CloudCredential,
     LocalModel,
@@ -31,6 +32,13 @@ def _bump() -> None:
     selectors.invalidate()
 
 
+def _key_changed(sender: Any, **kwargs: Any) -> None:
+    if kwargs.get("raw"):
+        return
+    selectors_keys.invalidate()
+    transaction.on_commit(services_keys.keys_changed)
+
+
 def _setting_changed(setting: str, **kwargs: Any) -> None:
     # The routing mode is part of the snapshot (override_settings in tests).
     if setting in {"ENABLE_CLOUD_ROUTING", "GATEWAY_MODELS_DIR", "GATEWAY_DEFAULT_MAX_TOKENS"}:
@@ -42,3 +50,5 @@ def connect() -> None:
     for model in (LocalModel, Provider, CloudCredential, BackendMapping, MappingTarget):
         post_save.connect(_changed, sender=model, dispatch_uid=f"routing-{model.__name__}-save")
         post_delete.connect(_changed, sender=model, dispatch_uid=f"routing-{model.__name__}-del")
+    post_save.connect(_key_changed, sender=ApiKey, dispatch_uid="keys-save")
+    post_delete.connect(_key_changed, sender=ApiKey, dispatch_uid="keys-del")

@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -19,10 +20,19 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.fixture(autouse=True)
 def _fresh_routing_snapshot() -> None:
-    """Each test's database starts over, so must the cached routing snapshot."""
-    from routing import selectors
+    """Each test's database starts over, so must the cached routing snapshot and keys."""
+    from gateway.ratelimit import reset_limiter
+    from routing import selectors, selectors_keys
 
     selectors.invalidate()
+    selectors_keys.invalidate()
+    reset_limiter()
+
+
+@pytest.fixture(autouse=True)
+def _api_keys_optional(settings: Any) -> None:
+    """In-process tests call the API without keys unless they turn them on."""
+    settings.GATEWAY_REQUIRE_API_KEYS = False
 
 
 @pytest.fixture(scope="session")
@@ -95,8 +105,12 @@ class LiveServer:
 
 
 def server_env(data_dir: Path, **extra: str) -> dict[str, str]:
+    """A gateway process's environment. Client API keys are NOT required by
+    default (GATEWAY_REQUIRE_API_KEYS=0), so tests that are not about keys can
+    call with any dummy key; pass GATEWAY_REQUIRE_API_KEYS="1" to enforce them."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
     env.pop("DATABASE_URL", None)
+    env["GATEWAY_REQUIRE_API_KEYS"] = "0"
     env.update(
         GATEWAY_DATA_DIR=str(data_dir),
         DJANGO_SETTINGS_MODULE="gateway.settings",
@@ -179,3 +193,41 @@ def start_redis(directory: Path) -> tuple[subprocess.Popen[bytes], str]:
             if time.monotonic() > deadline or process.poll() is not None:
                 raise
             time.sleep(0.05)
+
+
+_MAKE_KEYS = """
+import json, os
+from datetime import timedelta
+from django.utils import timezone
+from routing.services_keys import create_api_key
+made = {}
+for name, spec in json.loads(os.environ["KEY_SPECS"]).items():
+    days = spec.pop("expires_in_days", None)
+    enabled = spec.pop("enabled", True)
+    expires = timezone.now() + timedelta(days=days) if days is not None else None
+    key, secret = create_api_key(name, expires_at=expires, **spec)
+    if not enabled:
+        key.enabled = False
+        key.save()
+    made[name] = secret
+print("KEYS=" + json.dumps(made))
+"""
+
+
+def make_api_keys(server: LiveServer, specs: dict[str, dict[str, object]]) -> dict[str, str]:
+    """Create client API keys in a server's database; their secrets by name.
+
+    A spec takes create_api_key's arguments (allowed_models, requests_per_minute,
+    tokens_per_minute), plus `enabled` and `expires_in_days` (negative: expired).
+    """
+    import json
+
+    env = {**server.env, "KEY_SPECS": json.dumps(specs)}
+    result = subprocess.run(
+        [sys.executable, "manage.py", "shell", "-c", _MAKE_KEYS],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    if result.returncode:
+        raise RuntimeError(f"creating API keys failed:\n{result.stderr[-3000:]}")
+    line = next(x for x in result.stdout.splitlines() if x.startswith("KEYS="))
+    return dict(json.loads(line.removeprefix("KEYS=")))

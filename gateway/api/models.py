@@ -11,6 +11,7 @@ from ninja import Router
 from inference.errors import InvalidRequest, ModelNotFound
 from routing import selectors
 
+from .. import auth, context
 from ..errors import request_protocol
 from .openai import json_response
 
@@ -40,19 +41,23 @@ def _card(snapshot: selectors.Snapshot, name: str, anthropic: bool) -> dict[str,
 
 @router.get("/models")
 async def list_models(request: HttpRequest) -> HttpResponse:
+    protocol = request_protocol(request)
+    ctx = await context.begin(request, protocol, "models.list")
     snapshot = await selectors.asnapshot()
-    names = snapshot.table.advertised_models()
-    if request_protocol(request) != "anthropic":
-        return json_response({"object": "list", "data": [_card(snapshot, n, False) for n in names]})
-    page, has_more = _page(request, names)
-    return json_response(
-        {
+    # A key limited to some models is shown only those.
+    names = [n for n in snapshot.table.advertised_models() if auth.allowed(ctx, n)]
+    if protocol != "anthropic":
+        body = {"object": "list", "data": [_card(snapshot, n, False) for n in names]}
+    else:
+        page, has_more = _page(request, names)
+        body = {
             "data": [_card(snapshot, n, True) for n in page],
             "has_more": has_more,
             "first_id": page[0] if page else None,
             "last_id": page[-1] if page else None,
         }
-    )
+    context.finish(ctx)
+    return json_response(body)
 
 
 def _page(request: HttpRequest, names: list[str]) -> tuple[list[str], bool]:
@@ -72,7 +77,12 @@ def _page(request: HttpRequest, names: list[str]) -> tuple[list[str], bool]:
 
 @router.get("/models/{model_id}")
 async def get_model(request: HttpRequest, model_id: str) -> HttpResponse:
+    protocol = request_protocol(request)
+    ctx = await context.begin(request, protocol, "models.retrieve")
+    ctx.requested_model = model_id
+    auth.permit(ctx, model_id)  # before the lookup: a refused key learns nothing
     snapshot = await selectors.asnapshot()
     if snapshot.table.resolve(model_id) is None:
         raise ModelNotFound(f"The model {model_id!r} does not exist.", param="model")
-    return json_response(_card(snapshot, model_id, request_protocol(request) == "anthropic"))
+    context.finish(ctx)
+    return json_response(_card(snapshot, model_id, protocol == "anthropic"))

@@ -6,16 +6,18 @@ import os
 import sys
 from typing import Any
 
+from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandParser
 
-from routing.models import LocalModel
+from routing.models import ApiKey, LocalModel
+from routing.services_keys import create_api_key
 
 
 class Command(BaseCommand):
     help = (
-        "Apply migrations, build the demo model on first run, print how to call the "
-        "gateway, and serve it with daphne."
+        "Apply migrations, build the demo model and create an API key on first run, print "
+        "how to call the gateway, and serve it with daphne."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -38,14 +40,32 @@ class Command(BaseCommand):
         host, port = options["host"], options["port"]
         base = f"http://{host}:{port}"
         model = "demo" if LocalModel.objects.filter(name="demo", enabled=True).exists() else "MODEL"
+        self.stdout.write(self.style.SUCCESS(f"\nThe gateway is starting on {base}\n"))
+        secret = self._first_key()
+        key, py_key = (secret, f'"{secret}"') if secret else ("$GATEWAY_API_KEY", "API_KEY")
+        if secret:
+            self.stdout.write(
+                f"  API key (created on first run; shown only now, copy it):\n    {secret}\n"
+            )
+        else:
+            self.stdout.write(
+                "  API key: the one printed on the first run (only its hash is kept), "
+                "or a new one from: python manage.py create_api_key NAME\n"
+            )
+        if not settings.GATEWAY_REQUIRE_API_KEYS:
+            self.stdout.write("  (keys are not required: GATEWAY_REQUIRE_API_KEYS is off)\n")
+        hello = '[{"role": "user", "content": "Hello"}]'
         self.stdout.write(
-            self.style.SUCCESS(f"\nThe gateway is starting on {base}\n") + "  curl:\n"
-            f"    curl {base}/v1/chat/completions -H 'Content-Type: application/json' "
-            f'-d \'{{"model": "{model}", "messages": [{{"role": "user", '
-            f'"content": "Hello"}}], "max_tokens": 32}}\'\n'
+            "  curl:\n"
+            f'    curl {base}/v1/chat/completions -H "Authorization: Bearer {key}" '
+            "-H 'Content-Type: application/json' "
+            f'-d \'{{"model": "{model}", "messages": {hello}, "max_tokens": 32}}\'\n'
             "  OpenAI SDK (Python):\n"
-            f'    OpenAI(base_url="{base}/v1", api_key="unused").chat.completions.create('
-            f'model="{model}", messages=[{{"role": "user", "content": "Hello"}}])\n'
+            f'    OpenAI(base_url="{base}/v1", api_key={py_key}).chat.completions.create('
+            f'model="{model}", messages={hello})\n'
+            "  Anthropic SDK (Python):\n"
+            f'    Anthropic(base_url="{base}", api_key={py_key}).messages.create('
+            f'model="{model}", max_tokens=32, messages={hello})\n'
             f"  admin: {base}/admin/  (create a login with: python manage.py createsuperuser)\n"
         )
         if options["dry_run"]:
@@ -62,3 +82,10 @@ class Command(BaseCommand):
             "gateway.asgi:application",
         ]
         os.execv(sys.executable, argv)
+
+    def _first_key(self) -> str:
+        """A key for this machine when there is none yet; its secret, or "" if keys exist."""
+        if ApiKey.objects.exists():
+            return ""
+        _, secret = create_api_key("local")
+        return secret

@@ -1,0 +1,54 @@
+"""What the backends look like right now, for /metrics and the live dashboard.
+
+Read on demand (a scrape, a dashboard tick), never on the request path: it may
+query the database (routing snapshot) and Redis (shared breakers), so callers
+run it in a worker thread.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from routing import selectors
+from routing.backends import breaker_name, breaker_settings
+from routing.breakers import breakers
+from routing.resolution import Hop, Target
+
+logger = logging.getLogger(__name__)
+
+# The order is the severity: the gauge and the dashboard show the same numbers.
+BREAKER_VALUES = {"closed": 0, "half-open": 1, "open": 2}
+
+
+@dataclass(frozen=True, slots=True)
+class BackendState:
+    name: str  # as in Served.attempts: "local:<model>" or the provider's name
+    kind: str  # "local" or "provider"
+    breaker: str  # "closed", "half-open" or "open"
+
+
+def backend_states() -> list[BackendState]:
+    """Every enabled backend and every breaker this process has used, with its state."""
+    box = breakers()
+    seen = box.states()  # includes backends disabled since they were last used
+    found: dict[str, BackendState] = {}
+    try:
+        snapshot = selectors.snapshot()
+    except Exception:  # the database is down: still report the breakers we know
+        logger.warning("backend states: routing snapshot unavailable", exc_info=True)
+        snapshot = None
+    if snapshot is not None:
+        targets = [Target("local", name) for name in snapshot.local_models]
+        targets += [Target("provider", name) for name in snapshot.providers]
+        for target in targets:
+            hop = Hop(target, target.name)
+            name = breaker_name(hop)
+            # With the request path's own settings, so reading never changes a breaker.
+            state = seen.get(name) or box.state(name, breaker_settings(hop, snapshot))
+            found[name] = BackendState(name, target.kind, state)
+    for name, state in seen.items():
+        if name not in found:
+            kind = "local" if name.startswith("local:") else "provider"
+            found[name] = BackendState(name, kind, state)
+    return [found[name] for name in sorted(found)]

@@ -1,0 +1,139 @@
+"""Django admin for client API keys: the secret is shown once, on the page after "Save"."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.core.exceptions import ValidationError
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
+from django.urls import reverse
+from django.utils.html import format_html
+
+from .models import ApiKey, validate_pattern
+from .services_keys import set_keys_enabled
+
+# The new secret travels from save_model to response_add on the request object
+# only: never in the session, a message cookie or the database.
+_SECRET_ATTR = "_gateway_new_api_key_secret"
+
+
+class ApiKeyForm(forms.ModelForm):
+    models_text = forms.CharField(
+        label="Allowed models",
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 3, "cols": 40}),
+        help_text="fnmatch patterns on the requested model name, one per line or "
+        "comma-separated (e.g. demo, gpt-4o*, claude-*). Empty: every model.",
+    )
+
+    class Meta:
+        model = ApiKey
+        fields = ("name", "enabled", "expires_at", "requests_per_minute", "tokens_per_minute")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.instance.pk:
+            self.initial["models_text"] = "\n".join(self.instance.allowed_models or [])
+
+    def clean_models_text(self) -> list[str]:
+        patterns = [p for p in re.split(r"[\s,]+", self.cleaned_data["models_text"]) if p]
+        errors: list[ValidationError] = []
+        for pattern in patterns:
+            try:
+                validate_pattern(pattern)
+            except ValidationError as exc:
+                errors.append(ValidationError(f"{pattern}: {exc.messages[0]}"))
+        if errors:
+            raise ValidationError(errors)
+        return list(dict.fromkeys(patterns))
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        self.instance.allowed_models = data.get("models_text", self.instance.allowed_models)
+        return data
+
+
+@admin.register(ApiKey)
+class ApiKeyAdmin(admin.ModelAdmin):
+    form = ApiKeyForm
+    list_display = (
+        "name",
+        "key_display",
+        "enabled",
+        "status",
+        "expires_at",
+        "models_display",
+        "requests_per_minute",
+        "tokens_per_minute",
+        "last_used_at",
+        "usage_link",
+    )
+    list_filter = ("enabled",)
+    search_fields = ("name", "prefix")
+    readonly_fields = ("key_display", "created_at", "last_used_at")
+    actions = ["enable_keys", "disable_keys"]
+    change_list_template = "admin/routing/apikey/change_list.html"
+
+    def get_fieldsets(self, request: HttpRequest, obj: ApiKey | None = None) -> Any:
+        main = ("name", "enabled", "expires_at", "models_text")
+        fieldsets: list[Any] = [
+            (None, {"fields": main}),
+            ("Rate limits (per minute; empty: unlimited)", {"fields": ("requests_per_minute",
+                                                                       "tokens_per_minute")}),
+        ]  # fmt: skip
+        if obj is not None:
+            fieldsets.append(("Key", {"fields": ("key_display", "created_at", "last_used_at")}))
+        return fieldsets
+
+    @admin.display(description="key", ordering="prefix")
+    def key_display(self, obj: ApiKey) -> str:
+        return f"{obj.prefix}…" if obj.prefix else "—"
+
+    @admin.display(description="allowed models")
+    def models_display(self, obj: ApiKey) -> str:
+        return ", ".join(obj.allowed_models) if obj.allowed_models else "all"
+
+    @admin.display(description="usage")
+    def usage_link(self, obj: ApiKey) -> str:
+        url = reverse("admin:routing_requestlog_usage")
+        return format_html('<a href="{}?key={}">usage</a>', url, obj.pk)
+
+    def save_model(self, request: HttpRequest, obj: ApiKey, form: Any, change: bool) -> None:
+        if not change:
+            setattr(request, _SECRET_ATTR, obj.set_secret())
+        super().save_model(request, obj, form, change)
+
+    def response_add(
+        self, request: HttpRequest, obj: ApiKey, post_url_continue: str | None = None
+    ) -> HttpResponse:
+        secret = getattr(request, _SECRET_ATTR, None)
+        if secret is None:
+            return super().response_add(request, obj, post_url_continue)
+        delattr(request, _SECRET_ATTR)
+        base = request.build_absolute_uri("/").rstrip("/")
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "API key created",
+            "opts": self.model._meta,
+            "key": obj,
+            "secret": secret,
+            "base": base,
+        }
+        response = TemplateResponse(request, "admin/routing/apikey/created.html", context)
+        response["Cache-Control"] = "no-store"  # the one page that holds the secret
+        return response
+
+    @admin.action(description="Enable selected keys")
+    def enable_keys(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
+        count = set_keys_enabled(queryset, True)
+        self.message_user(request, f"{count} key(s) enabled.", messages.SUCCESS)
+
+    @admin.action(description="Disable selected keys")
+    def disable_keys(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
+        count = set_keys_enabled(queryset, False)
+        self.message_user(request, f"{count} key(s) disabled.", messages.SUCCESS)

@@ -1,0 +1,96 @@
+"""Client API keys: who may call the gateway, for which models, how fast.
+
+Only a SHA-256 hash of a key is stored. Keys are 256-bit random strings, so a
+fast hash is enough (nothing to brute-force) and lets a lookup be a dict hit.
+Import these from `routing.models`, which registers them with the app.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from datetime import datetime
+
+from django.core.exceptions import ValidationError
+from django.db import models
+from django.utils import timezone
+
+from .models import VersionStamp, validate_pattern
+
+SECRET_PREFIX = "gw-"
+# What is kept in clear to recognise a key in lists and logs: "gw-" + 8 characters.
+VISIBLE_CHARS = len(SECRET_PREFIX) + 8
+
+
+def new_secret() -> str:
+    return SECRET_PREFIX + secrets.token_urlsafe(32)
+
+
+def hash_secret(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def validate_patterns(value: object) -> None:
+    if not isinstance(value, list) or not all(isinstance(p, str) for p in value):
+        raise ValidationError("A list of fnmatch patterns is expected.", code="bad_patterns")
+    for pattern in value:
+        validate_pattern(pattern)
+
+
+class ApiKey(models.Model):
+    """A key a client sends as `Authorization: Bearer` or `x-api-key`."""
+
+    name = models.CharField(max_length=200, help_text="Who or what uses this key.")
+    prefix = models.CharField(
+        max_length=VISIBLE_CHARS,
+        editable=False,
+        help_text="The key's first characters, to recognise it; the rest is never stored.",
+    )
+    key_hash = models.CharField(max_length=64, unique=True, editable=False)
+    enabled = models.BooleanField(default=True)
+    expires_at = models.DateTimeField(null=True, blank=True, help_text="Empty: never expires.")
+    allowed_models = models.JSONField(
+        default=list,
+        blank=True,
+        validators=[validate_patterns],
+        help_text="fnmatch patterns on the requested model name; empty: every model.",
+    )
+    requests_per_minute = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Empty: unlimited."
+    )
+    tokens_per_minute = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Input and output tokens together. Empty: unlimited."
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    class Meta:
+        ordering = ["name", "id"]
+        verbose_name = "API key"
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+    def __repr__(self) -> str:
+        return f"<ApiKey {self.pk} {self.name!r} {self.prefix}…>"
+
+    def set_secret(self) -> str:
+        """Give the key a new secret; returned once, only its hash is kept."""
+        secret = new_secret()
+        self.key_hash = hash_secret(secret)
+        self.prefix = secret[:VISIBLE_CHARS]
+        return secret
+
+    def is_expired(self, now: datetime | None = None) -> bool:
+        return self.expires_at is not None and self.expires_at <= (now or timezone.now())
+
+    @property
+    def status(self) -> str:
+        if not self.enabled:
+            return "disabled"
+        return "expired" if self.is_expired() else "active"
+
+
+class ApiKeyState(VersionStamp):
+    """Changes with any key change, so every process drops its cached keys."""

@@ -1,0 +1,47 @@
+"""The request log: one row per API request, written in batches off the request path.
+
+Import it from `routing.models`, which registers it with the app.
+"""
+
+from __future__ import annotations
+
+from django.db import models
+
+from .models_keys import ApiKey
+
+
+class RequestLog(models.Model):
+    class Protocol(models.TextChoices):
+        OPENAI = "openai", "OpenAI"
+        ANTHROPIC = "anthropic", "Anthropic"
+
+    created_at = models.DateTimeField(db_index=True, help_text="When the request arrived.")
+    api_key = models.ForeignKey(
+        ApiKey, null=True, blank=True, on_delete=models.SET_NULL, related_name="requests"
+    )
+    protocol = models.CharField(max_length=16, choices=Protocol.choices)
+    endpoint = models.CharField(max_length=64)
+    requested_model = models.CharField(max_length=200, blank=True)
+    backend = models.CharField(max_length=200, blank=True, help_text="Who answered.")
+    served_model = models.CharField(max_length=200, blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    fallbacks = models.PositiveSmallIntegerField(default=0)
+    attempt_trail = models.CharField(
+        max_length=1000, blank=True, help_text="Each try and its outcome, as in X-Gateway-Attempts."
+    )
+    stream = models.BooleanField(default=False)
+    status = models.PositiveSmallIntegerField()
+    error_type = models.CharField(max_length=64, blank=True)
+    input_tokens = models.PositiveIntegerField(default=0)
+    output_tokens = models.PositiveIntegerField(default=0)
+    latency_ms = models.FloatField()
+    ttft_ms = models.FloatField(null=True, blank=True, verbose_name="time to first token (ms)")
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name = "request log entry"
+        verbose_name_plural = "request log"
+        indexes = [models.Index(fields=["api_key", "created_at"], name="requestlog_key_time")]
+
+    def __str__(self) -> str:
+        return f"{self.created_at:%Y-%m-%d %H:%M:%S} {self.endpoint} {self.status}"

@@ -1,0 +1,160 @@
+"""The request log end to end: one row per request (success, fallback, failure,
+streamed or not), written in batches off the request path, nothing lost when the
+gateway is stopped right after answering.
+"""
+
+from __future__ import annotations
+
+import signal
+import sqlite3
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import anthropic
+import httpx
+import openai
+import pytest
+
+from inference.fake_upstream import FakeUpstream
+
+from .conftest import LiveServer, configure_routing, make_api_keys, server_env
+
+pytestmark = pytest.mark.e2e
+
+UPSTREAM_KEY = "sk-upstream-log-321"
+HI = [{"role": "user", "content": "hello there"}]
+PROVIDER = {
+    "kind": "openai", "max_retries": 0, "breaker_fail_max": 1000, "breaker_reset_timeout": 60.0,
+    "first_byte_timeout": 5.0, "total_timeout": 20.0, "key": UPSTREAM_KEY,
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def upstream() -> Iterator[FakeUpstream]:
+    server = FakeUpstream(api_keys={UPSTREAM_KEY}).start_in_thread()
+    yield server
+    server.stop_thread()
+
+
+def start_gateway(data: Path, upstream: FakeUpstream, **env: str) -> tuple[LiveServer, str]:
+    """A gateway requiring keys, with one key ("app"); the fallback routes through
+    the fake upstream's fault-503 to the local demo model."""
+    settings = server_env(data, GATEWAY_REQUIRE_API_KEYS="1", ENABLE_CLOUD_ROUTING="1", **env)
+    server = LiveServer(data_dir=data, env=settings)
+    server.manage("migrate", "--noinput")
+    server.manage("build_demo_model")
+    configure_routing(
+        server,
+        {
+            "providers": [{**PROVIDER, "name": "flaky", "base_url": f"{upstream.url}/v1"}],
+            "mappings": [
+                {"pattern": "fallback", "chain": [
+                    {"provider": "flaky", "model": "fault-503"}, {"local": "demo"}]},
+                {"pattern": "alone-503", "chain": [{"provider": "flaky", "model": "fault-503"}]},
+            ],
+        },
+    )  # fmt: skip
+    secret = make_api_keys(server, {"app": {}})["app"]
+    server.start()
+    return server, secret
+
+
+def read_rows(data: Path) -> list[dict[str, Any]]:
+    with sqlite3.connect(data / "gateway.sqlite3") as db:
+        db.row_factory = sqlite3.Row
+        query = (
+            "SELECT l.*, k.name AS key_name FROM routing_requestlog l "
+            "LEFT JOIN routing_apikey k ON k.id = l.api_key_id ORDER BY l.id"
+        )
+        return [dict(row) for row in db.execute(query)]
+
+
+def test_every_request_is_logged_and_nothing_is_lost_on_shutdown(
+    tmp_path: Path, upstream: FakeUpstream
+) -> None:
+    # Batches wait up to a minute: only the shutdown can have written the rows.
+    server, secret = start_gateway(tmp_path, upstream, GATEWAY_REQUEST_LOG_FLUSH_MS="60000")
+    try:
+        oai = openai.OpenAI(base_url=f"{server.url}/v1", api_key=secret, max_retries=0)
+        ant = anthropic.Anthropic(base_url=server.url, api_key=secret, max_retries=0)
+        seen: list[tuple[int, int]] = []  # the usage each client saw
+
+        answer = oai.chat.completions.create(model="demo", messages=HI, max_tokens=6)
+        assert answer.usage is not None
+        seen.append((answer.usage.prompt_tokens, answer.usage.completion_tokens))
+        chunks = list(oai.chat.completions.create(
+            model="demo", messages=HI, max_tokens=6, stream=True,
+            stream_options={"include_usage": True}))  # fmt: skip
+        usage = chunks[-1].usage
+        assert usage is not None
+        seen.append((usage.prompt_tokens, usage.completion_tokens))
+        message = ant.messages.create(model="fallback", max_tokens=6, messages=HI)
+        seen.append((message.usage.input_tokens, message.usage.output_tokens))
+        with ant.messages.stream(model="fallback", max_tokens=6, messages=HI) as stream:
+            final = stream.get_final_message()
+        seen.append((final.usage.input_tokens, final.usage.output_tokens))
+        failed = httpx.post(
+            f"{server.url}/v1/chat/completions",
+            json={"model": "alone-503", "messages": HI, "stream": True},
+            headers={"Authorization": f"Bearer {secret}"},
+            timeout=30,
+        )
+        assert failed.status_code == 503
+        refused = httpx.post(f"{server.url}/v1/messages", json={}, timeout=10)
+        assert refused.status_code == 401
+        assert read_rows(tmp_path) == []  # buffered, not written on the request path
+    finally:
+        assert server.process is not None
+        server.process.send_signal(signal.SIGTERM)
+        assert server.process.wait(timeout=30) == 0
+
+    rows = read_rows(tmp_path)
+    assert "shutdown: request log written" in server.log()
+    assert [(r["protocol"], r["endpoint"], r["requested_model"], r["stream"], r["status"])
+            for r in rows] == [
+        ("openai", "chat.completions", "demo", 0, 200),
+        ("openai", "chat.completions", "demo", 1, 200),
+        ("anthropic", "messages", "fallback", 0, 200),
+        ("anthropic", "messages", "fallback", 1, 200),
+        ("openai", "chat.completions", "alone-503", 1, 503),
+        ("anthropic", "messages", "", 0, 401),
+    ]  # fmt: skip
+    assert [(r["input_tokens"], r["output_tokens"]) for r in rows[:4]] == seen
+    for row in rows[:2]:
+        assert (row["backend"], row["served_model"], row["attempts"], row["fallbacks"]) == (
+            "local:demo", "demo", 1, 0)  # fmt: skip
+    for row in rows[2:4]:
+        assert (row["backend"], row["served_model"], row["attempts"], row["fallbacks"]) == (
+            "local:demo", "demo", 2, 1)  # fmt: skip
+        assert row["attempt_trail"] == "flaky/fault-503=503, local:demo/demo=ok"
+    assert rows[4]["attempts"] == 1 and rows[4]["attempt_trail"] == "flaky/fault-503=503"
+    assert rows[4]["error_type"] and rows[4]["input_tokens"] == rows[4]["output_tokens"] == 0
+    assert rows[5]["error_type"] == "invalid_api_key" and rows[5]["key_name"] is None
+    assert all(r["key_name"] == "app" for r in rows[:5])
+    assert all(r["latency_ms"] > 0 and r["error_type"] == "" for r in rows[:4])
+    assert [r["ttft_ms"] is not None for r in rows[:4]] == [False, True, False, True]
+    assert all(0 < r["ttft_ms"] <= r["latency_ms"] for r in rows if r["ttft_ms"] is not None)
+
+
+def test_rows_are_written_in_batches_while_the_gateway_runs(
+    tmp_path: Path, upstream: FakeUpstream
+) -> None:
+    server, secret = start_gateway(tmp_path, upstream, GATEWAY_REQUEST_LOG_FLUSH_MS="200")
+    try:
+        body = {"model": "demo", "messages": HI, "max_tokens": 4}
+        for _ in range(3):
+            response = httpx.post(f"{server.url}/v1/chat/completions", json=body,
+                                  headers={"x-api-key": secret}, timeout=30)  # fmt: skip
+            assert response.status_code == 200
+        deadline = time.monotonic() + 10
+        while len(read_rows(tmp_path)) < 3 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        rows = read_rows(tmp_path)
+        assert [(r["status"], r["key_name"]) for r in rows] == [(200, "app")] * 3
+        with sqlite3.connect(tmp_path / "gateway.sqlite3") as db:
+            (last_used,) = db.execute("SELECT last_used_at FROM routing_apikey").fetchone()
+        assert last_used is not None  # stamped by the writer, not per request
+    finally:
+        server.stop()
