@@ -7,9 +7,9 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-import orjson
 from django.http import HttpResponse, StreamingHttpResponse
 
+from inference import jsonio
 from inference.errors import EngineError, GatewayError
 from inference.types import ChatRequest, ChatResult, Event
 from routing import failover
@@ -84,7 +84,7 @@ async def answer(
         ctx.served = served
         ctx.observe(result.finish)
         finish(ctx)
-        body = orjson.dumps(render(result, served.model))
+        body = jsonio.dumps(render(result, served.model))
         response = HttpResponse(body, content_type="application/json")
         for key, value in served.headers().items():
             response[key] = value

@@ -6,6 +6,7 @@ import orjson
 from django.http import HttpRequest, HttpResponse
 from ninja import Router
 
+from inference import jsonio
 from inference.errors import InvalidRequest
 
 from .. import context
@@ -25,7 +26,7 @@ _CHAT_BODY = {
 def json_response(
     body: object, status: int = 200, headers: dict[str, str] | None = None
 ) -> HttpResponse:
-    response = HttpResponse(orjson.dumps(body), status=status, content_type="application/json")
+    response = HttpResponse(jsonio.dumps(body), status=status, content_type="application/json")
     for key, value in (headers or {}).items():
         response[key] = value
     return response

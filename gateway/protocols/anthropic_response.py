@@ -6,8 +6,7 @@ import json
 import uuid
 from typing import Any
 
-import orjson
-
+from inference import jsonio
 from inference.errors import GatewayError
 from inference.types import (
     ChatResult,
@@ -108,7 +107,7 @@ def message_body(result: ChatResult, model: str) -> dict[str, Any]:
 
 
 def sse(name: str, data: dict[str, Any]) -> bytes:
-    return b"event: " + name.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
+    return b"event: " + name.encode() + b"\ndata: " + jsonio.dumps(data) + b"\n\n"
 
 
 class StreamEncoder:

@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
+from inference import jsonio
 from inference.errors import GatewayError, InvalidRequest
 from inference.types import (
     ChatRequest,
@@ -242,7 +243,7 @@ class StreamEncoder:
         }
         if self.include_usage:
             body["usage"] = None
-        return b"data: " + orjson.dumps(body) + b"\n\n"
+        return b"data: " + jsonio.dumps(body) + b"\n\n"
 
     def encode(self, event: Event) -> bytes:
         if isinstance(event, WireEvent):
@@ -283,7 +284,7 @@ class StreamEncoder:
                 "choices": [],
                 "usage": usage_body(finish.usage),
             }
-            out += b"data: " + orjson.dumps(body) + b"\n\n"
+            out += b"data: " + jsonio.dumps(body) + b"\n\n"
         return out + b"data: [DONE]\n\n"
 
     def error(self, error: GatewayError) -> bytes:

@@ -11,6 +11,7 @@ from typing import Any, ClassVar
 import httpx
 import orjson
 
+from .. import jsonio
 from ..types import ChatRequest, ChatResult
 from .config import ProviderConfig
 from .errors import UpstreamError, error_message, from_response, transport_error
@@ -62,7 +63,7 @@ async def post_json(
     try:
         async with asyncio.timeout(_remaining(deadline, config.timeouts.first_byte)):
             response = await client.post(
-                config.url(path), content=orjson.dumps(body), headers=_headers(config)
+                config.url(path), content=jsonio.dumps(body), headers=_headers(config)
             )
     except (httpx.HTTPError, TimeoutError, OSError) as exc:
         raise transport_error(config.name, exc) from None
@@ -88,7 +89,7 @@ async def sse_stream(
     """
     client = pool.get(config)
     request = client.build_request(
-        "POST", config.url(path), content=orjson.dumps(body), headers=_headers(config)
+        "POST", config.url(path), content=jsonio.dumps(body), headers=_headers(config)
     )
     try:
         async with asyncio.timeout(_remaining(deadline, config.timeouts.first_byte)):
