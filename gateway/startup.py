@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import functools
+import gc
 import logging
 import sys
 
@@ -26,11 +28,28 @@ def on_startup() -> None:
     except DatabaseError as exc:  # not migrated yet: models load on first use
         logger.warning("preloading skipped: %s", exc)
     _register_shutdown()
+    _tune_for_serving()
+
+
+def _tune_for_serving() -> None:
+    """Per-request costs that are not ours to remove, made smaller."""
+    twisted_http = sys.modules.get("twisted.web.http")
+    if twisted_http is not None and not hasattr(twisted_http._parseContentType, "cache_info"):
+        # daphne's HTTP layer parses every POST's Content-Type with the email
+        # package (a third of a millisecond here); clients send the same few.
+        twisted_http._parseContentType = functools.lru_cache(maxsize=256)(
+            twisted_http._parseContentType
+        )
+    # Django, pydantic and mlx leave a few hundred thousand long-lived objects:
+    # keep them out of the cyclic collector's passes, which otherwise walk them
+    # all again every few hundred requests.
+    gc.collect()
+    gc.freeze()
 
 
 async def shutdown() -> None:
     """Close upstream pools, stop the engine, write the request log, while the loop runs."""
-    from inference.cloud.transport import pool
+    from inference.cloud.pool import pool
     from routing.backends import get_engine
 
     from . import dashboard, ratelimit, request_log

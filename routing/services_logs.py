@@ -6,8 +6,8 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db import transaction
-from django.db.models import Q
+from django.db import connection, transaction
+from django.db.models import Field, Q
 from django.utils import timezone
 
 from .models import ApiKey, RequestLog
@@ -16,7 +16,12 @@ PRUNE_CHUNK = 10_000
 
 
 def write_request_logs(rows: Sequence[dict[str, Any]]) -> int:
-    """Insert a batch of rows (RequestLog field values) and stamp each key's last use."""
+    """Insert a batch of rows (RequestLog field values) and stamp each key's last use.
+
+    One INSERT run over the batch (executemany), not the ORM's bulk_create:
+    the ORM compiles every value of every row, which cost a request log
+    writer a sixth of the gateway's CPU at 500 requests a second.
+    """
     if not rows:
         return 0
     used: dict[int, datetime] = {}
@@ -24,19 +29,41 @@ def write_request_logs(rows: Sequence[dict[str, Any]]) -> int:
         key_id = row.get("api_key_id")
         if key_id is not None:
             used[key_id] = max(used.get(key_id, row["created_at"]), row["created_at"])
+    fields = _insert_fields()
     with transaction.atomic():
         # A key deleted since its request was answered: keep the row, without the key.
         existing = set(ApiKey.objects.filter(id__in=used).values_list("id", flat=True))
-        objs = [RequestLog(**row) for row in rows]
-        for obj in objs:
-            if obj.api_key_id not in existing:
-                obj.api_key_id = None
-        RequestLog.objects.bulk_create(objs)
+        params = [
+            [field.get_db_prep_save(_value(row, field, existing), connection) for field in fields]
+            for row in rows
+        ]
+        with connection.cursor() as cursor:
+            cursor.executemany(_insert_sql(fields), params)
         # An update, not save(): no signal, so the cached keyring stays valid.
         for key_id in existing:
             stale = Q(last_used_at__isnull=True) | Q(last_used_at__lt=used[key_id])
             ApiKey.objects.filter(stale, id=key_id).update(last_used_at=used[key_id])
-    return len(objs)
+    return len(rows)
+
+
+def _insert_fields() -> list[Field[Any, Any]]:
+    return [f for f in RequestLog._meta.concrete_fields if not f.primary_key]
+
+
+def _value(row: dict[str, Any], field: Field[Any, Any], existing: set[int]) -> Any:
+    if field.attname == "api_key_id":
+        key_id = row.get("api_key_id")
+        return key_id if key_id in existing else None
+    if field.attname in row:
+        return row[field.attname]
+    return field.get_default()
+
+
+def _insert_sql(fields: list[Field[Any, Any]]) -> str:
+    quote = connection.ops.quote_name
+    columns = ", ".join(quote(f.column) for f in fields)
+    marks = ", ".join(["%s"] * len(fields))
+    return f"INSERT INTO {quote(RequestLog._meta.db_table)} ({columns}) VALUES ({marks})"
 
 
 def prune_request_log(older_than_days: int, *, now: datetime | None = None) -> int:

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
-from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
 from django.conf import settings
 
 T = TypeVar("T")
@@ -58,6 +58,7 @@ class StampedCache(Generic[T]):
             return value
 
     async def aget(self) -> T:
-        # The fast path stays on the event loop: no thread hop per request.
+        # The fast path stays on the event loop: no thread hop per request. The
+        # slow one closes stale connections around its query, as a request would.
         value = self.fresh()
-        return value if value is not None else await sync_to_async(self.get)()
+        return value if value is not None else await database_sync_to_async(self.get)()

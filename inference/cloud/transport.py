@@ -15,36 +15,8 @@ from .. import jsonio
 from ..types import ChatRequest, ChatResult
 from .config import ProviderConfig
 from .errors import UpstreamError, error_message, from_response, transport_error
+from .pool import pool
 from .sse import SSEEvent, iter_sse
-
-
-class ClientPool:
-    """One keep-alive `httpx.AsyncClient` per provider (and event loop), reused."""
-
-    def __init__(self) -> None:
-        self._clients: dict[tuple[int, str, float], httpx.AsyncClient] = {}
-
-    def get(self, config: ProviderConfig) -> httpx.AsyncClient:
-        key = (id(asyncio.get_running_loop()), config.name, config.timeouts.connect)
-        client = self._clients.get(key)
-        if client is None or client.is_closed:
-            client = httpx.AsyncClient(
-                timeout=httpx.Timeout(config.timeouts.first_byte, connect=config.timeouts.connect),
-                limits=httpx.Limits(max_connections=512, max_keepalive_connections=128),
-                # Retries are the routing service's job, where they are counted.
-                transport=httpx.AsyncHTTPTransport(retries=0),
-            )
-            self._clients[key] = client
-        return client
-
-    async def aclose(self) -> int:
-        clients, self._clients = list(self._clients.values()), {}
-        for client in clients:
-            await client.aclose()
-        return len(clients)
-
-
-pool = ClientPool()
 
 
 def _remaining(deadline: float | None, limit: float) -> float:
@@ -57,14 +29,17 @@ def _remaining(deadline: float | None, limit: float) -> float:
 
 
 async def post_json(
-    config: ProviderConfig, path: str, body: dict[str, Any], deadline: float | None
+    config: ProviderConfig,
+    path: str,
+    body: dict[str, Any],
+    deadline: float | None,
+    headers: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    client = pool.get(config)
+    upstream = pool.get(config)
+    request = upstream.request("POST", path, jsonio.dumps(body), headers)
     try:
         async with asyncio.timeout(_remaining(deadline, config.timeouts.first_byte)):
-            response = await client.post(
-                config.url(path), content=jsonio.dumps(body), headers=_headers(config)
-            )
+            response = await upstream.client.send(request)
     except (httpx.HTTPError, TimeoutError, OSError) as exc:
         raise transport_error(config.name, exc) from None
     if response.status_code >= 400:
@@ -80,20 +55,22 @@ async def post_json(
 
 @asynccontextmanager
 async def sse_stream(
-    config: ProviderConfig, path: str, body: dict[str, Any], deadline: float | None
+    config: ProviderConfig,
+    path: str,
+    body: dict[str, Any],
+    deadline: float | None,
+    headers: dict[str, str] | None = None,
 ) -> AsyncIterator[AsyncIterator[SSEEvent]]:
     """Open a streaming POST; yields its events, each read under a timeout.
 
     Until the first event the provider's first-byte timeout applies, then its
     stream-idle timeout; the request's deadline caps both.
     """
-    client = pool.get(config)
-    request = client.build_request(
-        "POST", config.url(path), content=jsonio.dumps(body), headers=_headers(config)
-    )
+    upstream = pool.get(config)
+    request = upstream.request("POST", path, jsonio.dumps(body), headers)
     try:
         async with asyncio.timeout(_remaining(deadline, config.timeouts.first_byte)):
-            response = await client.send(request, stream=True)
+            response = await upstream.client.send(request, stream=True)
     except (httpx.HTTPError, TimeoutError, OSError) as exc:
         raise transport_error(config.name, exc) from None
     try:
@@ -122,14 +99,6 @@ async def _timed_events(
             raise transport_error(config.name, exc) from None
         limit = config.timeouts.stream_idle
         yield event
-
-
-def _headers(config: ProviderConfig) -> dict[str, str]:
-    return {
-        **config.auth_headers(),
-        "content-type": "application/json",
-        "accept-encoding": "identity",
-    }
 
 
 def malformed(backend: str, detail: str) -> UpstreamError:
