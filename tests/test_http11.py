@@ -1,0 +1,229 @@
+"""The upstream transport (inference.cloud.http11) against a scripted loopback server."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import httpx
+import pytest
+
+from inference.cloud.http11 import KeepAliveTransport
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+class Server:
+    """A loopback server whose every connection runs `handler`; counts connections."""
+
+    def __init__(self, handler: Handler) -> None:
+        self.handler = handler
+        self.connections = 0
+        self.closed = 0
+        self.requests: list[bytes] = []
+        self._server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> Server:
+        async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            self.connections += 1
+            try:
+                await self.handler(reader, writer)
+            except (ConnectionError, asyncio.IncompleteReadError):
+                pass
+            finally:
+                self.closed += 1
+                writer.close()
+
+        self._server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+
+    @property
+    def url(self) -> str:
+        assert self._server is not None
+        port = self._server.sockets[0].getsockname()[1]
+        return f"http://127.0.0.1:{port}"
+
+    async def read_request(self, reader: asyncio.StreamReader) -> bytes:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = 0
+        for line in head.split(b"\r\n"):
+            if line.lower().startswith(b"content-length:"):
+                length = int(line.split(b":", 1)[1])
+        body = await reader.readexactly(length)
+        self.requests.append(head + body)
+        return body
+
+
+def fixed(body: bytes, *, extra: bytes = b"") -> bytes:
+    return (
+        b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+        + extra
+        + b"content-length: "
+        + str(len(body)).encode()
+        + b"\r\n\r\n"
+        + body
+    )
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(transport=KeepAliveTransport()) as client:
+        yield client
+
+
+async def test_keep_alive_reuses_one_connection(client: httpx.AsyncClient) -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            body = await server.read_request(reader)
+            writer.write(fixed(b'{"echo": ' + body + b"}"))
+            await writer.drain()
+
+    async with Server(handler) as server:
+        for i in range(5):
+            response = await client.post(server.url + "/x", content=str(i).encode())
+            assert response.status_code == 200
+            assert response.json() == {"echo": i}
+        assert server.connections == 1
+        assert server.requests[0].startswith(b"POST /x HTTP/1.1\r\n")
+        assert b"\r\ncontent-length: 1\r\n" in server.requests[0].lower()
+
+
+async def test_chunked_body_and_informational_response(client: httpx.AsyncClient) -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await server.read_request(reader)
+        writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+        for part in (b"data: a\n\n", b"data: b\n\n"):
+            writer.write(f"{len(part):x}\r\n".encode() + part + b"\r\n")
+            await writer.drain()
+            await asyncio.sleep(0.01)
+        writer.write(b"0\r\n\r\n")
+        await writer.drain()
+        await server.read_request(reader)  # the connection is reused
+        writer.write(fixed(b"{}"))
+        await writer.drain()
+
+    async with Server(handler) as server:
+        async with client.stream("POST", server.url, content=b"{}") as response:
+            assert response.status_code == 200
+            parts = [part async for part in response.aiter_raw()]
+        assert b"".join(parts) == b"data: a\n\ndata: b\n\n"
+        assert len(parts) == 2  # each chunk as it came: streams are not buffered
+        assert (await client.post(server.url, content=b"{}")).json() == {}
+        assert server.connections == 1
+
+
+async def test_body_until_close_is_complete_and_not_reused(client: httpx.AsyncClient) -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await server.read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\nall of it")
+        await writer.drain()
+
+    async with Server(handler) as server:
+        assert (await client.post(server.url, content=b"")).text == "all of it"
+        assert (await client.post(server.url, content=b"")).text == "all of it"
+        assert server.connections == 2
+
+
+async def test_server_closing_an_idle_connection_is_noticed(client: httpx.AsyncClient) -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await server.read_request(reader)
+        writer.write(fixed(b"1"))
+        await writer.drain()  # then close: keep-alive refused after the fact
+
+    async with Server(handler) as server:
+        assert (await client.post(server.url, content=b"")).text == "1"
+        await asyncio.sleep(0.05)
+        assert (await client.post(server.url, content=b"")).text == "1"
+        assert server.connections == 2
+
+
+async def test_reset_before_headers_is_a_protocol_error(client: httpx.AsyncClient) -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await server.read_request(reader)
+        writer.transport.abort()
+
+    async with Server(handler) as server:
+        with pytest.raises(httpx.RemoteProtocolError, match="without sending a response"):
+            await client.post(server.url, content=b"{}")
+
+
+async def test_cut_body_and_garbage_are_errors(client: httpx.AsyncClient) -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        body = await server.read_request(reader)
+        if body == b"cut":
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nshort")
+        else:
+            writer.write(b"NOT HTTP AT ALL\r\n\r\n")
+        await writer.drain()
+
+    async with Server(handler) as server:
+        with pytest.raises(httpx.RemoteProtocolError, match="closed the connection"):
+            await client.post(server.url, content=b"cut")
+        with pytest.raises(httpx.RemoteProtocolError, match="malformed"):
+            await client.post(server.url, content=b"garbage")
+
+
+async def test_abandoned_stream_closes_its_connection(client: httpx.AsyncClient) -> None:
+    """The upstream must see a client that stops reading go away, or it keeps generating."""
+    gone = asyncio.Event()
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await server.read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+        try:
+            while True:
+                writer.write(b"5\r\nhello\r\n")
+                await writer.drain()
+                await asyncio.sleep(0.01)
+                if reader.at_eof():
+                    raise ConnectionResetError
+        except ConnectionError:
+            gone.set()
+            raise
+
+    async with Server(handler) as server:
+        async with client.stream("POST", server.url, content=b"{}") as response:
+            async for _ in response.aiter_raw():
+                break
+        await asyncio.wait_for(gone.wait(), 2)
+
+
+async def test_read_timeout_and_connect_error() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await server.read_request(reader)
+        await asyncio.sleep(5)
+
+    timeout = httpx.Timeout(5.0, read=0.1)
+    async with (
+        Server(handler) as server,
+        httpx.AsyncClient(transport=KeepAliveTransport(), timeout=timeout) as client,
+    ):
+        with pytest.raises(httpx.ReadTimeout):
+            await client.post(server.url, content=b"{}")
+        url = server.url
+    with pytest.raises(httpx.ConnectError):
+        async with httpx.AsyncClient(transport=KeepAliveTransport()) as fresh:
+            await fresh.post(url, content=b"{}")
+
+
+async def test_large_body_flows_with_backpressure(client: httpx.AsyncClient) -> None:
+    blob = bytes(range(256)) * 8192  # 2 MiB, past the high-water mark
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await server.read_request(reader)
+        writer.write(fixed(blob, extra=b"x-kind: blob\r\n"))
+        await writer.drain()
+
+    async with Server(handler) as server:
+        async with client.stream("POST", server.url, content=b"") as response:
+            received = bytearray()
+            async for part in response.aiter_raw():
+                received += part
+                await asyncio.sleep(0)  # a slow reader
+        assert bytes(received) == blob
+        assert response.headers["x-kind"] == "blob"
