@@ -9,7 +9,11 @@ when REDIS_URL is set, so every gateway process sees the same breakers; the
 Redis client is synchronous, so those calls run in a worker thread.
 
 Half-open lets exactly one probe through: a probe token (in memory, or a Redis
-key with a TTL) is taken by the first request after the reset timeout.
+key with a TTL) is taken by the first request after the reset timeout, and held
+until that request's outcome is recorded (or its time budget ends).
+
+If Redis cannot be reached, each process falls back to breakers of its own
+(logged): an outage of the shared state must not take every route down.
 """
 
 from __future__ import annotations
@@ -50,13 +54,18 @@ def _fail() -> None:
 class Breakers:
     def __init__(self, redis_url: str | None = None) -> None:
         self._redis: Any = None
+        self._local: Breakers | None = None  # used while Redis is unreachable
         if redis_url:
             import redis
 
-            self._redis = redis.Redis.from_url(redis_url, socket_timeout=1.0)
+            self._redis = redis.Redis.from_url(
+                redis_url, socket_timeout=1.0, socket_connect_timeout=1.0
+            )
+            self._local = Breakers()
         self._breakers: dict[str, pybreaker.CircuitBreaker] = {}
         self._probes: dict[str, float] = {}  # in-memory probe tokens: name -> expiry
         self._lock = threading.Lock()
+        self._warned_at = 0.0
 
     @property
     def shared(self) -> bool:
@@ -80,12 +89,17 @@ class Breakers:
             breaker.reset_timeout = config.reset_timeout
             return breaker
 
-    async def admit(self, name: str, config: BreakerSettings) -> bool:
-        """May an attempt go to this backend now? False: skip it, it is open."""
-        return await self._run(self._admit, name, config)
+    async def admit(self, name: str, config: BreakerSettings, *, hold: float = 0.0) -> bool:
+        """May an attempt go to this backend now? False: skip it, it is open.
 
-    async def record(self, name: str, config: BreakerSettings, *, ok: bool) -> None:
-        await self._run(self._record, name, config, ok)
+        A probe (half-open) keeps its token for `hold` seconds at most (the
+        attempt's budget), or the reset timeout if that is longer.
+        """
+        return bool(await self._run("_admit", name, config, hold))
+
+    async def record(self, name: str, config: BreakerSettings, *, ok: bool | None) -> None:
+        """The attempt's outcome: healthy, unwell, or None for no verdict (probe released)."""
+        await self._run("_record", name, config, ok)
 
     def state(self, name: str, config: BreakerSettings | None = None) -> str:
         breaker = self.breaker(name, config or BreakerSettings())
@@ -96,12 +110,22 @@ class Breakers:
             names = list(self._breakers)
         return {name: self._breakers[name].current_state for name in names}
 
-    async def _run(self, fn: Any, *args: Any) -> Any:
+    async def _run(self, method: str, *args: Any) -> Any:
         if self._redis is None:
-            return fn(*args)
-        return await asyncio.to_thread(fn, *args)
+            return getattr(self, method)(*args)
+        import redis
 
-    def _admit(self, name: str, config: BreakerSettings) -> bool:
+        try:
+            return await asyncio.to_thread(getattr(self, method), *args)
+        except redis.RedisError as exc:
+            now = time.monotonic()
+            if now - self._warned_at > 10:
+                self._warned_at = now
+                logger.warning("breakers: Redis failed (%s); this process decides alone", exc)
+            assert self._local is not None
+            return getattr(self._local, method)(*args)
+
+    def _admit(self, name: str, config: BreakerSettings, hold: float = 0.0) -> bool:
         breaker = self.breaker(name, config)
         state = breaker.current_state
         if state == pybreaker.STATE_CLOSED:
@@ -114,22 +138,24 @@ class Breakers:
             if elapsed - (1.0 if self._redis is not None else 0.0) < breaker.reset_timeout:
                 return False
         # Half-open, or open long enough: one probe at a time, others skip.
-        if not self._take_probe(name, breaker.reset_timeout):
+        if not self._take_probe(name, max(breaker.reset_timeout, hold)):
             return False
         if state == pybreaker.STATE_OPEN:
             breaker.half_open()
             logger.info("breaker %s half-open: sending a probe", name)
         return True
 
-    def _record(self, name: str, config: BreakerSettings, ok: bool) -> None:
+    def _record(self, name: str, config: BreakerSettings, ok: bool | None) -> None:
         breaker = self.breaker(name, config)
         before = breaker.current_state
-        with contextlib.suppress(_Failure, pybreaker.CircuitBreakerError):
-            breaker.call(_succeed if ok else _fail)
+        if ok is not None:
+            with contextlib.suppress(_Failure, pybreaker.CircuitBreakerError):
+                breaker.call(_succeed if ok else _fail)
         after = breaker.current_state
         if before != after:
             logger.warning("breaker %s: %s -> %s", name, before, after)
-        if before == pybreaker.STATE_HALF_OPEN or after != pybreaker.STATE_HALF_OPEN:
+        # Only an open or half-open breaker hands out probe tokens.
+        if before != pybreaker.STATE_CLOSED:
             self._release_probe(name)
 
     def _take_probe(self, name: str, ttl: float) -> bool:

@@ -21,6 +21,7 @@ from typing import TypeVar
 from django.conf import settings
 
 from inference.base import Backend, prime
+from inference.cloud.config import RetryPolicy
 from inference.cloud.errors import UpstreamError
 from inference.errors import (
     BackendUnavailable,
@@ -29,11 +30,12 @@ from inference.errors import (
     InvalidRequest,
     ModelNotFound,
 )
+from inference.estimate import estimate_tokens
 from inference.types import ChatRequest, ChatResult, Event
 
 from . import selectors
-from .backends import backend_for, breaker_name, breaker_settings
-from .breakers import breakers
+from .backends import backend_for, breaker_name, breaker_settings, config_for
+from .breakers import BreakerSettings, breakers
 from .models import CredentialError
 from .resolution import Hop, Route
 from .selectors import Snapshot
@@ -83,13 +85,22 @@ async def route_for(model: str) -> tuple[Route, Snapshot]:
 
 async def complete(request: ChatRequest) -> tuple[ChatResult, Served]:
     async def call(backend: Backend, hop: Hop, deadline: float) -> ChatResult:
-        return await backend.complete(replace(request, model=hop.model))
+        try:
+            async with asyncio.timeout(max(0.001, deadline - time.monotonic())):
+                return await backend.complete(replace(request, model=hop.model))
+        except TimeoutError:
+            raise _timeout(backend.name, "the request's time budget is spent") from None
 
-    return await _walk(request.model, call)
+    result, served, _ = await _walk(request.model, call)
+    return result, served
 
 
 async def stream(request: ChatRequest) -> tuple[list[Event], AsyncIterator[Event], Served]:
-    """The first content (held back) and the rest of the stream, once a target answered."""
+    """The first content (held back) and the rest of the stream, once a target answered.
+
+    The backend's breaker hears how the stream ended, not only that it began:
+    streams cut or stalled after their first content are failures too.
+    """
 
     async def call(
         backend: Backend, hop: Hop, deadline: float
@@ -103,13 +114,61 @@ async def stream(request: ChatRequest) -> tuple[list[Event], AsyncIterator[Event
             raise _timeout(backend.name, f"no first token within {limit:g}s") from None
         return held, events
 
-    (held, events), served = await _walk(request.model, call)
-    return held, events, served
+    (held, events), served, settle = await _walk(request.model, call, settle_later=True)
+    return held, _settled(events, served, settle), served
+
+
+async def count_tokens(request: ChatRequest) -> tuple[int, str, Served]:
+    """The prompt's input tokens, by the first target that answers, and how they
+    were counted: "exact" (the target's own count) or "estimate"."""
+
+    async def call(backend: Backend, hop: Hop, deadline: float) -> tuple[int, str]:
+        counter = getattr(backend, "count_tokens", None)
+        if counter is None:  # OpenAI-compatible APIs have no count endpoint
+            return estimate_tokens(request), "estimate"
+        try:
+            async with asyncio.timeout(max(0.001, deadline - time.monotonic())):
+                return await counter(replace(request, model=hop.model)), "exact"
+        except TimeoutError:
+            raise _timeout(backend.name, "the request's time budget is spent") from None
+
+    try:
+        (count, how), served, _ = await _walk(request.model, call)
+    except GatewayError as exc:
+        served = getattr(exc, "served", None)
+        if served is None or _classify(exc, "").category == "client":
+            raise  # no route, or the request itself is wrong
+        # Every target failed to count: an estimate still answers the question.
+        logger.warning("count_tokens for %s: every target failed, estimating", request.model)
+        return estimate_tokens(request), "estimate", served
+    return count, how, served
+
+
+async def _settled(
+    events: AsyncIterator[Event], served: Served, settle: Callable[[bool | None], Awaitable[None]]
+) -> AsyncIterator[Event]:
+    ok: bool | None = True  # a client that leaves after content: the backend did answer
+    try:
+        async for event in events:
+            yield event
+    except GatewayError as exc:
+        error = _classify(exc, served.backend)
+        served.attempts[-1].outcome = f"{_outcome(error)} after content"
+        ok = False if error.unhealthy else None
+        raise
+    finally:
+        await events.aclose()  # type: ignore[attr-defined]
+        await settle(ok)
 
 
 async def _walk(
-    model: str, call: Callable[[Backend, Hop, float], Awaitable[T]]
-) -> tuple[T, Served]:
+    model: str,
+    call: Callable[[Backend, Hop, float], Awaitable[T]],
+    *,
+    settle_later: bool = False,
+) -> tuple[T, Served, Callable[[bool | None], Awaitable[None]]]:
+    """Down the chain until a target answers. With `settle_later` the answer's
+    success is not recorded yet: the returned `settle(ok)` records it."""
     route, snapshot = await route_for(model)
     served = Served()
     deadline = time.monotonic() + _budget(route, snapshot)
@@ -124,12 +183,14 @@ async def _walk(
             served.attempts.append(Attempt(name, hop.model, "credential_error", 0.0))
             errors.append(exc)
             continue
-        if not await box.admit(name, config):
-            served.attempts.append(Attempt(name, hop.model, "skipped (breaker open)", 0.0))
-            errors.append(BackendUnavailable(f"backend {name!r} is unavailable (circuit open)"))
-            continue
-        retries = _retries(hop, snapshot)
-        for attempt in range(retries + 1):
+        policy = _policy(hop, snapshot)
+        for attempt in range(policy.max_retries + 1):
+            # Asked again before each retry: a breaker that opened on the last
+            # failure (or a half-open one whose probe failed) stops the retries.
+            if not await box.admit(name, config, hold=deadline - time.monotonic()):
+                served.attempts.append(Attempt(name, hop.model, "skipped (breaker open)", 0.0))
+                errors.append(BackendUnavailable(f"backend {name!r} is unavailable (circuit open)"))
+                break
             started = time.monotonic()
             try:
                 result = await call(backend, hop, deadline)
@@ -141,25 +202,27 @@ async def _walk(
                     exc = EngineError(f"backend {name!r} failed: {type(exc).__name__}")
                 error = _classify(exc, name)
                 elapsed = (time.monotonic() - started) * 1000
-                served.attempts.append(Attempt(name, hop.model, _outcome(error), elapsed))
-                # A client's own error says nothing bad about the backend.
-                await box.record(name, config, ok=not error.unhealthy)
+                spent = error.code == "upstream_timeout" and time.monotonic() >= deadline - 0.01
+                outcome = "budget_exhausted" if spent else _outcome(error)
+                served.attempts.append(Attempt(name, hop.model, outcome, elapsed))
+                # A client's own error says nothing bad about the backend, and
+                # neither does an attempt cut short because the budget ran out.
+                await box.record(name, config, ok=None if spent else not error.unhealthy)
                 if error.category == "client":
                     error.cause.served = served  # type: ignore[attr-defined]
                     raise error.cause from None
                 errors.append(error)
                 log = logger.error if error.category == "config" else logger.warning
                 log("route %s: %s (attempt %d)", model, error.message, attempt + 1)
-                delay = _backoff(error, attempt, hop, snapshot)
+                delay = _backoff(error, attempt, policy)
                 if (
                     not error.retryable
-                    or attempt == retries
+                    or attempt == policy.max_retries
                     or time.monotonic() + delay >= deadline
                 ):
                     break
                 await asyncio.sleep(delay)
                 continue
-            await box.record(name, config, ok=True)
             served.attempts.append(
                 Attempt(name, hop.model, "ok", (time.monotonic() - started) * 1000)
             )
@@ -171,7 +234,13 @@ async def _walk(
                     name,
                     served.headers()["X-Gateway-Attempts"],
                 )
-            return result, served
+
+            async def settle(ok: bool | None, name: str = name, config: BreakerSettings = config):
+                await box.record(name, config, ok=ok)
+
+            if not settle_later:
+                await settle(True)
+            return result, served, settle
         if time.monotonic() >= deadline:
             break
     raise _final_error(model, errors, served)
@@ -212,20 +281,20 @@ def _outcome(error: UpstreamError) -> str:
     return str(error.upstream_status) if error.upstream_status else (error.code or error.kind)
 
 
-def _backoff(error: UpstreamError, attempt: int, hop: Hop, snapshot: Snapshot) -> float:
+LOCAL_POLICY = RetryPolicy(max_retries=0)  # a local failure is not helped by asking again
+
+
+def _policy(hop: Hop, snapshot: Snapshot) -> RetryPolicy:
     if hop.target.kind == "local":
-        return 0.0
-    provider = snapshot.providers[hop.target.name]
+        return LOCAL_POLICY
+    return config_for(snapshot, hop.target.name).retry
+
+
+def _backoff(error: UpstreamError, attempt: int, policy: RetryPolicy) -> float:
     if error.retry_after is not None:
-        return min(error.retry_after, provider.retry_after_cap)
-    base = provider.retry_backoff * (2**attempt)
-    return min(8.0, base) * random.uniform(0.5, 1.0)
-
-
-def _retries(hop: Hop, snapshot: Snapshot) -> int:
-    if hop.target.kind == "local":
-        return 0  # a local failure is not helped by asking again at once
-    return snapshot.providers[hop.target.name].max_retries
+        return min(error.retry_after, policy.retry_after_cap)
+    base = min(policy.max_backoff, policy.backoff * (2**attempt))
+    return base * random.uniform(0.5, 1.0)  # jitter: retries from many clients spread out
 
 
 def _budget(route: Route, snapshot: Snapshot) -> float:

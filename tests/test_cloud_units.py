@@ -96,3 +96,57 @@ async def test_breaker_counts_opens_probes_and_closes() -> None:
     await box.record("b", config, ok=True)
     assert box.state("b") == pybreaker.STATE_CLOSED
     assert await box.admit("b", config)
+
+
+async def test_sse_crlf_split_across_chunks_ends_one_line() -> None:
+    events = await read(b'data: {"a":\r', b"\ndata: 1}\r", b"\n\r\n", b"data: last\r")
+    assert events == [SSEEvent('{"a":\n1}'), SSEEvent("last")]
+
+
+async def test_a_probe_holds_its_token_for_its_whole_budget() -> None:
+    """A slow probe must not let a second one through when the reset timeout passes."""
+    box = Breakers()
+    config = BreakerSettings(fail_max=1, reset_timeout=0.1)
+    await box.record("b", config, ok=False)
+    await asyncio.sleep(0.15)
+    assert await box.admit("b", config, hold=5.0)  # the probe, with 5 s to answer
+    await asyncio.sleep(0.15)  # past the reset timeout, the probe still running
+    assert not await box.admit("b", config, hold=5.0)
+    await box.record("b", config, ok=None)  # no verdict (its budget ran out): token back
+    assert box.state("b") == pybreaker.STATE_HALF_OPEN
+    assert await box.admit("b", config)
+    await box.record("b", config, ok=True)
+    assert box.state("b") == pybreaker.STATE_CLOSED
+
+
+async def test_breakers_fall_back_to_this_process_when_redis_is_down(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import socket
+
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    box = Breakers(f"redis://127.0.0.1:{port}/0")
+    config = BreakerSettings(fail_max=2, reset_timeout=30)
+    assert await box.admit("b", config)
+    await box.record("b", config, ok=False)
+    await box.record("b", config, ok=False)
+    assert not await box.admit("b", config)  # counted, in memory, and opened
+    assert "this process decides alone" in caplog.text
+
+
+def test_backoff_doubles_with_jitter_and_honours_the_caps() -> None:
+    from inference.cloud.config import RetryPolicy
+    from inference.cloud.errors import UpstreamError
+    from routing.failover import _backoff
+
+    policy = RetryPolicy(max_retries=5, backoff=0.5, max_backoff=3.0, retry_after_cap=2.0)
+    plain = UpstreamError("x", category="transient")
+    for attempt, base in [(0, 0.5), (1, 1.0), (2, 2.0), (3, 3.0), (4, 3.0)]:
+        delays = {_backoff(plain, attempt, policy) for _ in range(50)}
+        assert all(base * 0.5 <= d <= base for d in delays), (attempt, delays)
+        assert len(delays) > 40  # jittered: retries from many clients spread out
+    told = UpstreamError("x", category="transient", retry_after=10.0)
+    assert _backoff(told, 0, policy) == 2.0  # Retry-After, up to the cap
+    assert _backoff(UpstreamError("x", category="transient", retry_after=0.3), 0, policy) == 0.3

@@ -12,12 +12,12 @@ from anthropic.lib.streaming._messages import accumulate_event
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.api.anthropic import IMAGE_TOKENS, estimate_tokens
 from gateway.protocols import anthropic as wire
 from inference import jsonio
 from inference.base import ResultBuilder
 from inference.cloud.anthropic import request_body
 from inference.errors import InvalidRequest, RateLimited
+from inference.estimate import IMAGE_TOKENS, estimate_tokens
 from inference.types import (
     ChatRequest,
     Event,

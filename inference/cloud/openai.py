@@ -187,6 +187,8 @@ class OpenAIBackend(CloudBackend):
             usage = Usage()
             async for event in events:
                 if event.data.strip() == "[DONE]":
+                    if finish is None:
+                        break  # a truncated answer: said below, before the client sees [DONE]
                     yield WireEvent("openai", encode_sse(event))
                     break
                 chunk = parse_event_json(self.name, event)

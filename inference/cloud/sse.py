@@ -24,8 +24,13 @@ async def iter_sse(chunks: AsyncIterator[bytes]) -> AsyncIterator[SSEEvent]:
     event_id: str | None = None
     async for chunk in chunks:
         decoder_buffer += chunk
+        # A CR at the end may be the first half of a CRLF split across chunks:
+        # it waits for the next byte, or it would end a line twice.
+        held = b"\r" if decoder_buffer.endswith(b"\r") else b""
+        if held:
+            decoder_buffer = decoder_buffer[:-1]
         lines = decoder_buffer.replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n")
-        decoder_buffer = lines.pop()  # an incomplete line waits for more bytes
+        decoder_buffer = lines.pop() + held  # an incomplete line waits for more bytes
         for raw in lines:
             line = raw.decode("utf-8", errors="replace")
             if not line:
@@ -43,6 +48,7 @@ async def iter_sse(chunks: AsyncIterator[bytes]) -> AsyncIterator[SSEEvent]:
                 event = value
             elif field == "id":
                 event_id = value
+    decoder_buffer = decoder_buffer.rstrip(b"\r")
     if decoder_buffer:
         line = decoder_buffer.decode("utf-8", errors="replace")
         if line.startswith("data:"):

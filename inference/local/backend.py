@@ -7,8 +7,10 @@ import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+from jinja2 import TemplateError
+
 from ..base import collect
-from ..errors import ContextLengthExceeded, UnsupportedFeature
+from ..errors import ContextLengthExceeded, InvalidRequest, UnsupportedFeature
 from ..types import ChatRequest, ChatResult, Event, Finish, Usage
 from .engine import Engine, GenerationParams
 from .model import LoadedModel, ModelSpec
@@ -65,9 +67,13 @@ class LocalBackend:
 
     async def count_tokens(self, request: ChatRequest) -> int:
         async with self.engine.lease(self.spec) as model:
-            return len(await self.prompt_tokens(model, request))
+            return len(await self.prompt_tokens(model, request, generating=False))
 
-    async def prompt_tokens(self, model: LoadedModel, request: ChatRequest) -> list[int]:
+    async def prompt_tokens(
+        self, model: LoadedModel, request: ChatRequest, *, generating: bool = True
+    ) -> list[int]:
+        """The prompt as the model's chat template renders it. Counting asks
+        only for its length: what could not be generated can still be counted."""
         if request.extensions:
             names = ", ".join(sorted(request.extensions))
             raise UnsupportedFeature(
@@ -81,7 +87,7 @@ class LocalBackend:
         messages = template_messages(request.messages, self.spec.name)
         tools = template_tools(request.tools) if request.tools else None
         choice = request.tool_choice
-        if choice is not None and choice.mode in ("any", "tool") and tools:
+        if generating and choice is not None and choice.mode in ("any", "tool") and tools:
             # Nothing here can force a local model to call a tool.
             raise UnsupportedFeature(
                 f"local model {self.spec.name!r} cannot be forced to call a tool "
@@ -91,8 +97,16 @@ class LocalBackend:
         if choice is not None and choice.mode == "none":
             tools = None
         # Templates are Jinja and tokenizing is CPU work: keep both off the loop.
-        prompt = await asyncio.to_thread(model.encode_chat, messages, tools)
-        if len(prompt) >= model.context_length:
+        try:
+            prompt = await asyncio.to_thread(model.encode_chat, messages, tools)
+        except TemplateError as exc:
+            # Templates enforce their own rules (roles must alternate, one
+            # system message first...): the caller's messages broke one.
+            raise InvalidRequest(
+                f"the chat template of model {self.spec.name!r} rejected the messages: {exc}",
+                param="messages",
+            ) from None
+        if generating and len(prompt) >= model.context_length:
             raise ContextLengthExceeded(
                 f"the prompt is {len(prompt)} tokens; model {self.spec.name!r} "
                 f"has a context of {model.context_length} tokens",
