@@ -57,9 +57,20 @@ def request_protocol(request: HttpRequest) -> Protocol:
 
 
 def status_for(error: GatewayError, protocol: Protocol) -> int:
-    if protocol == "anthropic" and error.kind == "overloaded" and error.status == 503:
-        return 529  # Anthropic's status for "overloaded"
-    return error.status
+    """OpenAI callers get the status as it is; Anthropic's API answers only 500
+    (api_error), 504 (timeout_error) and 529 (overloaded_error) among the 5xx."""
+    status = error.status
+    if protocol != "anthropic" or status < 500:
+        return status
+    if error.kind == "overloaded" or status == 529:
+        return 529
+    return 504 if status == 504 else 500
+
+
+def _anthropic_type(error: GatewayError) -> str:
+    if error.status == 504 and error.kind == "api_error":
+        return "timeout_error"
+    return _ANTHROPIC_TYPES.get(error.kind, "api_error")
 
 
 def error_body(error: GatewayError, protocol: Protocol) -> dict[str, Any]:
@@ -67,7 +78,7 @@ def error_body(error: GatewayError, protocol: Protocol) -> dict[str, Any]:
         return {
             "type": "error",
             "error": {
-                "type": _ANTHROPIC_TYPES.get(error.kind, "api_error"),
+                "type": _anthropic_type(error),
                 "message": error.message,
             },
         }

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -48,8 +50,28 @@ def gateways(
         "first_byte_timeout": 2.0, "total_timeout": 10.0,
     }  # fmt: skip
     chain = [{"provider": "flappy", "model": "flap-up"}, {"local": "demo"}]
+    brittle = {**provider, "name": "brittle", "max_retries": 2, "breaker_fail_max": 1,
+               "breaker_reset_timeout": 30.0, "retry_backoff": 0.01}  # fmt: skip
+    cutter = {**provider, "name": "cutter", "breaker_reset_timeout": 30.0}
+    slowprobe = {**provider, "name": "slowprobe", "breaker_fail_max": 1, "first_byte_timeout": 3.0}
+
+    def fallible(pattern: str, name: str, model: str) -> dict[str, object]:
+        return {
+            "pattern": pattern,
+            "chain": [{"provider": name, "model": model}, {"local": "demo"}],
+        }
+
     configure_routing(
-        first, {"providers": [provider], "mappings": [{"pattern": "flap", "chain": chain}]}
+        first,
+        {
+            "providers": [provider, brittle, cutter, slowprobe],
+            "mappings": [
+                {"pattern": "flap", "chain": chain},
+                fallible("brittle", "brittle", "fault-503"),
+                fallible("cutter", "cutter", "fault-cut-after:2"),
+                fallible("slowprobe", "slowprobe", "fault-slow-first-token:1.5"),
+            ],
+        },
     )
     second = LiveServer(data_dir=data, env=env)  # same database, same Redis
     first.start()
@@ -59,8 +81,8 @@ def gateways(
     second.stop()
 
 
-def ask(server: LiveServer) -> httpx.Response:
-    body = {"model": "flap", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
+def ask(server: LiveServer, model: str = "flap") -> httpx.Response:
+    body = {"model": model, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
     response = httpx.post(f"{server.url}/v1/chat/completions", json=body, timeout=30)
     assert response.status_code == 200, response.text
     return response
@@ -113,3 +135,73 @@ def test_client_errors_never_open_the_breaker(gateways, upstream: FakeUpstream) 
         assert response.status_code == 400
     assert ask(a).headers["x-gateway-backend"] == "flappy"
     assert upstream.count(model="flap-up") == 6
+
+
+def test_retries_stop_once_the_breaker_opens(gateways, upstream: FakeUpstream) -> None:
+    a, _ = gateways
+    upstream.reset()
+    response = ask(a, "brittle")  # max_retries 2, but the breaker opens after one failure
+    assert response.headers["x-gateway-backend"] == "local:demo"
+    assert upstream.count(model="fault-503") == 1
+    assert response.headers["x-gateway-attempts"].startswith(
+        "brittle/fault-503=503, brittle/fault-503=skipped (breaker open), local:demo/demo=ok"
+    )
+
+
+def test_streams_cut_after_content_count_against_the_breaker(
+    gateways, upstream: FakeUpstream
+) -> None:
+    a, _ = gateways
+    upstream.reset()
+    body = {"model": "cutter", "messages": [{"role": "user", "content": "hi"}], "stream": True}
+    for _ in range(2):  # fail_max 2: each cut stream is a failure, though it began well
+        with httpx.stream("POST", f"{a.url}/v1/chat/completions", json=body, timeout=30) as r:
+            assert r.status_code == 200 and r.headers["x-gateway-backend"] == "cutter"
+            assert '"error"' in r.read().decode()  # said in-band
+    assert upstream.count(model="fault-cut-after:2") == 2
+    response = ask(a, "cutter")
+    assert response.headers["x-gateway-backend"] == "local:demo"
+    assert (
+        "cutter/fault-cut-after:2=skipped (breaker open)" in response.headers["x-gateway-attempts"]
+    )
+    assert upstream.count(model="fault-cut-after:2") == 2
+
+
+def test_a_slow_probe_is_the_only_one_even_past_the_reset_timeout(
+    gateways, upstream: FakeUpstream
+) -> None:
+    """Half-open lets one probe through, for as long as that probe takes."""
+    a, b = gateways
+    upstream.reset()
+    model = "fault-slow-first-token:1.5"
+    upstream.fail_next(model, status=503, count=1)
+    opened = ask(a, "slowprobe")
+    assert opened.headers["x-gateway-backend"] == "local:demo", opened.headers  # opened
+    time.sleep(2.2)  # past the 1 s reset timeout (Redis keeps whole seconds): a probe is due
+    with ThreadPoolExecutor(1) as pool:
+        probe = pool.submit(ask, a, "slowprobe")
+        time.sleep(1.2)  # the probe is still waiting for its slow answer (1.5 s) ...
+        other = ask(b, "slowprobe")  # ... past another reset timeout, in the other process
+        assert other.headers["x-gateway-backend"] == "local:demo"
+        assert "skipped (breaker open)" in other.headers["x-gateway-attempts"]
+        assert probe.result().headers["x-gateway-backend"] == "slowprobe"
+    assert upstream.count(model=model) == 2  # the opening failure, and one probe
+    assert ask(b, "slowprobe").headers["x-gateway-backend"] == "slowprobe"  # closed again
+
+
+def test_redis_down_still_serves(tmp_path: Path, gateways, upstream: FakeUpstream) -> None:
+    a, _ = gateways
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        dead = f"redis://127.0.0.1:{sock.getsockname()[1]}/0"  # nobody listens there
+    env = {**a.env, "REDIS_URL": dead}
+    lonely = LiveServer(data_dir=a.data_dir, env=env)
+    lonely.start()
+    try:
+        upstream.reset()
+        for _ in range(2):
+            assert ask(lonely).headers["x-gateway-backend"] == "flappy"
+        assert upstream.count(model="flap-up") == 2
+    finally:
+        lonely.stop()
+    assert "this process decides alone" in lonely.log()

@@ -1,8 +1,9 @@
-"""Retries, failover and honest stream errors, end to end.
+"""Failover end to end: local models in the chain, budgets, passthrough, shutdown.
 
 A live gateway routes to the project's fake upstream (in this process) and to
 its local demo model. Every claim is checked by counting the attempts the fake
-upstream saw, not by reading configuration.
+upstream saw, not by reading configuration. Each single fault, with both SDKs,
+is in test_e2e_fault_matrix.py.
 """
 
 from __future__ import annotations
@@ -34,24 +35,9 @@ PROVIDER = {
 }  # fmt: skip
 
 CHAINS = {
-    "retry-500-once": [("primary", "fault-500-once")],
     "always-503": [("primary", "fault-503"), "demo"],
-    "alone-503": [("primary", "fault-503")],
     "ratelimit-ra": [("primary", "fault-429:0.3")],
-    "ratelimit": [("primary", "fault-429"), ("ant", "claude-ok")],
-    "reset": [("primary", "fault-reset"), ("ant", "claude-ok")],
     "hang": [("primary", "fault-hang"), "demo"],
-    "slow-ok": [("primary", "fault-slow-first-token:0.3")],
-    "slow-timeout": [("primary", "fault-slow-first-token:3"), ("ant", "claude-ok")],
-    "cut": [("primary", "fault-cut-after:3"), "demo"],
-    "stall": [("primary", "fault-stall-after:3"), "demo"],
-    "malformed": [("primary", "fault-malformed:2"), "demo"],
-    "malformed-first": [("primary", "fault-malformed:0"), ("ant", "claude-ok")],
-    "no-done": [("primary", "fault-no-done")],
-    "ctx": [("primary", "fault-context-length"), "demo"],
-    "unauthorized": [("badkey", "gpt-x"), ("ant", "claude-ok")],
-    "ant-overloaded": [("ant", "fault-stream-overloaded"), ("primary", "gpt-ok")],
-    "ant-overloaded-late": [("ant", "fault-stream-overloaded:2"), ("primary", "gpt-ok")],
     "broken-local": ["broken", ("primary", "gpt-ok")],
     "all-fail": [("primary", "fault-503"), ("badkey", "gpt-x")],
     "claude-direct": [("ant", "claude-ok")],
@@ -133,21 +119,6 @@ def assert_serving(gateway: LiveServer) -> None:
 
 
 @pytest.mark.parametrize("stream", [False, True])
-def test_500_once_is_retried_on_the_same_target(client, upstream, gateway, stream: bool) -> None:
-    started = time.monotonic()
-    response = raw(gateway, "retry-500-once", stream)
-    assert response.status_code == 200
-    assert upstream.count(model="fault-500-once") == 2
-    assert response.headers["x-gateway-backend"] == "primary"
-    assert response.headers["x-gateway-attempts"].startswith("primary/fault-500-once=500")
-    assert time.monotonic() - started < 3
-    # The decrypted key, never the ciphertext, reached the upstream.
-    assert {r.headers["authorization"] for r in upstream.find(model="fault-500-once")} == {
-        f"Bearer {OPENAI_KEY}"
-    }
-
-
-@pytest.mark.parametrize("stream", [False, True])
 def test_503_exhausts_retries_then_falls_back_to_local(
     client, upstream, gateway, stream: bool
 ) -> None:
@@ -159,14 +130,6 @@ def test_503_exhausts_retries_then_falls_back_to_local(
     if not stream:
         assert response.json()["model"] == "demo"
     assert_serving(gateway)
-
-
-def test_503_alone_is_an_honest_error(client, upstream, gateway) -> None:
-    with pytest.raises(openai.InternalServerError) as info:
-        client.chat.completions.create(model="alone-503", messages=HI)
-    assert info.value.status_code == 503
-    assert "503" in info.value.message
-    assert upstream.count(model="fault-503") == 3
 
 
 def test_429_retry_after_is_honoured(client, upstream, gateway) -> None:
@@ -182,32 +145,6 @@ def test_429_retry_after_is_honoured(client, upstream, gateway) -> None:
     assert info.value.response.headers.get("retry-after") is not None
 
 
-@pytest.mark.parametrize("stream", [False, True])
-def test_429_without_retry_after_backs_off_then_fails_over(
-    client, upstream, gateway, stream
-) -> None:
-    response = raw(gateway, "ratelimit", stream)
-    assert response.status_code == 200
-    assert upstream.count(model="fault-429") == 3
-    assert upstream.count(model="claude-ok") == 1
-    assert upstream.find(model="claude-ok")[0].headers["x-api-key"] == ANTHROPIC_KEY
-
-
-@pytest.mark.parametrize("model", ["reset", "malformed-first", "unauthorized", "ant-overloaded"])
-@pytest.mark.parametrize("stream", [False, True])
-def test_failures_before_content_fail_over(client, upstream, gateway, model: str, stream) -> None:
-    response = raw(gateway, model, stream)
-    assert response.status_code == 200, response.text
-    attempts = upstream.count(model=first_model(model))
-    if model == "unauthorized":
-        assert attempts == 1  # a rejected key is a configuration error: never retried
-    else:
-        assert attempts == 3
-    body = response.text
-    assert "echo" in body or "content" in body
-    assert_serving(gateway)
-
-
 def test_hang_times_out_and_falls_back(client, upstream, gateway) -> None:
     started = time.monotonic()
     reply = client.chat.completions.create(model="hang", messages=HI, max_tokens=4)
@@ -218,61 +155,8 @@ def test_hang_times_out_and_falls_back(client, upstream, gateway) -> None:
 
 
 @pytest.mark.parametrize("stream", [False, True])
-def test_slow_first_token_within_the_limit(client, upstream, gateway, stream) -> None:
-    response = raw(gateway, "slow-ok", stream)
-    assert response.status_code == 200
-    assert upstream.count(model="fault-slow-first-token:0.3") == 1
-
-
-def test_slow_first_token_over_the_limit_fails_over(client, upstream, gateway) -> None:
-    chunks = list(client.chat.completions.create(model="slow-timeout", messages=HI, stream=True))
-    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
-    assert upstream.count(model="fault-slow-first-token:3") == 3
-    assert upstream.count(model="claude-ok") == 1
-
-
-@pytest.mark.parametrize("model", ["cut", "stall", "malformed"])
-def test_failure_after_content_is_an_in_band_error(client, upstream, gateway, model) -> None:
-    stream = client.chat.completions.create(model=model, messages=HI, stream=True)
-    received = ""
-    with pytest.raises(openai.APIError) as info:
-        for chunk in stream:
-            received += chunk.choices[0].delta.content or "" if chunk.choices else ""
-    assert received  # content arrived, then the failure was reported, not hidden
-    assert "'primary'" in info.value.message  # says which backend broke, and how
-    assert upstream.count(model=first_model(model)) == 1
-    assert_serving(gateway)
-
-
-@pytest.mark.parametrize("model", ["cut", "stall", "malformed"])
-def test_same_faults_without_streaming_fail_over(client, upstream, gateway, model) -> None:
-    reply = client.chat.completions.create(model=model, messages=HI, max_tokens=4)
-    assert reply.model == "demo"
-
-
-def test_missing_done_still_finishes(client, upstream, gateway) -> None:
-    chunks = list(client.chat.completions.create(model="no-done", messages=HI, stream=True))
-    assert chunks[-1].choices[0].finish_reason in {"stop", "length"}
-    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices).startswith("echo")
-
-
-def test_context_length_is_the_callers_error(client, upstream, gateway) -> None:
-    with pytest.raises(openai.BadRequestError) as info:
-        client.chat.completions.create(model="ctx", messages=HI)
-    assert info.value.code == "context_length_exceeded"
-    assert upstream.count(model="fault-context-length") == 1  # no retry, no fallback
-
-
-def test_in_band_error_from_anthropic_after_content(client, upstream, gateway) -> None:
-    stream = client.chat.completions.create(model="ant-overloaded-late", messages=HI, stream=True)
-    with pytest.raises(openai.APIError) as info:
-        for _ in stream:
-            pass
-    assert "overloaded" in info.value.message
-
-
-def test_local_failure_falls_back_to_the_cloud(client, upstream, gateway) -> None:
-    response = raw(gateway, "broken-local")
+def test_local_failure_falls_back_to_the_cloud(client, upstream, gateway, stream: bool) -> None:
+    response = raw(gateway, "broken-local", stream)
     assert response.status_code == 200
     assert response.headers["x-gateway-backend"] == "primary"
     assert response.headers["x-gateway-attempts"].startswith(

@@ -29,7 +29,7 @@ from ..types import (
 )
 from .errors import UpstreamError
 from .sse import encode_sse
-from .transport import CloudBackend, malformed, parse_event_json, post_json, sse_stream
+from .transport import CloudBackend, TimedEvents, malformed, parse_event_json, post_json
 
 # Anthropic requires max_tokens; OpenAI clients often omit it.
 DEFAULT_MAX_TOKENS = 4096
@@ -212,52 +212,50 @@ class AnthropicBackend(CloudBackend):
         data = await post_json(self.config, "/messages/count_tokens", body, self.deadline)
         return int(data.get("input_tokens") or 0)
 
-    async def stream(self, request: ChatRequest) -> AsyncIterator[Event]:
-        body = self.body(request, stream=True)
-        async with sse_stream(self.config, self.path, body, self.deadline) as events:
-            usage = Usage()
-            finish: FinishReason | None = None
-            stop_sequence: str | None = None
-            tool_index: dict[int, int] = {}  # content block index -> tool call index
-            async for event in events:
-                data = parse_event_json(self.name, event)
-                kind = data.get("type") or event.event
-                if kind == "error":
-                    raise _stream_error(self.name, data.get("error"))
-                # Relayed only once known good: a broken event becomes our error.
-                yield WireEvent("anthropic", encode_sse(event))
-                if kind == "message_start":
-                    usage = usage_of((data.get("message") or {}).get("usage"))
-                elif kind == "content_block_start":
-                    block = data.get("content_block") or {}
-                    if block.get("type") == "tool_use":
-                        index = tool_index.setdefault(int(data.get("index", 0)), len(tool_index))
-                        yield ToolCallDelta(index, block.get("id"), block.get("name"), "")
-                    elif block.get("type") == "text" and block.get("text"):
-                        yield TextDelta(block["text"])
-                elif kind == "content_block_delta":
-                    delta = data.get("delta") or {}
-                    dtype = delta.get("type")
-                    if dtype == "text_delta":
-                        yield TextDelta(delta.get("text") or "")
-                    elif dtype == "thinking_delta":
-                        yield ThinkingDelta(delta.get("thinking") or "")
-                    elif dtype == "signature_delta":
-                        yield ThinkingDelta("", delta.get("signature"))
-                    elif dtype == "input_json_delta":
-                        index = tool_index.get(int(data.get("index", 0)), 0)
-                        yield ToolCallDelta(index, arguments=delta.get("partial_json") or "")
-                elif kind == "message_delta":
-                    delta = data.get("delta") or {}
-                    finish = STOP_REASONS.get(delta.get("stop_reason") or "end_turn", "stop")
-                    stop_sequence = delta.get("stop_sequence")
-                    out = usage_of(data.get("usage"))
-                    usage = Usage(usage.input_tokens or out.input_tokens, out.output_tokens)
-                elif kind == "message_stop":
-                    break
-            if finish is None:
-                raise malformed(self.name, "the stream ended before message_delta")
-            yield Finish(reason=finish, usage=usage, stop_sequence=stop_sequence)
+    async def read_stream(self, events: TimedEvents) -> AsyncIterator[Event]:
+        usage = Usage()
+        finish: FinishReason | None = None
+        stop_sequence: str | None = None
+        tool_index: dict[int, int] = {}  # content block index -> tool call index
+        async for event in events:
+            data = parse_event_json(self.name, event)
+            kind = data.get("type") or event.event
+            if kind == "error":
+                raise _stream_error(self.name, data.get("error"))
+            # Relayed only once known good: a broken event becomes our error.
+            yield WireEvent("anthropic", encode_sse(event))
+            if kind == "message_start":
+                usage = usage_of((data.get("message") or {}).get("usage"))
+            elif kind == "content_block_start":
+                block = data.get("content_block") or {}
+                if block.get("type") == "tool_use":
+                    index = tool_index.setdefault(int(data.get("index", 0)), len(tool_index))
+                    yield ToolCallDelta(index, block.get("id"), block.get("name"), "")
+                elif block.get("type") == "text" and block.get("text"):
+                    yield TextDelta(block["text"])
+            elif kind == "content_block_delta":
+                delta = data.get("delta") or {}
+                dtype = delta.get("type")
+                if dtype == "text_delta":
+                    yield TextDelta(delta.get("text") or "")
+                elif dtype == "thinking_delta":
+                    yield ThinkingDelta(delta.get("thinking") or "")
+                elif dtype == "signature_delta":
+                    yield ThinkingDelta("", delta.get("signature"))
+                elif dtype == "input_json_delta":
+                    index = tool_index.get(int(data.get("index", 0)), 0)
+                    yield ToolCallDelta(index, arguments=delta.get("partial_json") or "")
+            elif kind == "message_delta":
+                delta = data.get("delta") or {}
+                finish = STOP_REASONS.get(delta.get("stop_reason") or "end_turn", "stop")
+                stop_sequence = delta.get("stop_sequence")
+                out = usage_of(data.get("usage"))
+                usage = Usage(usage.input_tokens or out.input_tokens, out.output_tokens)
+            elif kind == "message_stop":
+                break
+        if finish is None:
+            raise malformed(self.name, "the stream ended before message_delta")
+        yield Finish(reason=finish, usage=usage, stop_sequence=stop_sequence)
 
 
 def _stream_error(backend: str, error: Any) -> UpstreamError:

@@ -26,7 +26,7 @@ from ..types import (
 )
 from .errors import UpstreamError
 from .sse import encode_sse
-from .transport import CloudBackend, malformed, parse_event_json, sse_stream
+from .transport import CloudBackend, TimedEvents, malformed, parse_event_json
 
 _FINISH: dict[str, FinishReason] = {
     "stop": "stop",
@@ -180,44 +180,42 @@ class OpenAIBackend(CloudBackend):
     def parse(self, data: dict[str, Any]) -> ChatResult:
         return result_of(data, self.name)
 
-    async def stream(self, request: ChatRequest) -> AsyncIterator[Event]:
-        body = self.body(request, stream=True)
-        async with sse_stream(self.config, self.path, body, self.deadline) as events:
-            finish: FinishReason | None = None
-            usage = Usage()
-            async for event in events:
-                if event.data.strip() == "[DONE]":
-                    if finish is None:
-                        break  # a truncated answer: said below, before the client sees [DONE]
-                    yield WireEvent("openai", encode_sse(event))
-                    break
-                chunk = parse_event_json(self.name, event)
-                if "error" in chunk:
-                    raise _stream_error(self.name, chunk["error"])
-                # Relayed only once known good: a broken event becomes our error.
+    async def read_stream(self, events: TimedEvents) -> AsyncIterator[Event]:
+        finish: FinishReason | None = None
+        usage = Usage()
+        async for event in events:
+            if event.data.strip() == "[DONE]":
+                if finish is None:
+                    break  # a truncated answer: said below, before the client sees [DONE]
                 yield WireEvent("openai", encode_sse(event))
-                if chunk.get("usage"):
-                    usage = usage_of(chunk["usage"])
-                for choice in chunk.get("choices") or []:
-                    delta = choice.get("delta") or {}
-                    if delta.get("reasoning_content"):
-                        yield ThinkingDelta(delta["reasoning_content"])
-                    if delta.get("content"):
-                        yield TextDelta(delta["content"])
-                    for call in delta.get("tool_calls") or []:
-                        function = call.get("function") or {}
-                        yield ToolCallDelta(
-                            int(call.get("index") or 0),
-                            call.get("id"),
-                            function.get("name"),
-                            function.get("arguments") or "",
-                        )
-                    if choice.get("finish_reason"):
-                        finish = _FINISH.get(choice["finish_reason"], "stop")
-            if finish is None:
-                # A clean end without a finish reason is still a truncated answer.
-                raise malformed(self.name, "the stream ended without a finish reason")
-            yield Finish(reason=finish, usage=usage)
+                break
+            chunk = parse_event_json(self.name, event)
+            if "error" in chunk:
+                raise _stream_error(self.name, chunk["error"])
+            # Relayed only once known good: a broken event becomes our error.
+            yield WireEvent("openai", encode_sse(event))
+            if chunk.get("usage"):
+                usage = usage_of(chunk["usage"])
+            for choice in chunk.get("choices") or []:
+                delta = choice.get("delta") or {}
+                if delta.get("reasoning_content"):
+                    yield ThinkingDelta(delta["reasoning_content"])
+                if delta.get("content"):
+                    yield TextDelta(delta["content"])
+                for call in delta.get("tool_calls") or []:
+                    function = call.get("function") or {}
+                    yield ToolCallDelta(
+                        int(call.get("index") or 0),
+                        call.get("id"),
+                        function.get("name"),
+                        function.get("arguments") or "",
+                    )
+                if choice.get("finish_reason"):
+                    finish = _FINISH.get(choice["finish_reason"], "stop")
+        if finish is None:
+            # A clean end without a finish reason is still a truncated answer.
+            raise malformed(self.name, "the stream ended without a finish reason")
+        yield Finish(reason=finish, usage=usage)
 
 
 def _stream_error(backend: str, error: Any) -> UpstreamError:

@@ -12,7 +12,7 @@ import httpx
 import orjson
 
 from .. import jsonio
-from ..types import ChatRequest, ChatResult
+from ..types import ChatRequest, ChatResult, Event, is_content
 from .config import ProviderConfig
 from .errors import UpstreamError, error_message, from_response, transport_error
 from .pool import pool
@@ -60,7 +60,7 @@ async def sse_stream(
     body: dict[str, Any],
     deadline: float | None,
     headers: dict[str, str] | None = None,
-) -> AsyncIterator[AsyncIterator[SSEEvent]]:
+) -> AsyncIterator[TimedEvents]:
     """Open a streaming POST; yields its events, each read under a timeout.
 
     Until the first event the provider's first-byte timeout applies, then its
@@ -77,28 +77,43 @@ async def sse_stream(
         if response.status_code >= 400:
             await response.aread()
             raise from_response(config.name, response, error_message(response.content))
-        yield _timed_events(config, response, deadline)
+        yield TimedEvents(config, response, deadline)
     finally:
         await response.aclose()
 
 
-async def _timed_events(
-    config: ProviderConfig, response: httpx.Response, deadline: float | None
-) -> AsyncIterator[SSEEvent]:
-    events = iter_sse(response.aiter_raw()).__aiter__()
-    limit = config.timeouts.first_byte
-    while True:
+class TimedEvents:
+    """A stream's events, each awaited under a limit.
+
+    Until the first content the first-byte limit applies (a model may send its
+    preamble at once, then think long before its first token); after it, the
+    stream-idle limit. The request's deadline caps both.
+    """
+
+    def __init__(
+        self, config: ProviderConfig, response: httpx.Response, deadline: float | None
+    ) -> None:
+        self._config, self._deadline = config, deadline
+        self._events = iter_sse(response.aiter_raw()).__aiter__()
+        self._limit = config.timeouts.first_byte
+
+    def content_started(self) -> None:
+        self._limit = self._config.timeouts.stream_idle
+
+    def __aiter__(self) -> TimedEvents:
+        return self
+
+    async def __anext__(self) -> SSEEvent:
+        limit = self._limit
         try:
-            async with asyncio.timeout(_remaining(deadline, limit)):
-                event = await anext(events)
+            async with asyncio.timeout(_remaining(self._deadline, limit)):
+                return await anext(self._events)
         except StopAsyncIteration:
-            return
+            raise
         except (httpx.HTTPError, TimeoutError, OSError) as exc:
             if isinstance(exc, TimeoutError):
                 exc = TimeoutError(f"no event for {limit:g}s")
-            raise transport_error(config.name, exc) from None
-        limit = config.timeouts.stream_idle
-        yield event
+            raise transport_error(self._config.name, exc) from None
 
 
 def malformed(backend: str, detail: str) -> UpstreamError:
@@ -139,6 +154,20 @@ class CloudBackend:
 
     def parse(self, data: dict[str, Any]) -> ChatResult:
         raise NotImplementedError
+
+    def read_stream(self, events: TimedEvents) -> AsyncIterator[Event]:
+        """The upstream's stream events -> internal events, ending with one Finish."""
+        raise NotImplementedError
+
+    async def stream(self, request: ChatRequest) -> AsyncIterator[Event]:
+        body = self.body(request, stream=True)
+        async with sse_stream(self.config, self.path, body, self.deadline) as events:
+            started = False
+            async for event in self.read_stream(events):
+                if not started and is_content(event):
+                    started = True
+                    events.content_started()
+                yield event
 
     async def complete(self, request: ChatRequest) -> ChatResult:
         data = await post_json(

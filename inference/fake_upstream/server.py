@@ -167,6 +167,11 @@ class FakeUpstream:
     def find(self, model: str | None = None, path: str | None = None) -> list[RecordedRequest]:
         return self.state.requests(model, path)
 
+    @property
+    def abandoned(self) -> int:
+        """Answers cut short because the client went away (since the last reset)."""
+        return self.state.abandoned
+
     def count(self, model: str | None = None, path: str | None = None) -> int:
         """Attempts seen (exact even when recording is capped or off)."""
         return self.state.count(model, path)
@@ -217,7 +222,7 @@ class FakeUpstream:
                     break
                 await self.router.handle(conn, req)
         except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
-            pass  # the peer went away mid-request or mid-answer; nothing to tell it
+            self.state.abandoned += 1  # the peer went away mid-request or mid-answer
         except asyncio.CancelledError:
             # Only stop() cancels these tasks. Not re-raising: asyncio's done-callback for
             # client_connected_cb calls task.exception(), which would raise and log noise.

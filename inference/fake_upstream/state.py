@@ -62,6 +62,7 @@ class State:
         self._prefix = os.urandom(4).hex()
         self._ids = itertools.count(1)
         self._connections = itertools.count(1)
+        self.abandoned = 0  # answers the client stopped reading (it went away mid-answer)
 
     def next_id(self) -> str:
         return f"{self._prefix}{next(self._ids):012x}"
@@ -128,6 +129,7 @@ class State:
             self._counts.clear()
             self._attempts.clear()
             self._rules.clear()
+            self.abandoned = 0
 
     def now(self) -> tuple[float, float]:
         return time.time(), time.monotonic()
