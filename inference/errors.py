@@ -39,6 +39,13 @@ class InvalidRequest(GatewayError):
 class UnsupportedFeature(InvalidRequest):
     code = "unsupported_feature"
 
+    @classmethod
+    def of_extensions(cls, extensions: dict[str, object], backend: str) -> UnsupportedFeature:
+        """A refusal of a request's protocol extensions, which are named by where
+        they are ("context_management", "messages.0.content.2 (document block)")."""
+        names = sorted(extensions)
+        return cls(f"{backend} does not support: {', '.join(names)}", param=names[0].split()[0])
+
 
 class ContextLengthExceeded(InvalidRequest):
     code = "context_length_exceeded"

@@ -72,6 +72,15 @@ class ToolChoice:
 
 
 @dataclass(slots=True)
+class Reasoning:
+    """Thinking asked for: on or off, with Anthropic's token budget or OpenAI's effort."""
+
+    enabled: bool
+    budget_tokens: int | None = None
+    effort: str | None = None  # "minimal", "low", "medium", "high"
+
+
+@dataclass(slots=True)
 class ChatRequest:
     model: str
     messages: list[Message]
@@ -86,6 +95,7 @@ class ChatRequest:
     stream: bool = False
     user: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    reasoning: Reasoning | None = None
     # Wire fields the internal form does not model (say, OpenAI's `logprobs`):
     # a backend that cannot honour one refuses the request instead of
     # silently ignoring it.
@@ -96,6 +106,8 @@ class ChatRequest:
     # The client's request body as received: an upstream speaking the same
     # protocol gets it untouched but for the model name (lossless passthrough).
     raw: dict[str, Any] | None = field(default=None, repr=False)
+    # Client headers an upstream of the same protocol needs too (anthropic-beta).
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -129,6 +141,14 @@ class ToolCallDelta:
 
 
 @dataclass(slots=True)
+class PromptUsage:
+    """The prompt's size, known before any content (a local model's prompt is counted
+    before it is decoded): Anthropic's message_start reports it."""
+
+    input_tokens: int
+
+
+@dataclass(slots=True)
 class Finish:
     reason: FinishReason
     usage: Usage
@@ -147,7 +167,7 @@ class WireEvent:
     data: bytes
 
 
-Event = TextDelta | ThinkingDelta | ToolCallDelta | Finish | WireEvent
+Event = TextDelta | ThinkingDelta | ToolCallDelta | PromptUsage | Finish | WireEvent
 
 
 @dataclass(slots=True)

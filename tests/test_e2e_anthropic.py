@@ -258,8 +258,10 @@ USER = b'"messages": [{"role": "user", "content": "x"}]'
         ("/v1/messages", b'{"model": "demo", "max_tokens": 5, "messages": [{"role": "user", '
          b'"content": [{"type": "audio"}]}]}', 400, "invalid_request_error",
          "messages.0.content.0"),
-        ("/v1/messages", b'{"model": "demo", "max_tokens": 5, "thinking": {"type": "enabled", '
-         b'"budget_tokens": 1024}, ' + USER + b"}", 400, "invalid_request_error", "thinking"),
+        ("/v1/messages", b'{"model": "demo", "max_tokens": 5, "thinking": {"type": "adaptive"}, '
+         + USER + b"}", 400, "invalid_request_error", "thinking"),
+        ("/v1/messages", b'{"model": "demo", "max_tokens": 5, "context_management": {}, '
+         + USER + b"}", 400, "invalid_request_error", "context_management"),
         ("/v1/messages", b'{"model": "ghost", "max_tokens": 5, ' + USER + b"}", 404,
          "not_found_error", "ghost"),
         ("/v1/messages/count_tokens", b'{"model": "ghost", ' + USER + b"}", 404,
@@ -512,3 +514,133 @@ def test_relayed_stream_without_message_stop_still_ends(routed: LiveServer) -> N
         raw = response.read().decode()
     names = [f.split("\n")[0].removeprefix("event: ") for f in raw.strip().split("\n\n")]
     assert names[-2:] == ["message_delta", "message_stop"]
+
+
+CLOCK = {
+    "name": "clock",
+    "description": "Time in a zone",
+    "input_schema": {"type": "object", "properties": {"zone": {"type": "string"}}},
+}
+ALL_TOOLS = [{"role": "user", "content": "use all tools for Paris"}]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_parallel_tool_use_against_an_openai_upstream(
+    routed_client: anthropic.Anthropic, upstream: FakeUpstream, stream: bool
+) -> None:
+    kw = {"model": "via-openai", "max_tokens": 64, "tools": [WEATHER, CLOCK]}
+    if stream:
+        with routed_client.messages.stream(messages=ALL_TOOLS, **kw) as events:  # type: ignore[arg-type]
+            message = events.get_final_message()
+    else:
+        message = routed_client.messages.create(messages=ALL_TOOLS, **kw)  # type: ignore[arg-type]
+    assert message.stop_reason == "tool_use"
+    calls = [b for b in message.content if b.type == "tool_use"]
+    assert [c.name for c in calls] == ["weather", "clock"]
+    assert "city" in calls[0].input and "zone" in calls[1].input
+    sent = upstream.find(model="gpt-ok")[-1].json
+    assert [t["function"]["name"] for t in sent["tools"]] == ["weather", "clock"]
+    assert sent["tools"][0]["function"]["parameters"] == WEATHER["input_schema"]
+
+    follow = [
+        *ALL_TOOLS,
+        {"role": "assistant", "content": [c.model_dump() for c in message.content]},
+        {"role": "user", "content": [
+            {"type": "tool_result", "tool_use_id": calls[0].id, "content": "Sunny"},
+            {"type": "tool_result", "tool_use_id": calls[1].id, "is_error": True,
+             "content": [{"type": "text", "text": "no such zone"}]},
+        ]},
+    ]  # fmt: skip
+    answer = routed_client.messages.create(messages=follow, **kw)  # type: ignore[arg-type]
+    assert answer.stop_reason in {"end_turn", "max_tokens"}
+    turns = upstream.find(model="gpt-ok")[-1].json["messages"]
+    assert [c["id"] for c in turns[1]["tool_calls"]] == [calls[0].id, calls[1].id]
+    assert turns[2:] == [
+        {"role": "tool", "tool_call_id": calls[0].id, "content": "Sunny"},
+        {"role": "tool", "tool_call_id": calls[1].id, "content": "Error: no such zone"},
+    ]
+
+
+def test_images_from_an_anthropic_client(
+    routed_client: anthropic.Anthropic, upstream: FakeUpstream, live_gateway: LiveServer
+) -> None:
+    content = [
+        {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBO"}},
+        {"type": "image", "source": {"type": "url", "url": "https://images.example.invalid/a.png"}},
+        {"type": "text", "text": "Which is bigger?"},
+    ]
+    ask = [{"role": "user", "content": content}]
+    routed_client.messages.create(model="via-anthropic", max_tokens=5, messages=ask)  # type: ignore[arg-type]
+    assert upstream.find(model="claude-ok")[-1].json["messages"] == ask  # untouched
+    routed_client.messages.create(model="via-openai", max_tokens=5, messages=ask)  # type: ignore[arg-type]
+    parts = upstream.find(model="gpt-ok")[-1].json["messages"][0]["content"]
+    assert parts == [
+        {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBO"}},
+        {"type": "image_url", "image_url": {"url": "https://images.example.invalid/a.png"}},
+        {"type": "text", "text": "Which is bigger?"},
+    ]
+    local = anthropic.Anthropic(base_url=live_gateway.url, api_key="x", max_retries=0)
+    with pytest.raises(anthropic.BadRequestError, match="text-only local model"):
+        local.messages.create(model="demo", max_tokens=5, messages=ask)  # type: ignore[arg-type]
+
+
+def test_thinking_reaches_every_kind_of_backend(
+    routed_client: anthropic.Anthropic, upstream: FakeUpstream, live_gateway: LiveServer
+) -> None:
+    kw = {"max_tokens": 4096, "messages": HELLO,
+          "thinking": {"type": "enabled", "budget_tokens": 2048}}  # fmt: skip
+    routed_client.messages.create(model="via-anthropic", **kw)  # type: ignore[arg-type]
+    assert upstream.find(model="claude-ok")[-1].json["thinking"] == kw["thinking"]
+    routed_client.messages.create(model="via-openai", **kw)  # type: ignore[arg-type]
+    assert upstream.find(model="gpt-ok")[-1].json["reasoning_effort"] == "low"
+    # A local model's template gets enable_thinking; one without the switch ignores it.
+    local = anthropic.Anthropic(base_url=live_gateway.url, api_key="x", max_retries=0)
+    reply = local.messages.create(model="demo", **{**kw, "max_tokens": 5})  # type: ignore[arg-type]
+    assert reply.stop_reason == "max_tokens"
+
+
+def test_what_only_anthropic_can_run_is_passed_on_or_refused(
+    routed_client: anthropic.Anthropic, routed: LiveServer, upstream: FakeUpstream
+) -> None:
+    """Server tools, documents and beta flags: an Anthropic upstream gets them as
+    they are; an OpenAI one cannot run them, and the client is told so."""
+    body = {
+        "max_tokens": 20,
+        "messages": [{"role": "user", "content": [
+            {"type": "document", "source": {"type": "text", "media_type": "text/plain",
+                                            "data": "The sky is green."}},
+            {"type": "text", "text": "What colour is the sky?"}]}],
+        "tools": [{"type": "web_search_20250305", "name": "web_search", "max_uses": 2}],
+    }  # fmt: skip
+    beta = {**HEADERS, "anthropic-beta": "context-management-2025-06-27"}
+    url = f"{routed.url}/v1/messages"
+    ok = httpx.post(url, json={**body, "model": "via-anthropic"}, headers=beta, timeout=30)
+    assert ok.status_code == 200, ok.text
+    seen = upstream.find(model="claude-ok")[-1]
+    assert seen.json == {**body, "model": "claude-ok"}
+    assert seen.headers["anthropic-beta"] == "context-management-2025-06-27"
+    counted = httpx.post(
+        f"{url}/count_tokens", json={**body, "model": "via-anthropic"}, headers=beta, timeout=30
+    )
+    assert counted.status_code == 200 and counted.headers["X-Gateway-Count"] == "exact"
+    sent = upstream.find(path="/v1/messages/count_tokens")[-1]
+    assert sent.json["tools"] == body["tools"] and "max_tokens" not in sent.json
+    assert sent.headers["anthropic-beta"] == "context-management-2025-06-27"
+    refused = httpx.post(url, json={**body, "model": "via-openai"}, headers=HEADERS, timeout=30)
+    assert_envelope(refused, 400, "invalid_request_error")
+    message = refused.json()["error"]["message"]
+    assert "messages.0.content.0 (document block)" in message
+    assert "tools.0 (web_search_20250305 server tool)" in message
+    assert upstream.count(model="gpt-ok") == 0
+
+
+def test_message_start_reports_a_local_prompt(live_gateway: LiveServer) -> None:
+    body = {"model": "demo", "max_tokens": 3, "messages": HELLO, "stream": True}
+    with httpx.stream(
+        "POST", f"{live_gateway.url}/v1/messages", json=body, headers=HEADERS, timeout=60
+    ) as response:
+        lines = response.iter_lines()
+        first, data = next(lines, ""), next(lines, "")
+    assert first == "event: message_start"
+    usage = json.loads(data.removeprefix("data: "))["message"]["usage"]
+    assert usage["input_tokens"] > 5  # counted before decoding began

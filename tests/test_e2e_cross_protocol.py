@@ -140,3 +140,93 @@ def test_images_pass_as_data_and_as_urls(sdk: openai.OpenAI, upstream: FakeUpstr
         "type": "image",
         "source": {"type": "url", "url": "https://images.example.invalid/cat.png"},
     }
+
+
+CLOCK = {
+    "type": "function",
+    "function": {
+        "name": "get_time",
+        "description": "Local time in a city",
+        "parameters": {"type": "object", "properties": {"zone": {"type": "string"}}},
+    },
+}
+BOTH = [{"role": "user", "content": "use all tools for Oslo"}]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_parallel_tool_calls_keep_their_indices(
+    sdk: openai.OpenAI,
+    upstream: FakeUpstream,  # noqa: F811
+    stream: bool,
+) -> None:
+    """Two tool_use blocks upstream -> two OpenAI tool calls, 0 and 1, args valid JSON."""
+    calls: dict[int, dict[str, str]] = {}
+    if stream:
+        for chunk in sdk.chat.completions.create(
+            model="claude-direct", messages=BOTH, tools=[WEATHER, CLOCK], stream=True
+        ):
+            for choice in chunk.choices:
+                for delta in choice.delta.tool_calls or []:
+                    call = calls.setdefault(delta.index, {"id": "", "name": "", "arguments": ""})
+                    call["id"] += delta.id or ""
+                    call["name"] += (delta.function and delta.function.name) or ""
+                    call["arguments"] += (delta.function and delta.function.arguments) or ""
+    else:
+        reply = sdk.chat.completions.create(
+            model="claude-direct", messages=BOTH, tools=[WEATHER, CLOCK]
+        )
+        assert reply.choices[0].finish_reason == "tool_calls"
+        for i, tool_call in enumerate(reply.choices[0].message.tool_calls or []):
+            calls[i] = {
+                "id": tool_call.id,
+                "name": tool_call.function.name,
+                "arguments": tool_call.function.arguments,
+            }
+    assert [calls[i]["name"] for i in sorted(calls)] == ["get_weather", "get_time"]
+    assert len({c["id"] for c in calls.values()}) == 2
+    assert json.loads(calls[0]["arguments"])["city"]
+    assert "zone" in json.loads(calls[1]["arguments"])
+
+    # Both results go back in one user turn, each answering its own call.
+    follow_up = [
+        *BOTH,
+        {
+            "role": "assistant",
+            "content": "",
+            "tool_calls": [
+                {"id": c["id"], "type": "function",
+                 "function": {"name": c["name"], "arguments": c["arguments"]}}
+                for c in calls.values()
+            ],
+        },
+        {"role": "tool", "tool_call_id": calls[0]["id"], "content": "sunny"},
+        {"role": "tool", "tool_call_id": calls[1]["id"], "content": "noon"},
+    ]  # fmt: skip
+    sdk.chat.completions.create(model="claude-direct", messages=follow_up, tools=[WEATHER, CLOCK])
+    turns = upstream.find(model="claude-ok")[-1].json["messages"]
+    assert [b["type"] for b in turns[1]["content"]] == ["tool_use", "tool_use"]  # no empty text
+    assert [(b["type"], b["tool_use_id"]) for b in turns[2]["content"]] == [
+        ("tool_result", calls[0]["id"]),
+        ("tool_result", calls[1]["id"]),
+    ]
+
+
+def test_parallel_calls_can_be_turned_off(sdk: openai.OpenAI, upstream: FakeUpstream) -> None:  # noqa: F811
+    reply = sdk.chat.completions.create(
+        model="claude-direct", messages=BOTH, tools=[WEATHER, CLOCK], parallel_tool_calls=False
+    )
+    assert len(reply.choices[0].message.tool_calls or []) == 1
+    sent = upstream.find(model="claude-ok")[-1].json
+    assert sent["tool_choice"] == {"type": "auto", "disable_parallel_tool_use": True}
+
+
+def test_reasoning_effort_becomes_a_thinking_budget(
+    sdk: openai.OpenAI,
+    upstream: FakeUpstream,  # noqa: F811
+) -> None:
+    sdk.chat.completions.create(
+        model="claude-direct", messages=BOTH, max_completion_tokens=20000, reasoning_effort="low"
+    )
+    sent = upstream.find(model="claude-ok")[-1].json
+    assert sent["thinking"] == {"type": "enabled", "budget_tokens": 2048}
+    assert sent["max_tokens"] == 20000

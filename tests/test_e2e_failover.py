@@ -226,10 +226,14 @@ def test_same_protocol_is_passed_through_untouched(upstream, gateway, stream: bo
     via_gateway = httpx.post(f"{gateway.url}/v1/chat/completions", json=body, timeout=30)
     assert via_gateway.status_code == 200
     sent = upstream.find(model="gpt-ok")[0].json
-    assert sent == {**body, "model": "gpt-ok"}  # untouched but the model name
+    expected = {**body, "model": "gpt-ok"}  # untouched but the model name ...
+    if stream:  # ... and the usage the gateway needs for its own accounting
+        expected["stream_options"] = {"include_usage": True}
+    assert sent == expected
+    # What the client gets is what the upstream answers to the client's own body.
     direct = httpx.post(
         f"{upstream.url}/v1/chat/completions",
-        json=sent,
+        json={**body, "model": "gpt-ok"},
         headers={"authorization": f"Bearer {OPENAI_KEY}"},
         timeout=30,
     )
@@ -262,3 +266,27 @@ def test_clean_shutdown_closes_the_upstream_pools(gateway: LiveServer, upstream)
         second.stop()
     assert second.process is not None and second.process.returncode == 0
     assert "closed 1 upstream connection pool(s)" in second.log()
+
+
+def test_streamed_passthrough_still_counts_tokens(gateway: LiveServer, upstream) -> None:
+    """The gateway asks for usage on its own behalf: the request log and key limits
+    see real token counts, and the client that did not ask sees no usage chunk."""
+    body = {"model": "passthrough", "messages": HI, "max_tokens": 6, "stream": True}
+    metrics = httpx.get(f"{gateway.url}/metrics", timeout=10).text
+    before = _output_tokens(metrics)
+    response = httpx.post(f"{gateway.url}/v1/chat/completions", json=body, timeout=30)
+    assert response.status_code == 200
+    assert '"usage"' not in response.text and "data: [DONE]" in response.text
+    deadline = time.monotonic() + 5
+    while _output_tokens(httpx.get(f"{gateway.url}/metrics", timeout=10).text) == before:
+        assert time.monotonic() < deadline, "no output tokens were counted"
+        time.sleep(0.05)
+    assert _output_tokens(httpx.get(f"{gateway.url}/metrics", timeout=10).text) - before == 6
+
+
+def _output_tokens(metrics: str) -> float:
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in metrics.splitlines()
+        if line.startswith("gateway_output_tokens_total{") and 'model="passthrough"' in line
+    )

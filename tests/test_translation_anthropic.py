@@ -16,7 +16,7 @@ from gateway.protocols import anthropic as wire
 from inference import jsonio
 from inference.base import ResultBuilder
 from inference.cloud.anthropic import request_body
-from inference.errors import InvalidRequest, RateLimited
+from inference.errors import InvalidRequest, RateLimited, UnsupportedFeature
 from inference.estimate import IMAGE_TOKENS, estimate_tokens
 from inference.types import (
     ChatRequest,
@@ -24,6 +24,7 @@ from inference.types import (
     Finish,
     ImagePart,
     Message,
+    Reasoning,
     TextDelta,
     TextPart,
     ThinkingDelta,
@@ -131,12 +132,45 @@ def test_system_string_and_unknown_fields() -> None:
             thinking={"type": "enabled", "budget_tokens": 1024},
             service_tier="auto",
             container=None,
+            context_management={"edits": []},
         )
     )
     assert chat.messages[0] == Message("system", [TextPart("Be brief.")])
+    assert chat.reasoning == Reasoning(enabled=True, budget_tokens=1024)
     # Neutral values are the same as not asking; the rest must be honoured or refused.
-    assert chat.extensions == {"thinking": {"type": "enabled", "budget_tokens": 1024}}
-    assert wire.parse_request(body(thinking={"type": "disabled"})).extensions == {}
+    assert chat.extensions == {"context_management": {"edits": []}}
+    disabled = wire.parse_request(body(thinking={"type": "disabled"}))
+    assert disabled.extensions == {} and disabled.reasoning == Reasoning(enabled=False)
+
+
+def test_blocks_and_tools_only_anthropic_can_take_are_kept_and_named() -> None:
+    """Documents, file sources, server tools: passed through to Anthropic, refused elsewhere."""
+    data = body(
+        messages=[
+            {
+                "role": "user",
+                "content": [
+                    {"type": "document", "source": {"type": "text", "data": "x"}},
+                    {"type": "image", "source": {"type": "file", "file_id": "file_1"}},
+                    {"type": "text", "text": "Summarise."},
+                ],
+            }
+        ],
+        tools=[{"type": "web_search_20250305", "name": "web_search", "max_uses": 3}],
+        thinking={"type": "adaptive"},
+    )
+    chat = wire.parse_request(data)
+    assert set(chat.extensions) == {
+        "document blocks", "file image sources", "server tools (web_search_20250305)",
+        "thinking (adaptive)",
+    }  # fmt: skip
+    assert chat.tools == [] and chat.raw == data
+    upstream = request_body(chat, "claude-x", stream=False)
+    assert upstream == {**data, "model": "claude-x"}  # untouched for an Anthropic upstream
+    from inference.cloud.openai import request_body as openai_body
+
+    with pytest.raises(UnsupportedFeature, match="document blocks"):
+        openai_body(chat, "gpt-x", stream=False)
 
 
 @pytest.mark.parametrize(
@@ -171,9 +205,11 @@ def test_tool_choice(choice: dict[str, Any], mode: str, name: str | None, parall
         (body(tool_choice={"type": "tool"}), "tool_choice.name"),
         (body(tool_choice={"type": "sometimes"}), "tool_choice.type"),
         (body(system=[{"type": "text"}]), "system.0.text: Field required"),
-        (body(tools=[{"name": "f"}]), "tools.0.input_schema: Field required"),
-        (body(messages=[{"role": "user", "content": [{"type": "document"}]}]),
-         "messages.0.content.0: Input tag 'document'"),
+        (body(tools=[{"name": "f"}]), "tools.0: Value error, input_schema is required"),
+        (body(messages=[{"role": "user", "content": [{"type": ""}]}]),
+         "messages.0.content.0.type"),
+        (body(messages=[{"role": "user", "content": [{"type": "text"}]}]),
+         "messages.0.content.0.text: Field required"),
         (body(messages=[{"role": "user", "content": [
             {"type": "image", "source": {"type": "base64", "media_type": "image/png"}}]}]),
          "messages.0.content.0.source.data: Field required"),
@@ -515,7 +551,9 @@ def expected_upstream(data: dict[str, Any]) -> dict[str, Any]:
     for message in data["messages"]:
         content = message["content"]
         blocks = [{"type": "text", "text": content}] if isinstance(content, str) else content
-        blocks = [normal_block(b) for b in blocks]
+        blocks = [b for b in (normal_block(b) for b in blocks) if b is not None]
+        if not blocks:
+            continue
         if messages and messages[-1]["role"] == message["role"]:
             messages[-1]["content"] += blocks  # turns must alternate upstream
         else:
@@ -544,14 +582,19 @@ def expected_upstream(data: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def normal_block(block: dict[str, Any]) -> dict[str, Any]:
+def normal_block(block: dict[str, Any]) -> dict[str, Any] | None:
+    """The block as the internal form sends it on; None: not sent (empty text,
+    which Anthropic refuses)."""
+    if block["type"] == "text" and not block["text"]:
+        return None
     if block["type"] != "tool_result":
         return block
     content = block.get("content")
     out = {"type": "tool_result", "tool_use_id": block["tool_use_id"]}
-    out["content"] = (
-        [{"type": "text", "text": content}] if isinstance(content, str) else content or []
-    )
+    blocks = [{"type": "text", "text": content}] if isinstance(content, str) else content or []
+    blocks = [b for b in (normal_block(b) for b in blocks) if b is not None]
+    if blocks:
+        out["content"] = blocks
     if block.get("is_error"):
         out["is_error"] = True
     return out

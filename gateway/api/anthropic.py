@@ -25,6 +25,7 @@ def _body(schema: type[CountTokensRequest]) -> dict[str, object]:
 async def messages(request: HttpRequest) -> HttpResponse:
     ctx = await context.begin(request, "anthropic", "messages")
     chat = wire.parse_request(parse_json(request))
+    chat.headers = wire.forwarded_headers(request.headers)
     await context.admit(ctx, chat.model, stream=chat.stream)
     return await answer(ctx, chat, wire.message_body, wire.StreamEncoder)
 
@@ -41,6 +42,7 @@ async def count_tokens(request: HttpRequest) -> HttpResponse:
     """
     ctx = await context.begin(request, "anthropic", "messages.count_tokens")
     chat = wire.parse_count_request(parse_json(request))
+    chat.headers = wire.forwarded_headers(request.headers)
     await context.admit(ctx, chat.model, stream=False)
     count, how, served = await failover.count_tokens(chat)
     ctx.served, ctx.input_tokens = served, count

@@ -18,6 +18,7 @@ from inference.types import (
     ImagePart,
     Message,
     Part,
+    Reasoning,
     TextPart,
     ThinkingPart,
     ToolCallPart,
@@ -28,15 +29,19 @@ from inference.types import (
 
 from ..errors import validation_message
 from ..schemas.anthropic import (
+    BLOCK_TYPES,
     Base64Source,
     ContentBlock,
     CountTokensRequest,
     ImageBlock,
     MessageParam,
     MessagesRequest,
+    OtherBlock,
+    OtherSource,
     RedactedThinkingBlock,
     TextBlock,
     ThinkingBlock,
+    ThinkingParam,
     ToolChoiceParam,
     ToolResultBlock,
     ToolUseBlock,
@@ -47,6 +52,7 @@ __all__ = [
     "STOP_REASONS",
     "MessagesRequest",
     "StreamEncoder",
+    "forwarded_headers",
     "message_body",
     "parse_count_request",
     "parse_request",
@@ -54,20 +60,21 @@ __all__ = [
 ]
 
 # Fields of the wire request that the internal form models; the rest are
-# protocol extensions a backend must either honour or refuse.
+# protocol extensions a backend must either honour or refuse. Extensions are
+# named by where they are ("context_management", "messages.0.content.2
+# (document block)"), so a refusal can say where.
 _MODELLED = {
     "model", "messages", "max_tokens", "system", "stop_sequences", "temperature", "top_p",
-    "top_k", "stream", "tools", "tool_choice", "metadata",
+    "top_k", "stream", "tools", "tool_choice", "metadata", "thinking",
 }  # fmt: skip
 # Values that are the same as not asking for the feature at all.
 _NEUTRAL: dict[str, tuple[Any, ...]] = {
-    "thinking": ({"type": "disabled"}, None),
     "service_tier": ("auto", None),
     "mcp_servers": ([], None),
 }
 # Labels pydantic puts into error locations for the branches of a union.
-_BLOCK_TAGS = {"text", "image", "tool_use", "tool_result", "thinking", "redacted_thinking"}
-_SOURCE_TAGS = {"base64", "url"}
+_BLOCK_TAGS = {*BLOCK_TYPES, "other"}
+_SOURCE_TAGS = {"base64", "url", "other"}
 _Schema = TypeVar("_Schema", bound=BaseModel)
 
 
@@ -95,6 +102,14 @@ def parse_count_request(data: Any) -> ChatRequest:
     """
     wire = _validate(CountTokensRequest, data)
     return _prompt(wire, data)
+
+
+# Client headers an Anthropic upstream needs as well: the betas the body relies on.
+FORWARDED_HEADERS = ("anthropic-beta",)
+
+
+def forwarded_headers(headers: Any) -> dict[str, str]:
+    return {name: headers[name] for name in FORWARDED_HEADERS if headers.get(name)}
 
 
 def _validate(schema: type[_Schema], data: Any) -> _Schema:
@@ -134,6 +149,7 @@ def _readable(errors: list[Any]) -> list[dict[str, Any]]:
 
 
 def _prompt(wire: CountTokensRequest, data: dict[str, Any]) -> ChatRequest:
+    unmodelled: dict[str, Any] = {}  # what only an Anthropic upstream can take
     messages: list[Message] = []
     if isinstance(wire.system, str):
         messages.append(Message("system", [TextPart(wire.system)]))
@@ -141,39 +157,58 @@ def _prompt(wire: CountTokensRequest, data: dict[str, Any]) -> ChatRequest:
         # One message per block, not joined: an Anthropic upstream then gets
         # the blocks back as the client sent them.
         messages.extend(Message("system", [TextPart(b.text)]) for b in wire.system or [])
-    messages.extend(_message(m, i) for i, m in enumerate(wire.messages))
+    messages.extend(_message(m, i, unmodelled) for i, m in enumerate(wire.messages))
     extensions = {
         key: value
         for key, value in data.items()
         if key not in _MODELLED and value not in _NEUTRAL.get(key, (None,))
     }
+    tools: list[ToolSpec] = []
+    for i, tool in enumerate(wire.tools or []):
+        if tool.custom:
+            tools.append(ToolSpec(tool.name, tool.description, tool.input_schema or {}))
+        else:
+            unmodelled[f"tools.{i} ({tool.type} server tool)"] = tool.name
+    reasoning = _reasoning(wire.thinking, unmodelled)
     return ChatRequest(
         model=wire.model,
         messages=messages,
-        tools=[ToolSpec(t.name, t.description, t.input_schema) for t in wire.tools or []],
+        tools=tools,
         tool_choice=_tool_choice(wire.tool_choice),
-        extensions=extensions,
+        reasoning=reasoning,
+        extensions={**extensions, **unmodelled},
         source_protocol="anthropic",
         raw=data,
     )
 
 
-def _message(wire: MessageParam, index: int) -> Message:
+def _reasoning(thinking: ThinkingParam | None, unmodelled: dict[str, Any]) -> Reasoning | None:
+    if thinking is None:
+        return None
+    if thinking.type == "enabled":
+        return Reasoning(enabled=True, budget_tokens=thinking.budget_tokens)
+    if thinking.type == "disabled":
+        return Reasoning(enabled=False)
+    unmodelled[f"thinking ({thinking.type} thinking)"] = thinking.type
+    return None
+
+
+def _message(wire: MessageParam, index: int, unmodelled: dict[str, Any]) -> Message:
     if isinstance(wire.content, str):
         return Message(wire.role, [TextPart(wire.content)])
     parts: list[Part] = []
     for j, block in enumerate(wire.content):
-        part = _part(block, f"messages.{index}.content.{j}")
+        part = _part(block, f"messages.{index}.content.{j}", unmodelled)
         if part is not None:
             parts.append(part)
     return Message(wire.role, parts)
 
 
-def _part(block: ContentBlock, param: str) -> Part | None:
+def _part(block: ContentBlock, param: str, unmodelled: dict[str, Any]) -> Part | None:
     if isinstance(block, TextBlock):
         return TextPart(block.text)
     if isinstance(block, ImageBlock):
-        return _image(block)
+        return _image(block, param, unmodelled)
     if isinstance(block, ToolUseBlock):
         return ToolCallPart(block.id, block.name, json.dumps(block.input, ensure_ascii=False))
     if isinstance(block, ToolResultBlock):
@@ -181,9 +216,14 @@ def _part(block: ContentBlock, param: str) -> Part | None:
         if isinstance(content, str):
             inner: list[TextPart | ImagePart] = [TextPart(content)]
         else:
-            inner = [
-                TextPart(b.text) if isinstance(b, TextBlock) else _image(b) for b in content or []
-            ]
+            inner = []
+            for item in content or []:
+                if isinstance(item, TextBlock):
+                    inner.append(TextPart(item.text))
+                elif isinstance(item, ImageBlock):
+                    inner.append(_image(item, param, unmodelled))
+                else:
+                    unmodelled[f"{param} ({item.type} block)"] = item.type
         return ToolResultPart(block.tool_use_id, inner, is_error=block.is_error)
     if isinstance(block, ThinkingBlock):
         return ThinkingPart(block.thinking, block.signature or None)
@@ -191,13 +231,19 @@ def _part(block: ContentBlock, param: str) -> Part | None:
         # Encrypted reasoning only Anthropic itself can read, and the internal
         # form has no place for it: dropped (an upstream then sees no thinking).
         return None
+    if isinstance(block, OtherBlock):
+        unmodelled[f"{param} ({block.type} block)"] = block.type
+        return None
     raise InvalidRequest(f"{param}: unsupported content block", param=param)
 
 
-def _image(block: ImageBlock) -> ImagePart:
+def _image(block: ImageBlock, param: str, unmodelled: dict[str, Any]) -> ImagePart:
     source = block.source
     if isinstance(source, Base64Source):
         return ImagePart(media_type=source.media_type, data=source.data)
+    if isinstance(source, OtherSource):
+        unmodelled[f"{param}.source ({source.type} image source)"] = source.type
+        return ImagePart()
     return ImagePart(url=source.url)
 
 

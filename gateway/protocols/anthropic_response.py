@@ -14,6 +14,7 @@ from inference.types import (
     Finish,
     FinishReason,
     Part,
+    PromptUsage,
     TextDelta,
     TextPart,
     ThinkingDelta,
@@ -152,6 +153,8 @@ class StreamEncoder:
         if not self._started:
             self._started = True
             out.append(self._message_start(event))
+        if isinstance(event, PromptUsage):
+            return b"".join(out)
         if isinstance(event, TextDelta):
             if event.text:
                 index = self._block(out, "text", {"type": "text", "text": ""})
@@ -193,9 +196,13 @@ class StreamEncoder:
         return sse("error", error_body(error, "anthropic"))
 
     def _message_start(self, first: Event) -> bytes:
-        # Most backends report input tokens only at Finish; they are repeated
-        # in message_delta, whose usage the SDKs take over message_start's.
-        usage = first.usage if isinstance(first, Finish) else Usage()
+        # A local model counts its prompt first (PromptUsage); cloud backends
+        # translated from OpenAI know it only at Finish. Either way it is
+        # repeated in message_delta, whose usage the SDKs take over message_start's.
+        if isinstance(first, PromptUsage):
+            usage = Usage(input_tokens=first.input_tokens)
+        else:
+            usage = first.usage if isinstance(first, Finish) else Usage()
         message = {
             "id": self.id,
             "type": "message",

@@ -19,6 +19,8 @@ from inference.types import (
     ImagePart,
     Message,
     Part,
+    PromptUsage,
+    Reasoning,
     TextDelta,
     TextPart,
     ThinkingDelta,
@@ -49,8 +51,9 @@ FINISH_REASONS = {
 _MODELLED = {
     "model", "messages", "max_tokens", "max_completion_tokens", "temperature", "top_p",
     "stop", "seed", "n", "stream", "stream_options", "user", "tools", "tool_choice",
-    "parallel_tool_calls", "metadata",
+    "parallel_tool_calls", "metadata", "reasoning_effort",
 }  # fmt: skip
+REASONING_EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh")
 # Defaults that are the same as not asking for the feature at all.
 _NEUTRAL = {
     "logprobs": (False, None),
@@ -94,12 +97,22 @@ def parse_request(data: Any) -> tuple[ChatRequest, bool]:
         stream=wire.stream,
         user=wire.user,
         metadata=wire.metadata or {},
+        reasoning=_reasoning(wire.reasoning_effort),
         extensions=extensions,
         source_protocol="openai",
         raw=data,
     )
     include_usage = bool(wire.stream_options and wire.stream_options.include_usage)
     return request, include_usage
+
+
+def _reasoning(effort: str | None) -> Reasoning | None:
+    if effort is None:
+        return None
+    if effort not in REASONING_EFFORTS:
+        choices = ", ".join(REASONING_EFFORTS)
+        raise InvalidRequest(f"reasoning_effort must be one of {choices}", param="reasoning_effort")
+    return Reasoning(enabled=effort != "none", effort=None if effort == "none" else effort)
 
 
 def _message(wire: ChatMessage, index: int) -> Message:
@@ -257,6 +270,8 @@ class StreamEncoder:
         if not self._started:
             self._started = True
             out = self._chunk({"role": "assistant", "content": ""})
+        if isinstance(event, PromptUsage):
+            return out
         if isinstance(event, TextDelta):
             return out + self._chunk({"content": event.text})
         if isinstance(event, ThinkingDelta):

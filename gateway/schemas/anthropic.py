@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
 
 
 class _Open(BaseModel):
@@ -31,9 +31,34 @@ class UrlSource(_Open):
     url: str = Field(min_length=1)
 
 
+class OtherSource(_Open):
+    """A source kind the gateway does not model (say, `file`): kept for an
+    Anthropic upstream, refused by any other backend."""
+
+    type: str
+
+
+def _tagged(known: set[str]) -> Any:
+    """A union's branch by the value's `type`, unknown types to the `other` branch."""
+
+    def tag(value: Any) -> str:
+        kind = value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
+        return kind if kind in known else "other"
+
+    return Discriminator(tag)
+
+
+ImageSource = Annotated[
+    Annotated[Base64Source, Tag("base64")]
+    | Annotated[UrlSource, Tag("url")]
+    | Annotated[OtherSource, Tag("other")],
+    _tagged({"base64", "url"}),
+]
+
+
 class ImageBlock(_Open):
     type: Literal["image"]
-    source: Annotated[Base64Source | UrlSource, Field(discriminator="type")]
+    source: ImageSource
 
 
 class ToolUseBlock(_Open):
@@ -43,7 +68,19 @@ class ToolUseBlock(_Open):
     input: dict[str, Any]
 
 
-ToolResultContent = Annotated[TextBlock | ImageBlock, Field(discriminator="type")]
+class OtherBlock(_Open):
+    """A block kind the gateway does not model (document, search_result,
+    server_tool_use...): kept for an Anthropic upstream, refused by any other."""
+
+    type: str = Field(min_length=1)
+
+
+ToolResultContent = Annotated[
+    Annotated[TextBlock, Tag("text")]
+    | Annotated[ImageBlock, Tag("image")]
+    | Annotated[OtherBlock, Tag("other")],
+    _tagged({"text", "image"}),
+]
 
 
 class ToolResultBlock(_Open):
@@ -64,9 +101,16 @@ class RedactedThinkingBlock(_Open):
     data: str
 
 
+BLOCK_TYPES = {"text", "image", "tool_use", "tool_result", "thinking", "redacted_thinking"}
 ContentBlock = Annotated[
-    TextBlock | ImageBlock | ToolUseBlock | ToolResultBlock | ThinkingBlock | RedactedThinkingBlock,
-    Field(discriminator="type"),
+    Annotated[TextBlock, Tag("text")]
+    | Annotated[ImageBlock, Tag("image")]
+    | Annotated[ToolUseBlock, Tag("tool_use")]
+    | Annotated[ToolResultBlock, Tag("tool_result")]
+    | Annotated[ThinkingBlock, Tag("thinking")]
+    | Annotated[RedactedThinkingBlock, Tag("redacted_thinking")]
+    | Annotated[OtherBlock, Tag("other")],
+    _tagged(BLOCK_TYPES),
 ]
 
 
@@ -77,12 +121,22 @@ class MessageParam(_Open):
 
 class ToolDef(_Open):
     # Server tools (web search, code execution...) carry another `type` and no
-    # input_schema; only an Anthropic upstream could run them, and the internal
-    # form has no place for them.
-    type: Literal["custom"] | None = None
+    # input_schema; only an Anthropic upstream can run them: kept for it, and
+    # refused by any other backend.
+    type: str | None = None
     name: str = Field(min_length=1, max_length=128)
     description: str | None = None
-    input_schema: dict[str, Any]
+    input_schema: dict[str, Any] | None = None
+
+    @property
+    def custom(self) -> bool:
+        return self.type in (None, "custom")
+
+    @model_validator(mode="after")
+    def _schema_for_custom_tools(self) -> ToolDef:
+        if self.custom and self.input_schema is None:
+            raise ValueError("input_schema is required for custom tools")
+        return self
 
 
 class ToolChoiceParam(_Open):
@@ -95,6 +149,11 @@ class Metadata(_Open):
     user_id: str | None = None
 
 
+class ThinkingParam(_Open):
+    type: str = Field(min_length=1)  # "enabled", "disabled", or a newer kind
+    budget_tokens: int | None = Field(default=None, ge=0)
+
+
 class CountTokensRequest(_Open):
     """The body of /v1/messages/count_tokens: the prompt, without generation settings."""
 
@@ -103,6 +162,7 @@ class CountTokensRequest(_Open):
     system: str | list[TextBlock] | None = None
     tools: list[ToolDef] | None = None
     tool_choice: ToolChoiceParam | None = None
+    thinking: ThinkingParam | None = None
 
 
 class MessagesRequest(CountTokensRequest):

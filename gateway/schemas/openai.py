@@ -67,3 +67,4 @@ class ChatCompletionRequest(_Open):
     tool_choice: str | dict[str, Any] | None = None
     parallel_tool_calls: bool | None = None
     metadata: dict[str, Any] | None = None
+    reasoning_effort: str | None = None

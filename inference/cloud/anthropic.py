@@ -48,10 +48,7 @@ def request_body(request: ChatRequest, model: str, *, stream: bool) -> dict[str,
     if request.raw is not None and request.source_protocol == "anthropic":
         return {**request.raw, "model": model}  # same protocol: untouched but the model
     if request.extensions and request.source_protocol != "anthropic":
-        names = sorted(request.extensions)
-        raise UnsupportedFeature(
-            f"not supported by an Anthropic provider: {', '.join(names)}", param=names[0]
-        )
+        raise UnsupportedFeature.of_extensions(request.extensions, "an Anthropic provider")
     body: dict[str, Any] = {
         "model": model,
         "max_tokens": request.max_tokens or DEFAULT_MAX_TOKENS,
@@ -72,6 +69,9 @@ def request_body(request: ChatRequest, model: str, *, stream: bool) -> dict[str,
         if not choice.parallel and choice.mode != "none":
             tool_choice["disable_parallel_tool_use"] = True
         body["tool_choice"] = tool_choice
+    thinking = _thinking(request, body["max_tokens"])
+    if thinking is not None:
+        body["thinking"] = thinking
     metadata = dict(request.metadata) if request.source_protocol == "anthropic" else {}
     if request.user and "user_id" not in metadata:
         metadata["user_id"] = request.user
@@ -82,6 +82,52 @@ def request_body(request: ChatRequest, model: str, *, stream: bool) -> dict[str,
     if stream:
         body["stream"] = True
     return body
+
+
+# OpenAI's reasoning effort as a thinking budget (Anthropic's minimum is 1024).
+EFFORT_BUDGETS = {"minimal": 1024, "low": 2048, "medium": 8192, "high": 24576, "xhigh": 32768}
+
+
+def _thinking(request: ChatRequest, max_tokens: int) -> dict[str, Any] | None:
+    reasoning = request.reasoning
+    if reasoning is None:
+        return None
+    if not reasoning.enabled:
+        return {"type": "disabled"}
+    budget = reasoning.budget_tokens or EFFORT_BUDGETS.get(reasoning.effort or "", 8192)
+    if request.source_protocol != "anthropic":
+        # OpenAI counts reasoning inside max_completion_tokens; Anthropic wants
+        # the budget below max_tokens, and at least 1024.
+        budget = min(budget, max_tokens - 1)
+        if budget < 1024:
+            raise UnsupportedFeature(
+                "reasoning on an Anthropic provider needs more than 1024 max tokens "
+                f"(got {max_tokens})",
+                param="reasoning_effort",
+            )
+    return {"type": "enabled", "budget_tokens": budget}
+
+
+# Fields of a Messages request that count_tokens does not take.
+_NOT_COUNTED = {
+    "max_tokens", "stream", "temperature", "top_p", "top_k", "stop_sequences", "metadata",
+    "service_tier", "container",
+}  # fmt: skip
+
+
+def count_body(request: ChatRequest, model: str) -> dict[str, Any]:
+    """The count_tokens body: the client's own prompt fields when it spoke Anthropic."""
+    if request.raw is not None and request.source_protocol == "anthropic":
+        body = {k: v for k, v in request.raw.items() if k not in _NOT_COUNTED}
+        return {**body, "model": model}
+    return {"model": model, **prompt_fields(request)}
+
+
+def forwarded_headers(request: ChatRequest) -> dict[str, str]:
+    """The client's beta flags go to an Anthropic upstream with its own request."""
+    if request.source_protocol != "anthropic":
+        return {}
+    return {k: v for k, v in request.headers.items() if k == "anthropic-beta"}
 
 
 def prompt_fields(request: ChatRequest) -> dict[str, Any]:
@@ -126,7 +172,9 @@ def wire_messages(messages: list[Message]) -> list[dict[str, Any]]:
 
 def block_of(part: Part) -> dict[str, Any] | None:
     if isinstance(part, TextPart):
-        return {"type": "text", "text": part.text}
+        # Anthropic refuses empty text blocks (an OpenAI assistant turn with
+        # tool calls often has content ""): they say nothing, so they go.
+        return {"type": "text", "text": part.text} if part.text else None
     if isinstance(part, ImagePart):
         if part.url:
             return {"type": "image", "source": {"type": "url", "url": part.url}}
@@ -135,9 +183,10 @@ def block_of(part: Part) -> dict[str, Any] | None:
     if isinstance(part, ToolCallPart):
         return {"type": "tool_use", "id": part.id, "name": part.name, "input": _input(part)}
     if isinstance(part, ToolResultPart):
-        content = [block_of(p) for p in part.content]
+        content = [c for c in (block_of(p) for p in part.content) if c is not None]
         block: dict[str, Any] = {"type": "tool_result", "tool_use_id": part.tool_call_id}
-        block["content"] = [c for c in content if c is not None]
+        if content:
+            block["content"] = content
         if part.is_error:
             block["is_error"] = True
         return block
@@ -207,12 +256,17 @@ class AnthropicBackend(CloudBackend):
     def parse(self, data: dict[str, Any]) -> ChatResult:
         return result_of(data, self.name)
 
+    def headers(self, request: ChatRequest) -> dict[str, str]:
+        return forwarded_headers(request)
+
     async def count_tokens(self, request: ChatRequest) -> int:
-        body = {"model": self.model, **prompt_fields(request)}
-        data = await post_json(self.config, "/messages/count_tokens", body, self.deadline)
+        body = count_body(request, self.model)
+        data = await post_json(
+            self.config, "/messages/count_tokens", body, self.deadline, forwarded_headers(request)
+        )
         return int(data.get("input_tokens") or 0)
 
-    async def read_stream(self, events: TimedEvents) -> AsyncIterator[Event]:
+    async def read_stream(self, events: TimedEvents, request: ChatRequest) -> AsyncIterator[Event]:
         usage = Usage()
         finish: FinishReason | None = None
         stop_sequence: str | None = None

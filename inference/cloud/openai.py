@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
+from .. import jsonio
 from ..base import ResultBuilder
 from ..errors import UnsupportedFeature
 from ..types import (
@@ -25,9 +26,10 @@ from ..types import (
     WireEvent,
 )
 from .errors import UpstreamError
-from .sse import encode_sse
+from .sse import SSEEvent, encode_sse
 from .transport import CloudBackend, TimedEvents, malformed, parse_event_json
 
+OFFICIAL_HOST = "api.openai.com"
 _FINISH: dict[str, FinishReason] = {
     "stop": "stop",
     "length": "length",
@@ -37,23 +39,32 @@ _FINISH: dict[str, FinishReason] = {
 }
 
 
-def request_body(request: ChatRequest, model: str, *, stream: bool) -> dict[str, Any]:
+def request_body(
+    request: ChatRequest, model: str, *, stream: bool, official: bool = False
+) -> dict[str, Any]:
+    """The chat-completions body; `official`: the provider is OpenAI's own API."""
     if request.raw is not None and request.source_protocol == "openai":
-        return {**request.raw, "model": model}  # same protocol: untouched but the model
+        body = {**request.raw, "model": model}  # same protocol: untouched but the model
+        if stream and not client_wants_usage(request):
+            # Usage is what key limits and the request log count: asked for
+            # always, and taken out again before the client sees the stream.
+            body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
+        return body
     if request.extensions and request.source_protocol != "openai":
-        names = sorted(request.extensions)
-        raise UnsupportedFeature(
-            f"not supported by an OpenAI-compatible provider: {', '.join(names)}", param=names[0]
-        )
+        raise UnsupportedFeature.of_extensions(request.extensions, "an OpenAI-compatible provider")
     body: dict[str, Any] = {"model": model, "messages": wire_messages(request.messages)}
+    if official and request.top_k is not None:
+        # Compatible servers (vLLM, llama.cpp, Ollama...) take top_k; OpenAI refuses it.
+        raise UnsupportedFeature("OpenAI's own API has no top_k", param="top_k")
     options = {
         "max_tokens": request.max_tokens,
         "temperature": request.temperature,
         "top_p": request.top_p,
-        "top_k": request.top_k,  # not OpenAI's own; compatible servers often take it
+        "top_k": request.top_k,
         "seed": request.seed,
         "user": request.user,
         "stop": request.stop or None,
+        "reasoning_effort": _effort(request),
     }
     body.update({k: v for k, v in options.items() if v is not None})
     if request.tools:
@@ -69,7 +80,7 @@ def request_body(request: ChatRequest, model: str, *, stream: bool) -> dict[str,
             for t in request.tools
         ]
     choice = request.tool_choice
-    if choice is not None:
+    if choice is not None and request.tools:  # OpenAI refuses a tool_choice without tools
         body["tool_choice"] = {
             "auto": "auto",
             "none": "none",
@@ -107,9 +118,7 @@ def wire_messages(messages: list[Message]) -> list[dict[str, Any]]:
                     }
                 )
             elif isinstance(part, ToolResultPart):
-                # OpenAI carries each tool result as its own "tool" message.
-                text = "".join(p.text for p in part.content if isinstance(p, TextPart))
-                out.append({"role": "tool", "tool_call_id": part.tool_call_id, "content": text})
+                out.append(_tool_message(part))
         role = message.role
         if role == "tool" or (not content and not calls and role != "assistant"):
             continue
@@ -122,6 +131,34 @@ def wire_messages(messages: list[Message]) -> list[dict[str, Any]]:
             entry["name"] = message.name
         out.append(entry)
     return out
+
+
+def _tool_message(part: ToolResultPart) -> dict[str, Any]:
+    """OpenAI carries each tool result as its own "tool" message, of text only."""
+    if any(isinstance(p, ImagePart) for p in part.content):
+        raise UnsupportedFeature(
+            "an OpenAI-compatible provider takes no images in tool results", param="messages"
+        )
+    text = "\n".join(p.text for p in part.content if isinstance(p, TextPart))
+    if part.is_error:
+        text = f"Error: {text}" if text else "Error"  # OpenAI has no is_error flag
+    return {"role": "tool", "tool_call_id": part.tool_call_id, "content": text}
+
+
+# Anthropic's thinking budget as OpenAI's reasoning effort.
+def _effort(request: ChatRequest) -> str | None:
+    reasoning = request.reasoning
+    if reasoning is None or not reasoning.enabled:
+        return None  # not every model knows "none": off is not asking
+    if reasoning.effort:
+        return reasoning.effort
+    budget = reasoning.budget_tokens or 0
+    return "low" if budget <= 4096 else "medium" if budget <= 16384 else "high"
+
+
+def client_wants_usage(request: ChatRequest) -> bool:
+    options = (request.raw or {}).get("stream_options")
+    return isinstance(options, dict) and bool(options.get("include_usage"))
 
 
 def _content(parts: list[dict[str, Any]]) -> str | list[dict[str, Any]]:
@@ -164,7 +201,12 @@ def result_of(data: dict[str, Any], backend: str) -> ChatResult:
             )
         )
     reason = _FINISH.get(choice.get("finish_reason") or "stop", "stop")
-    builder.add(Finish(reason=reason, usage=usage_of(data.get("usage"))))
+    stop_sequence = _stop_sequence(choice)
+    if stop_sequence is not None:
+        reason = "stop_sequence"
+    builder.add(
+        Finish(reason=reason, usage=usage_of(data.get("usage")), stop_sequence=stop_sequence)
+    )
     return builder.result(data.get("id"))
 
 
@@ -175,14 +217,17 @@ class OpenAIBackend(CloudBackend):
     path = "/chat/completions"
 
     def body(self, request: ChatRequest, *, stream: bool) -> dict[str, Any]:
-        return request_body(request, self.model, stream=stream)
+        official = self.config.base_url.partition("://")[2].startswith(OFFICIAL_HOST)
+        return request_body(request, self.model, stream=stream, official=official)
 
     def parse(self, data: dict[str, Any]) -> ChatResult:
         return result_of(data, self.name)
 
-    async def read_stream(self, events: TimedEvents) -> AsyncIterator[Event]:
+    async def read_stream(self, events: TimedEvents, request: ChatRequest) -> AsyncIterator[Event]:
         finish: FinishReason | None = None
+        stop_sequence: str | None = None
         usage = Usage()
+        strip_usage = request.source_protocol == "openai" and not client_wants_usage(request)
         async for event in events:
             if event.data.strip() == "[DONE]":
                 if finish is None:
@@ -192,10 +237,12 @@ class OpenAIBackend(CloudBackend):
             chunk = parse_event_json(self.name, event)
             if "error" in chunk:
                 raise _stream_error(self.name, chunk["error"])
-            # Relayed only once known good: a broken event becomes our error.
-            yield WireEvent("openai", encode_sse(event))
             if chunk.get("usage"):
                 usage = usage_of(chunk["usage"])
+            # Relayed only once known good: a broken event becomes our error.
+            relayed = _relayed(event, chunk, strip_usage)
+            if relayed is not None:
+                yield relayed
             for choice in chunk.get("choices") or []:
                 delta = choice.get("delta") or {}
                 if delta.get("reasoning_content"):
@@ -212,10 +259,30 @@ class OpenAIBackend(CloudBackend):
                     )
                 if choice.get("finish_reason"):
                     finish = _FINISH.get(choice["finish_reason"], "stop")
+                    stop_sequence = _stop_sequence(choice)
+                    if stop_sequence is not None:
+                        finish = "stop_sequence"
         if finish is None:
             # A clean end without a finish reason is still a truncated answer.
             raise malformed(self.name, "the stream ended without a finish reason")
-        yield Finish(reason=finish, usage=usage)
+        yield Finish(reason=finish, usage=usage, stop_sequence=stop_sequence)
+
+
+def _relayed(event: SSEEvent, chunk: dict[str, Any], strip_usage: bool) -> WireEvent | None:
+    """The event for a client of the same protocol: as it came, but without the
+    usage the gateway asked for on its own behalf."""
+    if not strip_usage or "usage" not in chunk:
+        return WireEvent("openai", encode_sse(event))
+    if not chunk.get("choices"):
+        return None  # the usage-only last chunk
+    chunk = {k: v for k, v in chunk.items() if k != "usage"}
+    return WireEvent("openai", b"data: " + jsonio.dumps(chunk) + b"\n\n")
+
+
+def _stop_sequence(choice: dict[str, Any]) -> str | None:
+    """Which stop string ended the answer, where the server says (vLLM's stop_reason)."""
+    reason = choice.get("stop_reason")
+    return reason if isinstance(reason, str) and choice.get("finish_reason") == "stop" else None
 
 
 def _stream_error(backend: str, error: Any) -> UpstreamError:

@@ -155,24 +155,28 @@ class CloudBackend:
     def parse(self, data: dict[str, Any]) -> ChatResult:
         raise NotImplementedError
 
-    def read_stream(self, events: TimedEvents) -> AsyncIterator[Event]:
+    def headers(self, request: ChatRequest) -> dict[str, str]:
+        """Client headers this upstream gets too (none by default)."""
+        return {}
+
+    def read_stream(self, events: TimedEvents, request: ChatRequest) -> AsyncIterator[Event]:
         """The upstream's stream events -> internal events, ending with one Finish."""
         raise NotImplementedError
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[Event]:
         body = self.body(request, stream=True)
-        async with sse_stream(self.config, self.path, body, self.deadline) as events:
+        headers = self.headers(request)
+        async with sse_stream(self.config, self.path, body, self.deadline, headers) as events:
             started = False
-            async for event in self.read_stream(events):
+            async for event in self.read_stream(events, request):
                 if not started and is_content(event):
                     started = True
                     events.content_started()
                 yield event
 
     async def complete(self, request: ChatRequest) -> ChatResult:
-        data = await post_json(
-            self.config, self.path, self.body(request, stream=False), self.deadline
-        )
+        body = self.body(request, stream=False)
+        data = await post_json(self.config, self.path, body, self.deadline, self.headers(request))
         result = self.parse(data)
         result.raw, result.raw_protocol = data, self.protocol  # for same-protocol passthrough
         return result

@@ -9,12 +9,13 @@ import orjson
 from .formats import InvalidBody, StreamPlan, positive_int, require_messages
 from .replies import (
     Reply,
+    choose_tools,
     count_words,
     echo_source,
     ends_with_user_turn,
     parse_stop,
     plan_text,
-    plan_tool,
+    plan_tools,
 )
 
 _dumps = orjson.dumps
@@ -62,9 +63,10 @@ def _usage(reply: Reply, output_tokens: int) -> dict[str, Any]:
     }
 
 
-def _pick_tool(tools: list[Any], choice: Any) -> tuple[str, Any] | None:
+def _pick_tools(tools: list[Any], choice: Any) -> list[tuple[str, Any]]:
     named = isinstance(choice, dict) and choice.get("type") == "tool"
     wanted = choice.get("name") if named else None
+    picked = []
     for tool in tools:
         # Server tools (web search, code execution...) have no input_schema and
         # are run by the provider, so only client tools can be "called" here.
@@ -72,8 +74,8 @@ def _pick_tool(tools: list[Any], choice: Any) -> tuple[str, Any] | None:
             continue
         name = tool.get("name")
         if isinstance(name, str) and (wanted is None or name == wanted):
-            return name, tool.get("input_schema")
-    return None
+            picked.append((name, tool.get("input_schema")))
+    return picked
 
 
 def input_tokens(body: dict[str, Any]) -> int:
@@ -114,9 +116,11 @@ class AnthropicFormat:
         choice = body.get("tool_choice")
         wants_tool = not (isinstance(choice, dict) and choice.get("type") == "none")
         if tools and isinstance(tools, list) and wants_tool and ends_with_user_turn(messages):
-            picked = _pick_tool(tools, choice)
-            if picked is not None:
-                return plan_tool(picked[0], picked[1], echo_source(messages), tokens_in)
+            source = echo_source(messages)
+            parallel = not (isinstance(choice, dict) and choice.get("disable_parallel_tool_use"))
+            picked = choose_tools(_pick_tools(tools, choice), source, parallel)
+            if picked:
+                return plan_tools(picked, source, tokens_in)
         return plan_text(
             echo_source(messages),
             words=words,
@@ -126,22 +130,20 @@ class AnthropicFormat:
         )
 
     def message_body(self, reply: Reply, model: str, rid: str) -> bytes:
-        if reply.tool:
-            block: dict[str, Any] = {
-                "type": "tool_use",
-                "id": f"toolu_{rid}",
-                "name": reply.tool.name,
-                "input": reply.tool.input,
-            }
+        if reply.tools:
+            blocks = [
+                {"type": "tool_use", "id": f"toolu_{rid}_{i}", "name": c.name, "input": c.input}
+                for i, c in enumerate(reply.tools)
+            ]
         else:
-            block = {"type": "text", "text": reply.text}
+            blocks = [{"type": "text", "text": reply.text}]
         return _dumps(
             {
                 "id": f"msg_{rid}",
                 "type": "message",
                 "role": "assistant",
                 "model": model,
-                "content": [block],
+                "content": blocks,
                 "stop_reason": _STOP[reply.finish],
                 "stop_sequence": reply.stop_sequence,
                 "usage": _usage(reply, reply.output_tokens),
@@ -160,21 +162,31 @@ class AnthropicFormat:
             # The real API reports a token or so here and the total in message_delta.
             "usage": _usage(reply, 1),
         }
-        if reply.tool:
-            block: dict[str, Any] = {
-                "type": "tool_use",
-                "id": f"toolu_{rid}",
-                "name": reply.tool.name,
-                "input": {},
-            }
-            head = b'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,'
-            head += b'"delta":{"type":"input_json_delta","partial_json":'
+
+        def delta_head(index: int, kind: str, field: str) -> bytes:
+            return (
+                b'event: content_block_delta\ndata: {"type":"content_block_delta","index":%d,'
+                b'"delta":{"type":"%b","%b":' % (index, kind.encode(), field.encode())
+            )
+
+        if reply.tools:
+            blocks = [
+                {"type": "tool_use", "id": f"toolu_{rid}_{i}", "name": c.name, "input": {}}
+                for i, c in enumerate(reply.tools)
+            ]
+            tokens = []
+            for i, call in enumerate(reply.tools):
+                head = delta_head(i, "input_json_delta", "partial_json")
+                frames = [b"%b%b}}\n\n" % (head, _dumps(piece)) for piece in call.pieces]
+                if i and frames:  # the previous call's block ends, this one's begins
+                    frames[0] = _stop_and_start(i, blocks[i]) + frames[0]
+                tokens += frames
         else:
-            block = {"type": "text", "text": ""}
-            head = b'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,'
-            head += b'"delta":{"type":"text_delta","text":'
-        # Hot path: splice each token into a prebuilt frame.
-        tokens = [b"%b%b}}\n\n" % (head, _dumps(piece)) for piece in reply.tokens]
+            blocks = [{"type": "text", "text": ""}]
+            head = delta_head(0, "text_delta", "text")
+            # Hot path: splice each token into a prebuilt frame.
+            tokens = [b"%b%b}}\n\n" % (head, _dumps(piece)) for piece in reply.tokens]
+        last = len(blocks) - 1
         delta_usage = {
             "input_tokens": reply.input_tokens,
             "cache_creation_input_tokens": 0,
@@ -186,13 +198,13 @@ class AnthropicFormat:
                 _sse("message_start", {"type": "message_start", "message": message}),
                 _sse(
                     "content_block_start",
-                    {"type": "content_block_start", "index": 0, "content_block": block},
+                    {"type": "content_block_start", "index": 0, "content_block": blocks[0]},
                 ),
                 _sse("ping", {"type": "ping"}),
             ],
             tokens=tokens,
             epilogue=[
-                _sse("content_block_stop", {"type": "content_block_stop", "index": 0}),
+                _sse("content_block_stop", {"type": "content_block_stop", "index": last}),
                 _sse(
                     "message_delta",
                     {
@@ -233,6 +245,12 @@ class AnthropicFormat:
             "created_at": "2025-01-01T00:00:00Z",
             "lifecycle": "active",
         }
+
+
+def _stop_and_start(index: int, block: dict[str, Any]) -> bytes:
+    stop = _sse("content_block_stop", {"type": "content_block_stop", "index": index - 1})
+    start = {"type": "content_block_start", "index": index, "content_block": block}
+    return stop + _sse("content_block_start", start)
 
 
 ANTHROPIC = AnthropicFormat()

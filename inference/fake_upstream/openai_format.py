@@ -15,12 +15,13 @@ from .formats import (
 )
 from .replies import (
     Reply,
+    choose_tools,
     count_words,
     echo_source,
     ends_with_user_turn,
     parse_stop,
     plan_text,
-    plan_tool,
+    plan_tools,
 )
 
 _dumps = orjson.dumps
@@ -65,18 +66,19 @@ def _usage(reply: Reply) -> dict[str, Any]:
     }
 
 
-def _pick_tool(tools: list[Any], choice: Any) -> tuple[str, Any] | None:
+def _pick_tools(tools: list[Any], choice: Any) -> list[tuple[str, Any]]:
     wanted = None
     if isinstance(choice, dict):
         wanted = (choice.get("function") or {}).get("name")
+    picked = []
     for tool in tools:
         if not isinstance(tool, dict) or tool.get("type", "function") != "function":
             continue
         function = tool.get("function") or {}
         name = function.get("name")
         if isinstance(name, str) and (wanted is None or name == wanted):
-            return name, function.get("parameters")
-    return None
+            picked.append((name, function.get("parameters")))
+    return picked
 
 
 class OpenAIFormat:
@@ -127,9 +129,11 @@ class OpenAIFormat:
         tools = body.get("tools")
         choice = body.get("tool_choice")
         if tools and isinstance(tools, list) and choice != "none" and ends_with_user_turn(messages):
-            picked = _pick_tool(tools, choice)
-            if picked is not None:
-                return plan_tool(picked[0], picked[1], echo_source(messages), input_tokens)
+            source = echo_source(messages)
+            parallel = body.get("parallel_tool_calls") is not False
+            picked = choose_tools(_pick_tools(tools, choice), source, parallel)
+            if picked:
+                return plan_tools(picked, source, input_tokens)
         stop = parse_stop(body.get("stop"))
         return plan_text(
             echo_source(messages),
@@ -146,13 +150,14 @@ class OpenAIFormat:
             "refusal": None,
             "annotations": [],
         }
-        if reply.tool:
+        if reply.tools:
             message["tool_calls"] = [
                 {
-                    "id": f"call_{rid}",
+                    "id": f"call_{rid}_{i}",
                     "type": "function",
-                    "function": {"name": reply.tool.name, "arguments": reply.tool.arguments},
+                    "function": {"name": call.name, "arguments": call.arguments},
                 }
+                for i, call in enumerate(reply.tools)
             ]
         return _dumps(
             {
@@ -198,21 +203,27 @@ class OpenAIFormat:
             return b"data: " + _dumps(data) + b"\n\n"
 
         first: dict[str, Any] = {"role": "assistant", "content": "", "refusal": None}
-        if reply.tool:
+        if reply.tools:
+            # As OpenAI streams: the first call's id and name in the role chunk, each
+            # later call's at its own index, and then each call's arguments.
             first["content"] = None
-            first["tool_calls"] = [
-                {
-                    "index": 0,
-                    "id": f"call_{rid}",
-                    "type": "function",
-                    "function": {"name": reply.tool.name, "arguments": ""},
-                }
-            ]
-            tokens = [
-                b'data: %b{"tool_calls":[{"index":0,"function":{"arguments":%b}}]}%b'
-                % (head, _dumps(piece), tail)
-                for piece in reply.tool.pieces
-            ]
+            openings = [
+                {"index": i, "id": f"call_{rid}_{i}", "type": "function",
+                 "function": {"name": call.name, "arguments": ""}}
+                for i, call in enumerate(reply.tools)
+            ]  # fmt: skip
+            first["tool_calls"] = openings[:1]
+            tokens = []
+            for i, call in enumerate(reply.tools):
+                frames = [
+                    b'data: %b{"tool_calls":[{"index":%d,"function":{"arguments":%b}}]}%b'
+                    % (head, i, _dumps(piece), tail)
+                    for piece in call.pieces
+                ]
+                if i and frames:
+                    opening = _dumps({"tool_calls": [openings[i]]})
+                    frames[0] = b"data: %b%b%b" % (head, opening, tail) + frames[0]
+                tokens += frames
         else:
             tokens = [
                 b'data: %b{"content":%b}%b' % (head, _dumps(piece), tail) for piece in reply.pieces

@@ -50,13 +50,17 @@ class ToolCall:
 
 @dataclass(slots=True)
 class Reply:
-    """Content tokens (``pieces`` or the tool call's argument pieces) and their accounting."""
+    """Content tokens (``pieces``, or the tool calls' argument pieces) and their accounting."""
 
     pieces: list[str]
-    tool: ToolCall | None
+    tools: list[ToolCall]  # several when the prompt asks for "all tools" in parallel
     finish: str  # "stop", "length", "stop_sequence" or "tool"
     stop_sequence: str | None
     input_tokens: int
+
+    @property
+    def tool(self) -> ToolCall | None:
+        return self.tools[0] if self.tools else None
 
     @property
     def text(self) -> str:
@@ -64,7 +68,9 @@ class Reply:
 
     @property
     def tokens(self) -> list[str]:
-        return self.tool.pieces if self.tool else self.pieces
+        if self.tools:
+            return [piece for call in self.tools for piece in call.pieces]
+        return self.pieces
 
     @property
     def output_tokens(self) -> int:
@@ -145,13 +151,29 @@ def plan_text(
             reply = text[: cut[0]].split()
             finish, stop_hit = "stop_sequence", cut[1]
     pieces = [word if i == 0 else " " + word for i, word in enumerate(reply)]
-    return Reply(pieces, None, finish, stop_hit, input_tokens)
+    return Reply(pieces, [], finish, stop_hit, input_tokens)
 
 
-def plan_tool(name: str, schema: Any, source: str, input_tokens: int) -> Reply:
-    arguments = orjson.dumps(tool_arguments(schema, source)).decode()
-    pieces = [arguments[i : i + ARG_PIECE_CHARS] for i in range(0, len(arguments), ARG_PIECE_CHARS)]
-    return Reply([], ToolCall(name, arguments, pieces), "tool", None, input_tokens)
+PARALLEL_CUE = "all tools"  # a prompt with these words gets every tool called at once
+
+
+def plan_tools(picked: list[tuple[str, Any]], source: str, input_tokens: int) -> Reply:
+    calls = []
+    for name, schema in picked:
+        arguments = orjson.dumps(tool_arguments(schema, source)).decode()
+        step = ARG_PIECE_CHARS
+        pieces = [arguments[i : i + step] for i in range(0, len(arguments), step)]
+        calls.append(ToolCall(name, arguments, pieces))
+    return Reply([], calls, "tool", None, input_tokens)
+
+
+def choose_tools(
+    named: list[tuple[str, Any]], source: str, parallel: bool
+) -> list[tuple[str, Any]]:
+    """The first tool; every one when the prompt asks for all and parallel calls are allowed."""
+    if parallel and PARALLEL_CUE in source.lower():
+        return named
+    return named[:1]
 
 
 def tool_arguments(schema: Any, source: str) -> dict[str, Any]:

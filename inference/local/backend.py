@@ -11,7 +11,7 @@ from jinja2 import TemplateError
 
 from ..base import collect
 from ..errors import ContextLengthExceeded, InvalidRequest, UnsupportedFeature
-from ..types import ChatRequest, ChatResult, Event, Finish, Usage
+from ..types import ChatRequest, ChatResult, Event, Finish, PromptUsage, Usage
 from .engine import Engine, GenerationParams
 from .model import LoadedModel, ModelSpec
 from .output import OutputParser
@@ -47,6 +47,7 @@ class LocalBackend:
             if request.tool_choice is not None and request.tool_choice.mode == "none":
                 tools = None
             parser = OutputParser(model.tokenizer, tools=tools, prompt=prompt)
+            yield PromptUsage(len(prompt))
             chunks = self.engine.generate(model, prompt, params)
             async with contextlib.aclosing(chunks):
                 async for chunk in chunks:
@@ -75,10 +76,8 @@ class LocalBackend:
         """The prompt as the model's chat template renders it. Counting asks
         only for its length: what could not be generated can still be counted."""
         if request.extensions:
-            names = ", ".join(sorted(request.extensions))
-            raise UnsupportedFeature(
-                f"local model {self.spec.name!r} does not support: {names}",
-                param=sorted(request.extensions)[0],
+            raise UnsupportedFeature.of_extensions(
+                request.extensions, f"local model {self.spec.name!r}"
             )
         if request.tools and not model.has_tool_calling:
             raise UnsupportedFeature(
@@ -98,7 +97,8 @@ class LocalBackend:
             tools = None
         # Templates are Jinja and tokenizing is CPU work: keep both off the loop.
         try:
-            prompt = await asyncio.to_thread(model.encode_chat, messages, tools)
+            thinking = request.reasoning.enabled if request.reasoning is not None else None
+            prompt = await asyncio.to_thread(model.encode_chat, messages, tools, thinking)
         except TemplateError as exc:
             # Templates enforce their own rules (roles must alternate, one
             # system message first...): the caller's messages broke one.

@@ -82,11 +82,18 @@ class LoadedModel:
         self,
         messages: list[dict[str, Any]],
         tools: list[dict[str, Any]] | None = None,
+        thinking: bool | None = None,
     ) -> list[int]:
-        """Prompt token ids through the tokenizer's own chat template."""
+        """Prompt token ids through the tokenizer's own chat template.
+
+        `thinking` is passed as `enable_thinking`, the switch reasoning models'
+        templates read (Qwen3 and others); templates without it ignore it.
+        """
         kwargs: dict[str, Any] = {"add_generation_prompt": True}
         if tools:
             kwargs["tools"] = tools
+        if thinking is not None:
+            kwargs["enable_thinking"] = thinking
         tokens = self.tokenizer.apply_chat_template(messages, tokenize=True, **kwargs)
         if isinstance(tokens, dict):  # some tokenizers return a BatchEncoding
             tokens = tokens["input_ids"]

@@ -21,7 +21,13 @@ def template_messages(messages: list[Message], model_name: str) -> list[dict[str
     out: list[dict[str, Any]] = []
     for message in messages:
         if message.role == "system":
-            out.append({"role": "system", "content": _text_of(message.content, model_name)})
+            text = _text_of(message.content, model_name)
+            if out and out[-1]["role"] == "system":
+                # Several system blocks (Anthropic) or messages (OpenAI) in a row:
+                # one system turn, as most templates accept only one.
+                out[-1]["content"] += "\n\n" + text
+            else:
+                out.append({"role": "system", "content": text})
             continue
         texts: list[str] = []
         has_results = False
@@ -54,7 +60,7 @@ def template_messages(messages: list[Message], model_name: str) -> list[dict[str
         # Tool results were emitted above as tool messages; what is left of a
         # message that carried only results is nothing.
         if message.role != "tool" and (texts or tool_calls or not has_results):
-            entry: dict[str, Any] = {"role": message.role, "content": "".join(texts)}
+            entry: dict[str, Any] = {"role": message.role, "content": "\n".join(texts)}
             if tool_calls:
                 entry["tool_calls"] = tool_calls
             out.append(entry)
@@ -82,7 +88,7 @@ def _text_of(parts: list[Any], model_name: str) -> str:
             raise _no_images(model_name)
         if isinstance(part, TextPart):
             chunks.append(part.text)
-    return "".join(chunks)
+    return "\n".join(chunks)  # separate blocks stay apart, as vLLM and others join them
 
 
 def _json_arguments(part: ToolCallPart) -> Any:
