@@ -111,3 +111,72 @@ async def test_tools_and_tool_results_reach_the_chat_template(demo_model_path: P
             await backend.complete(forced)
     finally:
         engine.close()
+
+
+class ScriptedEngine(Engine):
+    """The real engine (real loading, leases), with the decoding replaced by a script:
+    random weights cannot be made to call a tool, and this test is about what the
+    backend makes of a model that does."""
+
+    def __init__(self, script: list[str]) -> None:
+        super().__init__()
+        self.script = script
+
+    async def generate(self, model, prompt, params):  # type: ignore[no-untyped-def,override]
+        from inference.local.engine import Chunk
+
+        for i, text in enumerate(self.script):
+            last = i == len(self.script) - 1
+            yield Chunk(text, i + 1, finish_reason="stop" if last else None)
+
+
+TWO_CALLS = [
+    "Checking. <tool_",
+    'call>\n{"name": "get_weather", "arguments": {"city": "Pa',
+    'ris"}}\n</tool_call><tool_call>\n{"name": "get_weather", ',
+    '"arguments": {"city": "Oslo"}}\n</tool_call>',
+]
+
+
+async def test_a_local_models_tool_calls_are_real_calls_in_both_protocols(
+    demo_model_path: Path,
+) -> None:
+    from gateway.protocols import anthropic as anthropic_wire
+    from gateway.protocols import openai as openai_wire
+    from inference.base import collect
+
+    engine = ScriptedEngine(TWO_CALLS)
+    backend = LocalBackend(engine, ModelSpec("demo", str(demo_model_path)))
+    ask = ChatRequest("demo", [Message("user", [TextPart("Weather?")])], tools=[WEATHER])
+    try:
+        events = [e async for e in backend.stream(ask)]
+        whole = await collect("demo", backend.stream(ask))
+    finally:
+        engine.close()
+    assert whole.finish.reason == "tool_calls"
+    body = anthropic_wire.message_body(whole, "demo")
+    assert body["stop_reason"] == "tool_use"
+    assert [(b["type"], b.get("input")) for b in body["content"]] == [
+        ("text", None),
+        ("tool_use", {"city": "Paris"}),
+        ("tool_use", {"city": "Oslo"}),
+    ]
+    completion = openai_wire.completion_body(whole, "demo")
+    choice = completion["choices"][0]
+    assert choice["finish_reason"] == "tool_calls"
+    assert [json.loads(c["function"]["arguments"]) for c in choice["message"]["tool_calls"]] == [
+        {"city": "Paris"},
+        {"city": "Oslo"},
+    ]
+    # Streamed, to an OpenAI client: tool call deltas at indices 0 and 1.
+    encoder = openai_wire.StreamEncoder("demo", include_usage=False)
+    lines = b"".join(encoder.encode(e) for e in events).decode().split("\n\n")
+    chunks = [json.loads(x[6:]) for x in lines if x.startswith("data: {")]
+    deltas = [c["choices"][0]["delta"] for c in chunks if c["choices"]]
+    indices = [t["index"] for d in deltas for t in d.get("tool_calls", [])]
+    assert indices == [0, 1]
+    assert chunks[-1]["choices"][0]["finish_reason"] == "tool_calls"
+    # And to an Anthropic client: one tool_use block each.
+    anthropic = anthropic_wire.StreamEncoder("demo")
+    frames = b"".join(anthropic.encode(e) for e in events).decode()
+    assert frames.count('"type":"tool_use"') == 2 and '"stop_reason":"tool_use"' in frames
