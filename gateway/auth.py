@@ -76,10 +76,18 @@ def permit(ctx: RequestContext, model: str) -> None:
 async def admit(ctx: RequestContext, model: str) -> None:
     """May this caller use this model now (allowed patterns, rate limits)?"""
     permit(ctx, model)
+    await within_limits(ctx)
+
+
+async def within_limits(ctx: RequestContext, *, count: bool = True) -> None:
+    """Refuse a key over its limits. `count=False` (listing models): a key over
+    its limit is refused, but the listing does not use up one of its requests."""
     key: KeyRecord | None = ctx.api_key
     if key is None or not key.limited:
         return
-    refusal = await limiter().admit(key.id, key.requests_per_minute, key.tokens_per_minute)
+    refusal = await limiter().admit(
+        key.id, key.requests_per_minute, key.tokens_per_minute, count=count
+    )
     if refusal is not None:
         raise RateLimited(
             f"Rate limit reached for the API key {key.prefix}…: "

@@ -56,7 +56,10 @@ class MemoryLimiter:
             window = self._windows[name] = [now + WINDOW, 0]
         return window
 
-    async def admit(self, key_id: int, rpm: int | None, tpm: int | None) -> Refusal | None:
+    async def admit(
+        self, key_id: int, rpm: int | None, tpm: int | None, *, count: bool = True
+    ) -> Refusal | None:
+        """Refuse a key over a limit; else let the request in (and count it, unless not)."""
         requests, tokens = _names(key_id)
         now = time.monotonic()
         with self._lock:
@@ -68,7 +71,7 @@ class MemoryLimiter:
                 window = self._window(requests, now)
                 if window[1] >= rpm:
                     return Refusal("requests", rpm, window[0] - now)
-                window[1] += 1
+                window[1] += count
         return None
 
     def charge(self, key_id: int, tokens: int) -> None:
@@ -78,7 +81,8 @@ class MemoryLimiter:
 
 
 # Both checks in one round trip. Tokens first: a refusal for tokens must not
-# use up one of the key's requests. Returns {0, 0} or {1 requests | 2 tokens, ms left}.
+# use up one of the key's requests. ARGV[4] '0': check only, count nothing.
+# Returns {0, 0} or {1 requests | 2 tokens, ms left}.
 _ADMIT = """
 local window = tonumber(ARGV[3])
 local tpm = tonumber(ARGV[2])
@@ -90,7 +94,7 @@ if rpm >= 0 then
   if tonumber(redis.call('GET', KEYS[1]) or '0') >= rpm then
     return {1, redis.call('PTTL', KEYS[1])}
   end
-  if redis.call('INCR', KEYS[1]) == 1 or redis.call('PTTL', KEYS[1]) < 0 then
+  if ARGV[4] == '1' and (redis.call('INCR', KEYS[1]) == 1 or redis.call('PTTL', KEYS[1]) < 0) then
     redis.call('PEXPIRE', KEYS[1], window)
   end
 end
@@ -123,9 +127,16 @@ class RedisLimiter:
             self._clients[loop] = client
         return client
 
-    async def admit(self, key_id: int, rpm: int | None, tpm: int | None) -> Refusal | None:
+    async def admit(
+        self, key_id: int, rpm: int | None, tpm: int | None, *, count: bool = True
+    ) -> Refusal | None:
         client = self._client()
-        args = [-1 if rpm is None else rpm, -1 if tpm is None else tpm, int(WINDOW * 1000)]
+        args = [
+            -1 if rpm is None else rpm,
+            -1 if tpm is None else tpm,
+            int(WINDOW * 1000),
+            "1" if count else "0",
+        ]
         try:
             code, left_ms = await client.eval(_ADMIT, 2, *_names(key_id), *args)
         except (redis.RedisError, OSError) as exc:

@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
-from django.db import DatabaseError, close_old_connections, connection
+from django.db import DatabaseError, DataError, IntegrityError, close_old_connections, connection
 
 from routing.services_logs import prune_request_log, write_request_logs
 
@@ -41,26 +41,39 @@ _exit_hook = False
 _dropped = 0
 
 
+# Column ranges (PositiveSmallIntegerField, PositiveIntegerField on every database).
+SMALL, LARGE = 32767, 2147483647
+
+
+def _text(value: str, limit: int) -> str:
+    # Client-chosen text (a model name) may hold NUL, which PostgreSQL refuses.
+    return value.replace("\x00", "")[:limit]
+
+
+def _count(value: int, limit: int) -> int:
+    return min(max(int(value), 0), limit)  # a bogus upstream usage must not fail the row
+
+
 def row(ctx: RequestContext) -> dict[str, Any]:
-    """RequestLog field values for a finished request."""
+    """RequestLog field values for a finished request, each valid for its column."""
     served = ctx.served
     ttft = ctx.ttft_ms
     return {
         "created_at": datetime.fromtimestamp(ctx.started_at, UTC),
         "api_key_id": ctx.api_key.id if ctx.api_key is not None else None,
         "protocol": ctx.protocol,
-        "endpoint": ctx.endpoint[:64],
-        "requested_model": ctx.requested_model[:200],
-        "backend": served.backend[:200] if served else "",
-        "served_model": served.model[:200] if served else "",
-        "attempts": len(served.attempts) if served else 0,
-        "fallbacks": served.fallbacks if served else 0,
-        "attempt_trail": served.headers()["X-Gateway-Attempts"][:1000] if served else "",
+        "endpoint": _text(ctx.endpoint, 64),
+        "requested_model": _text(ctx.requested_model, 200),
+        "backend": _text(served.backend, 200) if served else "",
+        "served_model": _text(served.model, 200) if served else "",
+        "attempts": _count(len(served.attempts), SMALL) if served else 0,
+        "fallbacks": _count(served.fallbacks, SMALL) if served else 0,
+        "attempt_trail": _text(served.headers()["X-Gateway-Attempts"], 1000) if served else "",
         "stream": ctx.stream,
-        "status": ctx.status,
-        "error_type": ctx.error_type[:64],
-        "input_tokens": ctx.input_tokens,
-        "output_tokens": ctx.output_tokens,
+        "status": _count(ctx.status, SMALL),
+        "error_type": _text(ctx.error_type, 64),
+        "input_tokens": _count(ctx.input_tokens, LARGE),
+        "output_tokens": _count(ctx.output_tokens, LARGE),
         "latency_ms": round(ctx.latency_ms, 1),
         "ttft_ms": round(ttft, 1) if ttft is not None else None,
     }
@@ -75,7 +88,7 @@ def record(ctx: RequestContext) -> None:
             logger.error("request log: %d rows dropped, the buffer is full", _dropped)
         return
     _buffer.append(row(ctx))
-    writer = _writer or _start()
+    writer = _writer or start()
     if len(_buffer) >= settings.GATEWAY_REQUEST_LOG_BATCH_SIZE:
         writer.wake()
 
@@ -85,7 +98,13 @@ def pending() -> int:
 
 
 def flush() -> int:
-    """Write every buffered row now, in batches; rows that failed stay buffered."""
+    """Write every buffered row now, in batches.
+
+    When the database cannot be reached the batch stays buffered for the next
+    pass. When the database refuses the data, the batch is written row by row
+    and a row it still refuses is dropped (and logged): one bad row must not
+    hold up every row behind it.
+    """
     written = 0
     size = max(1, settings.GATEWAY_REQUEST_LOG_BATCH_SIZE)
     with _flush_lock:
@@ -94,10 +113,25 @@ def flush() -> int:
             try:
                 close_old_connections()  # a connection dropped by the server, or too old
                 written += write_request_logs(batch)
+            except (DataError, IntegrityError):
+                written += _one_by_one(batch)
             except DatabaseError:
                 logger.exception("request log: writing %d rows failed, retrying", len(batch))
                 _buffer.extendleft(reversed(batch))
                 break
+    return written
+
+
+def _one_by_one(batch: list[dict[str, Any]]) -> int:
+    written = 0
+    for item in batch:
+        try:
+            written += write_request_logs([item])
+        except (DataError, IntegrityError) as exc:
+            logger.error(
+                "request log: dropped a row the database refused (%s %s at %s): %s",
+                item.get("endpoint"), item.get("status"), item.get("created_at"), exc,
+            )  # fmt: skip
     return written
 
 
@@ -142,7 +176,8 @@ class _Writer(threading.Thread):
             logger.info("request log: pruned %d rows older than %d days", deleted, days)
 
 
-def _start() -> _Writer:
+def start() -> _Writer:
+    """The writer thread (started at most once); it also prunes past the retention."""
     global _writer, _exit_hook
     with _writer_lock:
         if _writer is None:

@@ -7,6 +7,7 @@ import functools
 import gc
 import logging
 import sys
+from typing import Any
 
 from django.db import DatabaseError
 
@@ -23,6 +24,8 @@ def on_startup() -> None:
     context.on_finish(dashboard.publish)
     context.on_finish(auth.charge)  # tokens against the key's per-minute limit
     context.on_finish(request_log.record)
+    # Started now, not at the first request: an idle gateway still prunes its log.
+    request_log.start()
     try:
         preload_local_models()
     except DatabaseError as exc:  # not migrated yet: models load on first use
@@ -48,19 +51,30 @@ def _tune_for_serving() -> None:
 
 
 async def shutdown() -> None:
-    """Close upstream pools, stop the engine, write the request log, while the loop runs."""
+    """Close upstream pools, stop the engine, write the request log, while the loop runs.
+
+    Each step runs even if one before it failed: the request log is written last
+    and must not be lost to a pool that would not close.
+    """
     from inference.cloud.pool import pool
     from routing.backends import get_engine
 
     from . import dashboard, ratelimit, request_log
 
+    async def step(name: str, work: Any) -> Any:
+        try:
+            return await work
+        except Exception:
+            logger.exception("shutdown: %s failed", name)
+            return None
+
     dashboard.stop()
-    closed = await pool.aclose()
-    await asyncio.to_thread(get_engine().close)
-    logger.info("shutdown: closed %d upstream connection pool(s), engine stopped", closed)
-    await ratelimit.aclose()
-    waiting = await asyncio.to_thread(request_log.stop)
-    logger.info("shutdown: request log written (%d rows were waiting)", waiting)
+    closed = await step("closing the upstream pools", pool.aclose())
+    await step("stopping the engine", asyncio.to_thread(get_engine().close))
+    logger.info("shutdown: closed %s upstream connection pool(s), engine stopped", closed)
+    await step("writing the rate-limit charges", ratelimit.aclose())
+    waiting = await step("writing the request log", asyncio.to_thread(request_log.stop))
+    logger.info("shutdown: request log written (%s rows were waiting)", waiting)
 
 
 def _register_shutdown() -> None:

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.contrib import admin
+from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import path
@@ -59,6 +60,10 @@ class RequestLogAdmin(admin.ModelAdmin):
         return [path("usage/", view, name="routing_requestlog_usage"), *super().get_urls()]
 
     def usage_view(self, request: HttpRequest) -> HttpResponse:
+        # admin_view lets in any staff user: usage is read from the log, so it
+        # takes the log's own view permission.
+        if not self.has_view_permission(request):
+            raise PermissionDenied
         raw = request.GET.get("days", "")
         days = int(raw) if raw.isdigit() and int(raw) in PERIODS else 14
         key = request.GET.get("key", "")

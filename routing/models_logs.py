@@ -20,9 +20,10 @@ class RequestLog(models.Model):
         ApiKey, null=True, blank=True, on_delete=models.SET_NULL, related_name="requests"
     )
     protocol = models.CharField(max_length=16, choices=Protocol.choices)
-    endpoint = models.CharField(max_length=64)
+    # Indexed: the admin's filters list these columns' distinct values.
+    endpoint = models.CharField(max_length=64, db_index=True)
     requested_model = models.CharField(max_length=200, blank=True)
-    backend = models.CharField(max_length=200, blank=True, help_text="Who answered.")
+    backend = models.CharField(max_length=200, blank=True, db_index=True, help_text="Who answered.")
     served_model = models.CharField(max_length=200, blank=True)
     attempts = models.PositiveSmallIntegerField(default=0)
     fallbacks = models.PositiveSmallIntegerField(default=0)
@@ -30,7 +31,7 @@ class RequestLog(models.Model):
         max_length=1000, blank=True, help_text="Each try and its outcome, as in X-Gateway-Attempts."
     )
     stream = models.BooleanField(default=False)
-    status = models.PositiveSmallIntegerField()
+    status = models.PositiveSmallIntegerField(db_index=True)
     error_type = models.CharField(max_length=64, blank=True)
     input_tokens = models.PositiveIntegerField(default=0)
     output_tokens = models.PositiveIntegerField(default=0)

@@ -32,6 +32,7 @@ KEYS: dict[str, dict[str, object]] = {
     "gpt-only": {"allowed_models": ["gpt-*", "o?"]},
     "demo-only": {"allowed_models": ["dem?"]},
     "rpm": {"requests_per_minute": 2},
+    "rpm-2": {"requests_per_minute": 2},
     "tpm": {"tokens_per_minute": 5},
     "disabled": {"enabled": False},
     "expired": {"expires_in_days": -1},
@@ -189,8 +190,22 @@ def test_over_the_request_limit_is_429_with_retry_after(gateway, keys) -> None:
     assert refused_ant.value.response.json()["error"]["type"] == "rate_limit_error"
     assert "requests per minute" in refused_ant.value.response.json()["error"]["message"]
     retry_after(refused_ant.value.response)
-    # Listing models is not a request against the model limit.
-    assert httpx.get(f"{gateway.url}/v1/models", headers=bearer(secret)).status_code == 200
+    # A key over its limit is refused everywhere, model listings too ...
+    listed = httpx.get(f"{gateway.url}/v1/models", headers=bearer(secret))
+    assert listed.status_code == 429 and listed.json()["error"]["type"] == "rate_limit_error"
+    retry_after(listed)
+    card = httpx.get(f"{gateway.url}/v1/models/demo", headers={**bearer(secret), **AV})
+    assert card.status_code == 429 and card.json()["error"]["type"] == "rate_limit_error"
+
+
+def test_listing_models_does_not_use_up_requests(gateway, keys) -> None:
+    """... but a key under its limit may list models without spending requests on it."""
+    secret = keys["rpm-2"]
+    for _ in range(4):
+        assert httpx.get(f"{gateway.url}/v1/models", headers=bearer(secret)).status_code == 200
+    oai = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key=secret, max_retries=0)
+    for _ in range(2):
+        oai.chat.completions.create(model="demo", messages=HI, max_tokens=2)
 
 
 def test_over_the_token_limit_is_429_with_retry_after(gateway, keys) -> None:

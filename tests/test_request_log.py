@@ -53,6 +53,9 @@ def start_gateway(data: Path, upstream: FakeUpstream, **env: str) -> tuple[LiveS
                 {"pattern": "fallback", "chain": [
                     {"provider": "flaky", "model": "fault-503"}, {"local": "demo"}]},
                 {"pattern": "alone-503", "chain": [{"provider": "flaky", "model": "fault-503"}]},
+                {"pattern": "slow", "chain": [
+                    {"provider": "flaky", "model": "fault-slow-tokens:0.2"}]},
+                {"pattern": "hang", "chain": [{"provider": "flaky", "model": "fault-hang"}]},
             ],
         },
     )  # fmt: skip
@@ -158,3 +161,29 @@ def test_rows_are_written_in_batches_while_the_gateway_runs(
         assert last_used is not None  # stamped by the writer, not per request
     finally:
         server.stop()
+
+
+def test_a_client_that_leaves_is_logged_as_499(tmp_path: Path, upstream: FakeUpstream) -> None:
+    """Waiting for an answer or in the middle of a stream: either way one row, 499."""
+    server, secret = start_gateway(tmp_path, upstream, GATEWAY_REQUEST_LOG_FLUSH_MS="50")
+    headers = {"authorization": f"Bearer {secret}"}
+    url = f"{server.url}/v1/chat/completions"
+    try:
+        with pytest.raises(httpx.ReadTimeout):  # the client gives up waiting
+            httpx.post(url, json={"model": "hang", "messages": HI}, headers=headers, timeout=0.5)
+        body = {"model": "slow", "messages": HI, "stream": True}
+        with httpx.stream("POST", url, json=body, headers=headers, timeout=10) as response:
+            for line in response.iter_lines():
+                if '"content":"' in line and "echo" in line:
+                    break  # the first content, then the client goes away
+        deadline = time.monotonic() + 10
+        while len(read_rows(tmp_path)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        rows = read_rows(tmp_path)
+    finally:
+        server.stop()
+    assert [(r["requested_model"], r["status"], r["error_type"]) for r in rows] == [
+        ("hang", 499, "client_disconnected"),
+        ("slow", 499, "client_disconnected"),
+    ]
+    assert rows[1]["stream"] == 1 and rows[1]["ttft_ms"] is not None

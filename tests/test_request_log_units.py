@@ -75,6 +75,40 @@ def test_the_writer_flushes_full_batches_and_the_rest_on_stop(settings: Any) -> 
     assert key.last_used_at is not None
 
 
+@pytest.mark.django_db(transaction=True)
+def test_one_bad_row_never_holds_up_the_others(caplog: pytest.LogCaptureFixture) -> None:
+    """Client-chosen text and upstream-reported counts are made valid for their
+    columns; a row the database still refuses is dropped alone, and logged."""
+    odd = finished("model\x00with-nul")
+    odd.input_tokens = 10**12  # a bogus usage from an upstream
+    good = request_log.row(finished("fine"))
+    refused = {**good, "status": -1}  # what no row() makes: the database refuses it
+    try:
+        request_log._buffer.extend([request_log.row(odd), refused, good])
+        assert request_log.flush() == 2
+    finally:
+        request_log._buffer.clear()
+    rows = {r.requested_model: r for r in RequestLog.objects.all()}
+    assert set(rows) == {"modelwith-nul", "fine"}
+    assert rows["modelwith-nul"].input_tokens == request_log.LARGE
+    assert "dropped a row the database refused" in caplog.text
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_writer_prunes_past_the_retention(settings: Any) -> None:
+    settings.GATEWAY_REQUEST_LOG_RETENTION_DAYS = 30
+    for age in (1, 45, 90):
+        log_row(age)
+    request_log.start()  # as the gateway does at start, before any request
+    try:
+        deadline = time.monotonic() + 5
+        while RequestLog.objects.count() > 1 and time.monotonic() < deadline:
+            time.sleep(0.02)
+    finally:
+        request_log.stop()
+    assert RequestLog.objects.count() == 1
+
+
 @pytest.mark.django_db
 def test_rows_of_a_deleted_key_are_kept_without_it() -> None:
     key, _ = create_api_key("gone")
@@ -178,3 +212,14 @@ def test_usage_page_per_key_model_and_day(admin_client: Client) -> None:
     assert [r.key_id for r in anonymous.context["rows"]] == [None]
     # Reachable from the key list too.
     assert b"/admin/routing/requestlog/usage/" in admin_client.get("/admin/routing/apikey/").content
+
+
+@pytest.mark.django_db
+def test_usage_takes_the_request_logs_view_permission(client: Client) -> None:
+    from django.contrib.auth.models import Permission, User
+
+    staff = User.objects.create_user("ops", password="x", is_staff=True)
+    client.force_login(staff)
+    assert client.get("/admin/routing/requestlog/usage/").status_code == 403
+    staff.user_permissions.add(Permission.objects.get(codename="view_requestlog"))
+    assert client.get("/admin/routing/requestlog/usage/").status_code == 200

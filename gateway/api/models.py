@@ -43,6 +43,7 @@ def _card(snapshot: selectors.Snapshot, name: str, anthropic: bool) -> dict[str,
 async def list_models(request: HttpRequest) -> HttpResponse:
     protocol = request_protocol(request)
     ctx = await context.begin(request, protocol, "models.list")
+    await auth.within_limits(ctx, count=False)
     snapshot = await selectors.asnapshot()
     # A key limited to some models is shown only those.
     names = [n for n in snapshot.table.advertised_models() if auth.allowed(ctx, n)]
@@ -81,6 +82,7 @@ async def get_model(request: HttpRequest, model_id: str) -> HttpResponse:
     ctx = await context.begin(request, protocol, "models.retrieve")
     ctx.requested_model = model_id
     auth.permit(ctx, model_id)  # before the lookup: a refused key learns nothing
+    await auth.within_limits(ctx, count=False)
     snapshot = await selectors.asnapshot()
     if snapshot.table.resolve(model_id) is None:
         raise ModelNotFound(f"The model {model_id!r} does not exist.", param="model")

@@ -42,7 +42,10 @@ class Command(BaseCommand):
         model = "demo" if LocalModel.objects.filter(name="demo", enabled=True).exists() else "MODEL"
         self.stdout.write(self.style.SUCCESS(f"\nThe gateway is starting on {base}\n"))
         secret = self._first_key()
-        key, py_key = (secret, f'"{secret}"') if secret else ("$GATEWAY_API_KEY", "API_KEY")
+        if secret:
+            key, py_key = secret, f'"{secret}"'
+        else:
+            key, py_key = "$GATEWAY_API_KEY", 'os.environ["GATEWAY_API_KEY"]'  # import os
         if secret:
             self.stdout.write(
                 f"  API key (created on first run; shown only now, copy it):\n    {secret}\n"
