@@ -161,16 +161,17 @@ def test_blocks_and_tools_only_anthropic_can_take_are_kept_and_named() -> None:
     )
     chat = wire.parse_request(data)
     assert set(chat.extensions) == {
-        "document blocks", "file image sources", "server tools (web_search_20250305)",
-        "thinking (adaptive)",
+        "messages.0.content.0 (document block)", "messages.0.content.1.source (file image source)",
+        "tools.0 (web_search_20250305 server tool)", "thinking (adaptive thinking)",
     }  # fmt: skip
     assert chat.tools == [] and chat.raw == data
     upstream = request_body(chat, "claude-x", stream=False)
     assert upstream == {**data, "model": "claude-x"}  # untouched for an Anthropic upstream
     from inference.cloud.openai import request_body as openai_body
 
-    with pytest.raises(UnsupportedFeature, match="document blocks"):
+    with pytest.raises(UnsupportedFeature, match="document block") as refused:
         openai_body(chat, "gpt-x", stream=False)
+    assert refused.value.param == "messages.0.content.0"
 
 
 @pytest.mark.parametrize(
