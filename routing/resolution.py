@@ -153,4 +153,6 @@ class RoutingTable:
                     names.add(mapping.pattern)
                 else:
                     names.update(t.model_for("") for t in mapping.targets if t.model_for(""))
-        return sorted(names)
+        # Only what a request can be routed with: a pattern's target name that no
+        # mapping matches, or a mapping left with no enabled target, is not offered.
+        return sorted(n for n in names if self.resolve(n) is not None)

@@ -15,7 +15,8 @@ def register_local_model(name: str, path: Path) -> LocalModel:
     path = path.resolve()
     # Store paths under the models dir relative to it, so the data dir can move.
     stored = str(path.relative_to(models_dir)) if path.is_relative_to(models_dir) else str(path)
+    # A rebuild updates the path; whether the model is enabled stays the admin's call.
     model, _ = LocalModel.objects.update_or_create(
-        name=name, defaults={"path": stored, "enabled": True}
+        name=name, defaults={"path": stored}, create_defaults={"path": stored, "enabled": True}
     )
     return model

@@ -149,6 +149,49 @@ async def test_max_tokens_and_seeds_per_request(engine: Engine, demo_model_path:
     # Same seed, same start, whatever shares the batch; another seed differs.
     assert b.startswith(a[: len(a) // 2])
     assert b != c
+    # And the same text alone as in a batch: a seed is the request's own.
+    alone = await generate(engine, spec, PROMPT, max_tokens=9, temperature=1.0, seed=5)
+    assert alone[0] == b
+
+
+async def test_any_int64_seed_and_top_p_zero(engine: Engine, demo_model_path: Path) -> None:
+    spec = ModelSpec("demo", str(demo_model_path))
+    for seed in (-1, -(2**63), 2**63 - 1):  # OpenAI's seed is any int64
+        _, tokens, _ = await generate(
+            engine, spec, PROMPT, max_tokens=4, temperature=1.0, seed=seed
+        )
+        assert tokens == 4
+    greedy, _, _ = await generate(engine, spec, PROMPT, max_tokens=12)
+    no_mass, _, _ = await generate(
+        engine, spec, PROMPT, max_tokens=12, temperature=1.5, top_p=0.0, seed=9
+    )
+    assert no_mass == greedy  # top_p 0 leaves only the most likely token
+
+
+async def test_a_request_joins_a_batch_in_flight(engine: Engine, demo_model_path: Path) -> None:
+    """The newcomer's prompt is prefilled alone; the running sequence goes on unchanged."""
+    spec = ModelSpec("demo", str(demo_model_path))
+    long_alone, _, _ = await generate(engine, spec, PROMPT, max_tokens=60)
+    async with engine.lease(spec) as model:
+        newcomer = model.encode_chat([{"role": "user", "content": "Explain tides."}])
+        first = engine.generate(
+            model, model.encode_chat([{"role": "user", "content": PROMPT}]),
+            GenerationParams(max_tokens=60, temperature=0.0),
+        )  # fmt: skip
+        text = (await anext(first)).text
+        while engine.stats().generated_tokens < 20:
+            text += (await anext(first)).text
+        before = engine.stats()
+        joined, _, _ = await generate(engine, spec, "Explain tides.", max_tokens=8)
+        during = engine.stats()
+        async for chunk in first:
+            text += chunk.text
+    assert during.active_sequences >= 1  # the first was still running when the newcomer ended
+    # Only the newcomer's prompt (mlx-lm feeds its last token with the first step).
+    prefilled = during.prompt_tokens_processed - before.prompt_tokens_processed
+    assert len(newcomer) - 1 <= prefilled <= len(newcomer)
+    assert text == long_alone  # greedy: the same text as when it ran alone
+    assert joined == (await generate(engine, spec, "Explain tides.", max_tokens=8))[0]
 
 
 def test_stop_matcher_holds_back_partial_matches() -> None:
@@ -218,6 +261,26 @@ async def test_lru_eviction_never_evicts_a_model_in_use(demo_model_path: Path) -
         assert await _lease_once(engine, a) == "a"
         await holder
         assert engine.stats().resident_models == ["a"]
+    finally:
+        engine.close()
+
+
+async def test_a_model_just_loaded_is_not_evicted_before_its_waiter_uses_it(
+    demo_model_path: Path,
+) -> None:
+    """Between a load's end and its waiter taking a lease the model holds no lease:
+    another request must not evict it then, or loads undo each other."""
+    engine = Engine(max_resident_models=1, slot_wait_seconds=0.3)
+    a, b = (ModelSpec(n, str(demo_model_path)) for n in ("a", "b"))
+    try:
+        loading = engine.preload(a)  # loaded with nobody holding it yet
+        assert loading is not None
+        await asyncio.wrap_future(loading)
+        with pytest.raises(BackendUnavailable):
+            await _lease_once(engine, b)  # a is fresh: b waits, and here gives up
+        assert engine.stats().resident_models == ["a"]
+        assert await _lease_once(engine, a) == "a"  # its waiter takes it ...
+        assert await _lease_once(engine, b) == "b"  # ... and then it may go
     finally:
         engine.close()
 

@@ -95,6 +95,12 @@ class TestResolutionRule:
             local=frozenset({"demo"}),
         )
         assert t.advertised_models() == ["claude-x", "demo", "gpt-4o"]
+        unreachable = table(
+            Mapping(1, "gpt-*", 0, (Target("provider", "openai", "claude-3-haiku"),)),
+            Mapping(2, "o1", 0, ()),  # every target disabled
+        )
+        # Neither "claude-3-haiku" (no mapping matches it) nor "o1" could be asked for.
+        assert unreachable.advertised_models() == []
 
     def test_cache_is_bounded(self) -> None:
         t = table(Mapping(1, "*", 0, (LOCAL,)))
@@ -265,3 +271,25 @@ def test_dump_and_load_keep_the_key(provider: Provider, tmp_path) -> None:
     call_command("loaddata", str(dump), verbosity=0)
     fresh = Provider.objects.select_related("credential").get(pk=provider.pk)
     assert provider_config(fresh).api_key == "sk-live-secret-1234"
+
+
+@pytest.mark.django_db
+def test_model_names_with_slashes_have_their_card(client, demo_model_path) -> None:  # type: ignore[no-untyped-def]
+    LocalModel.objects.create(name="org/tiny-model", path=str(demo_model_path))
+    listed = client.get("/v1/models").json()
+    assert "org/tiny-model" in [m["id"] for m in listed["data"]]
+    card = client.get("/v1/models/org/tiny-model")
+    assert card.status_code == 200 and card.json()["id"] == "org/tiny-model"
+    assert client.get("/v1/models/org/other").status_code == 404
+
+
+@pytest.mark.django_db
+def test_rebuilding_the_demo_keeps_it_disabled(tmp_path, settings) -> None:  # type: ignore[no-untyped-def]
+    from routing.services import register_local_model
+
+    settings.GATEWAY_MODELS_DIR = str(tmp_path)
+    first = register_local_model("demo", tmp_path / "demo")
+    assert first.enabled and first.path == "demo"
+    LocalModel.objects.filter(pk=first.pk).update(enabled=False)
+    again = register_local_model("demo", tmp_path / "demo-2")
+    assert (again.enabled, again.path) == (False, "demo-2")

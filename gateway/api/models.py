@@ -76,7 +76,7 @@ def _page(request: HttpRequest, names: list[str]) -> tuple[list[str], bool]:
     return names[:limit], len(names) > limit
 
 
-@router.get("/models/{model_id}")
+@router.get("/models/{path:model_id}")  # names like org/model
 async def get_model(request: HttpRequest, model_id: str) -> HttpResponse:
     protocol = request_protocol(request)
     ctx = await context.begin(request, protocol, "models.retrieve")

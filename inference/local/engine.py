@@ -32,6 +32,9 @@ from .stops import StopMatcher
 
 logger = logging.getLogger(__name__)
 
+# How long a just-loaded model is kept from eviction while its waiters take leases.
+FRESH_SECONDS = 1.0
+
 
 @dataclass(frozen=True, slots=True)
 class GenerationParams:
@@ -128,6 +131,7 @@ class Engine:
                 if model is not None and model.spec == spec:
                     model.leases += 1
                     model.last_used = time.monotonic()
+                    model.fresh_until = 0.0
                     return model
                 future = self._start_load_locked(spec)
             if future is None:
@@ -162,8 +166,11 @@ class Engine:
             if stale.leases:
                 return None
             self._evict_locked(stale)
+        now = time.monotonic()
         while len(self._resident) + len(self._loading) >= self.max_resident_models:
-            idle = [m for m in self._resident.values() if m.leases == 0]
+            # A model loaded a moment ago is not idle yet: its requests are about
+            # to take their leases. Evicting it now would make loads thrash.
+            idle = [m for m in self._resident.values() if m.leases == 0 and m.fresh_until < now]
             if not idle:
                 return None
             self._evict_locked(min(idle, key=lambda m: m.last_used))
@@ -179,6 +186,7 @@ class Engine:
             if future.exception() is None:
                 model = future.result()
                 model.last_used = time.monotonic()
+                model.fresh_until = model.last_used + FRESH_SECONDS
                 self._resident[spec.name] = model
                 logger.info("model %s loaded from %s", spec.name, spec.path)
             else:
@@ -269,7 +277,11 @@ class Engine:
                 if command == "stop":
                     self._fail_all(BackendUnavailable("the local engine is shutting down"))
                     return
-                self._handle(command, payload)
+                try:
+                    self._handle(command, payload)
+                except Exception:
+                    # This is the only MLX thread: it must outlive any one bad command.
+                    logger.exception("engine command %r failed", command)
                 try:
                     command, payload = self._commands.get_nowait()
                 except queue.Empty:

@@ -24,8 +24,8 @@ class ModelSpec:
 class LoadedModel:
     """Weights, tokenizer and the batch generator of one resident model.
 
-    The generator is created and driven only by the engine thread; `leases`
-    and `last_used` are guarded by the engine's lock.
+    The generator is created and driven only by the engine thread; `leases`,
+    `last_used` and `fresh_until` are guarded by the engine's lock.
     """
 
     def __init__(self, spec: ModelSpec, model: Any, tokenizer: Any, config: dict[str, Any]) -> None:
@@ -42,6 +42,7 @@ class LoadedModel:
         self.generator: Any = None
         self.leases = 0
         self.last_used = time.monotonic()
+        self.fresh_until = 0.0  # kept from eviction until then (just loaded)
         self._generator_options: dict[str, int] = {}
 
     def ensure_generator(self, *, max_batch_size: int, prefill_step_size: int) -> Any:

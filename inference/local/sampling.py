@@ -13,13 +13,16 @@ from mlx_lm.sample_utils import apply_top_k, apply_top_p
 
 def make_sampler(temperature: float, top_p: float, top_k: int, seed: int):
     """A sampler for `temperature > 0`; temperature 0 is greedy and needs none."""
-    key = mx.random.key(seed)
+    key = mx.random.key(seed % 2**64)  # any integer seed: MLX keys are 64-bit unsigned
     inverse_temperature = 1.0 / temperature
 
     def sample(logprobs: mx.array) -> mx.array:
         nonlocal key
         key, step_key = mx.random.split(key)
-        if 0 < top_p < 1.0:
+        if top_p <= 0:
+            # No probability mass at all: only the most likely token is left.
+            return mx.argmax(logprobs, axis=-1)
+        if top_p < 1.0:
             logprobs = apply_top_p(logprobs, top_p)
         if 0 < top_k < logprobs.shape[-1]:
             logprobs = apply_top_k(logprobs, top_k)
