@@ -11,10 +11,12 @@ from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import path
+from django.utils.decorators import method_decorator
+from django.views.decorators.debug import sensitive_post_parameters
 
 from . import route_tester
 from .models import BackendMapping, CloudCredential, LocalModel, MappingTarget, Provider
-from .probes import probe_provider
+from .probes import probe_providers
 
 
 @admin.register(LocalModel)
@@ -52,8 +54,16 @@ class ProviderForm(ApiKeyFormMixin):
         fields = "__all__"
 
 
+class SensitiveKeyInput:
+    """With GATEWAY_DEBUG on, Django's error page lists POST data: not the key."""
+
+    @method_decorator(sensitive_post_parameters("api_key_input"))
+    def changeform_view(self, *args: Any, **kwargs: Any) -> HttpResponse:
+        return super().changeform_view(*args, **kwargs)  # type: ignore[misc]
+
+
 @admin.register(Provider)
-class ProviderAdmin(admin.ModelAdmin):
+class ProviderAdmin(SensitiveKeyInput, admin.ModelAdmin):
     form = ProviderForm
     list_display = ("name", "kind", "url", "enabled", "api_key_status", "max_retries")
     list_filter = ("kind", "enabled")
@@ -97,7 +107,9 @@ class ProviderAdmin(admin.ModelAdmin):
     @admin.display(description="API key")
     def api_key_status(self, obj: Provider) -> str:
         credential = getattr(obj, "credential", None)
-        return f"set (…{credential.key_suffix})" if credential else "not set"
+        if credential is None:
+            return "not set"
+        return f"set (…{credential.key_suffix})" if credential.key_suffix else "set"
 
     def save_model(
         self, request: HttpRequest, obj: Provider, form: ProviderForm, change: bool
@@ -111,8 +123,9 @@ class ProviderAdmin(admin.ModelAdmin):
 
     @admin.action(description="Test connection")
     def test_connection(self, request: HttpRequest, queryset: QuerySet[Provider]) -> None:
-        for provider in queryset:
-            result = async_to_sync(probe_provider)(provider)
+        for provider, result in zip(
+            queryset, async_to_sync(probe_providers)(list(queryset)), strict=True
+        ):
             status = f"HTTP {result.status}" if result.status else "no response"
             summary = f"{status}, {result.latency_ms:.0f} ms"
             if result.ok:
@@ -143,7 +156,7 @@ class CloudCredentialForm(ApiKeyFormMixin):
 
 
 @admin.register(CloudCredential)
-class CloudCredentialAdmin(admin.ModelAdmin):
+class CloudCredentialAdmin(SensitiveKeyInput, admin.ModelAdmin):
     form = CloudCredentialForm
     list_display = ("provider", "key_set", "key_suffix_display", "source_env", "updated_at")
     list_filter = ("provider__kind",)
@@ -151,7 +164,7 @@ class CloudCredentialAdmin(admin.ModelAdmin):
 
     @admin.display(description="key set", boolean=True)
     def key_set(self, obj: CloudCredential) -> bool:
-        return bool(obj.key_suffix)
+        return obj.pk is not None  # a credential row always holds a key (the form requires one)
 
     @admin.display(description="last 4")
     def key_suffix_display(self, obj: CloudCredential) -> str:
@@ -159,6 +172,10 @@ class CloudCredentialAdmin(admin.ModelAdmin):
 
 
 class TargetForm(forms.ModelForm):
+    position = forms.IntegerField(
+        min_value=0, required=False, help_text="0 = primary; empty = at the end."
+    )
+
     class Meta:
         model = MappingTarget
         fields = ("position", "local_model", "provider", "upstream_model")
@@ -184,11 +201,30 @@ class TargetForm(forms.ModelForm):
 
 
 class TargetFormSet(forms.BaseInlineFormSet):
+    """The chain's order is its positions, renumbered 0, 1, 2... on save.
+
+    A position says where a target goes: type 0 to make one the primary, or
+    another target's number to put it just before that one. A row whose
+    position is left empty goes at the end.
+    """
+
     def clean(self) -> None:
         super().clean()
         kept = [f for f in self.forms if f.cleaned_data and not f.cleaned_data.get("DELETE", False)]
         if not kept:
             raise forms.ValidationError("A mapping needs at least one target (its primary).")
+
+        def rank(item: tuple[int, forms.ModelForm]) -> tuple[float, int, int]:
+            index, form = item
+            position = form.cleaned_data.get("position")
+            if position is None:  # left empty: after the others
+                return (float("inf"), 1, index)
+            # Two at one number: the one just moved there goes first.
+            return (position, 0 if "position" in form.changed_data else 1, index)
+
+        for position, (_, form) in enumerate(sorted(enumerate(kept), key=rank)):
+            form.cleaned_data["position"] = position
+            form.instance.position = position
 
 
 class TargetInline(admin.TabularInline):

@@ -7,6 +7,10 @@ class RoutingConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        from django.core.checks import register
+
         from . import signals
+        from .crypto import check_keys
 
         signals.connect()
+        register(check_keys)

@@ -274,7 +274,8 @@ class _Planner:
         elif name is not None:
             seen[name] = where
             if section.name in _TARGET_KIND:
-                self.targets[(_TARGET_KIND[section.name], name)] = values["enabled"]
+                # "enabled" may have failed to read (its problem is listed already).
+                self.targets[(_TARGET_KIND[section.name], name)] = values.get("enabled", True)
         instance = None
         # Only with every field read: full_clean on half-read values would add noise.
         if values.keys() == _locations(section.spec).keys():

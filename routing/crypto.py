@@ -24,7 +24,29 @@ class DecryptionError(Exception):
 def _fernet(keys: tuple[str, ...]) -> MultiFernet:
     if not keys:
         raise DecryptionError("no Fernet keys are configured (GATEWAY_FERNET_KEYS)")
-    return MultiFernet([Fernet(k.encode()) for k in keys])
+    return MultiFernet([_one(i, k) for i, k in enumerate(keys, 1)])
+
+
+def _one(position: int, key: str) -> Fernet:
+    try:
+        return Fernet(key.encode())
+    except (ValueError, TypeError):
+        # Which entry, never what it holds.
+        raise DecryptionError(
+            f"GATEWAY_FERNET_KEYS entry {position} is not a Fernet key (32 url-safe "
+            "base64-encoded bytes; make one with cryptography's Fernet.generate_key())"
+        ) from None
+
+
+def check_keys(app_configs: Any = None, **kwargs: Any) -> list[Any]:
+    """A Django system check: malformed keys are found at start, not at a request."""
+    from django.core.checks import Error
+
+    try:
+        fernet()
+    except DecryptionError as exc:
+        return [Error(str(exc), id="routing.E001")]
+    return []
 
 
 def fernet() -> MultiFernet:

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import re
-from fnmatch import translate
 from pathlib import Path
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 
 from inference.cloud.config import ProviderConfig, RetryPolicy, Timeouts
@@ -17,23 +15,15 @@ from inference.local.backend import Defaults
 from inference.local.model import ModelSpec
 
 from .crypto import DecryptionError, EncryptedSecretField, Secret
-
-model_name_validator = RegexValidator(
-    r"^[^\s]+$", "Model names cannot contain whitespace.", code="invalid_model_name"
+from .validators import (
+    model_name_validator,
+    validate_base_url,
+    validate_extra_headers,
+    validate_pattern,
 )
 
-
-def validate_pattern(value: str) -> None:
-    if not value or any(c.isspace() for c in value):
-        raise ValidationError(
-            "A pattern cannot be empty or contain whitespace.", code="bad_pattern"
-        )
-    if value.count("[") != value.count("]"):
-        raise ValidationError("Unbalanced [ ] in the pattern.", code="bad_pattern")
-    try:
-        re.compile(translate(value))
-    except re.error as exc:
-        raise ValidationError(f"Not a valid fnmatch pattern: {exc}", code="bad_pattern") from exc
+# The last 4 characters say which key it is; of a short key they would say too much.
+MIN_KEY_FOR_SUFFIX = 16
 
 
 class CredentialError(GatewayError):
@@ -120,13 +110,19 @@ class Provider(models.Model):
 
     name = models.SlugField(max_length=100, unique=True)
     kind = models.CharField(max_length=20, choices=Kind.choices)
-    base_url = models.URLField(
-        blank=True, help_text="Empty: the official URL of the kind (OpenAI or Anthropic)."
+    base_url = models.CharField(
+        max_length=500,
+        blank=True,
+        validators=[validate_base_url],
+        help_text="Empty: the official URL of the kind (OpenAI or Anthropic). Any host: "
+        "https://api.example.com/v1, http://vllm:8000/v1 ...",
     )
     extra_headers = models.JSONField(
         default=dict,
         blank=True,
-        help_text='Sent with every request, e.g. {"OpenAI-Organization": "org-1"}.',
+        validators=[validate_extra_headers],
+        help_text='Sent with every request, e.g. {"OpenAI-Organization": "org-1"}. '
+        "Not for secrets: those go in the API key.",
     )
     connect_timeout = models.FloatField(default=5.0, validators=[MinValueValidator(0.1)])
     first_byte_timeout = models.FloatField(
@@ -202,7 +198,7 @@ class CloudCredential(models.Model):
 
     def set_key(self, plain: str, *, source_env: str = "") -> None:
         self.api_key = Secret(plain=plain)
-        self.key_suffix = plain[-4:]
+        self.key_suffix = plain[-4:] if len(plain) >= MIN_KEY_FOR_SUFFIX else ""
         self.source_env = source_env
 
     def reveal(self) -> str:
@@ -304,6 +300,12 @@ def provider_config(provider: Provider) -> ProviderConfig:
     credential = getattr(provider, "credential", None)
     if credential is None:
         raise CredentialError(f"provider {provider.name!r} has no API key set")
+    try:
+        validate_extra_headers(provider.extra_headers or {})
+    except ValidationError as exc:  # written around the admin and import (a raw UPDATE)
+        raise CredentialError(
+            f"provider {provider.name!r} has unusable extra headers: {' '.join(exc.messages)}"
+        ) from None
     return ProviderConfig(
         name=provider.name,
         kind=provider.kind,  # type: ignore[arg-type]

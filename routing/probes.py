@@ -25,8 +25,17 @@ class ProbeResult:
     error: str = ""
 
 
+def error_text(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
 async def probe_provider(provider: Provider, limit: float = 5.0) -> ProbeResult:
-    """A real, minimal, free call: list the provider's models with its key."""
+    """A real, minimal, free call: list the provider's models with its key.
+
+    Never longer than `limit` in all (httpx's timeouts are per phase: a server
+    that trickles bytes could hold it far longer), and never an exception: a
+    broken provider is one failed result, not a broken page or command.
+    """
     started = time.perf_counter()
 
     def result(ok: bool, status: int | None = None, error: str = "") -> ProbeResult:
@@ -38,17 +47,22 @@ async def probe_provider(provider: Provider, limit: float = 5.0) -> ProbeResult:
     except GatewayError as exc:
         return result(False, error=exc.message)
     try:
-        async with httpx.AsyncClient(timeout=limit) as client:
+        async with asyncio.timeout(limit), httpx.AsyncClient(timeout=limit) as client:
             response = await client.get(config.url("/models"), headers=config.auth_headers())
-    except httpx.HTTPError as exc:
-        return result(
-            False, error=f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-        )
+    except TimeoutError:
+        return result(False, error=f"no answer within {limit:g} s")
+    except Exception as exc:  # httpx errors, and whatever a bad configuration raises
+        return result(False, error=error_text(exc))
     if response.status_code in (401, 403):
         return result(False, response.status_code, "the API key was refused")
     if response.status_code >= 400:
         return result(False, response.status_code, f"HTTP {response.status_code}")
     return result(True, response.status_code)
+
+
+async def probe_providers(providers: list[Provider], limit: float = 5.0) -> list[ProbeResult]:
+    """Several providers at once: the slowest one's time, not the sum."""
+    return list(await asyncio.gather(*(probe_provider(p, limit) for p in providers)))
 
 
 async def probe_local_model(model: LocalModel, limit: float = 60.0) -> ProbeResult:
@@ -59,5 +73,5 @@ async def probe_local_model(model: LocalModel, limit: float = 60.0) -> ProbeResu
         loaded.release()
         ok, error = True, ""
     except Exception as exc:
-        ok, error = False, f"{type(exc).__name__}: {exc}"
+        ok, error = False, error_text(exc)
     return ProbeResult(model.name, "local", ok, (time.perf_counter() - started) * 1000, None, error)

@@ -44,6 +44,30 @@ class Target:
 
 
 @dataclass(frozen=True, slots=True)
+class Verdict:
+    mapping: Mapping
+    outcome: Literal["winner", "skipped", "beaten", "ignored"]
+    reason: str
+
+
+def why_lost(loser: Mapping, winner: Mapping) -> str:
+    """Which step of the rule above ranks `loser` below `winner`."""
+    if loser.priority != winner.priority:
+        return f"lower priority ({loser.priority} < {winner.priority})"
+    (l_exact, l_literal, l_fewer), (w_exact, w_literal, w_fewer) = (
+        loser.specificity,
+        winner.specificity,
+    )
+    if l_exact != w_exact:
+        return "equal priority; a wildcard pattern loses to an exact name"
+    if l_literal != w_literal:
+        return f"equal priority; fewer literal characters ({l_literal} < {w_literal})"
+    if l_fewer != w_fewer:
+        return f"equal priority; more wildcards ({-l_fewer} > {-w_fewer})"
+    return "same priority and specificity; the older mapping wins"
+
+
+@dataclass(frozen=True, slots=True)
 class Mapping:
     id: int
     pattern: str
@@ -114,7 +138,9 @@ class RoutingTable:
             pass
         route = self._resolve(requested)
         if len(self._cache) >= self.CACHE_SIZE:
-            self._cache.clear()  # names are client-chosen: keep the cache bounded
+            # Names are client-chosen: the cache stays bounded, and a stream of
+            # made-up names pushes out the oldest entry, not every entry.
+            self._cache.pop(next(iter(self._cache), requested), None)
         self._cache[requested] = route
         return route
 
@@ -133,12 +159,31 @@ class RoutingTable:
         return None
 
     def _why(self, winner: Mapping, requested: str) -> str:
-        others = [m for m in self.mappings if m is not winner and m.matches(requested)]
+        beaten = [v.mapping for v in self.verdicts(requested) if v.outcome == "beaten"]
         why = f"pattern {winner.pattern!r} (priority {winner.priority}) matches"
-        if others:
-            beaten = ", ".join(repr(m.pattern) for m in others)
-            why += f"; it outranks {beaten} by priority, then specificity"
+        if beaten:
+            names = ", ".join(repr(m.pattern) for m in beaten)
+            why += f"; it outranks {names} by priority, then specificity"
         return why
+
+    def verdicts(self, requested: str) -> list[Verdict]:
+        """What became of every matching mapping, best first, and why: the one
+        explanation the `routes` command and the admin's route tester both show."""
+        matching = self.matching(requested)
+        if not self.cloud_routing:
+            return [Verdict(m, "ignored", "cloud routing is off") for m in matching]
+        winner = next((m for m in matching if m.targets), None)
+        out: list[Verdict] = []
+        empty = "its chain is empty (every target disabled)"
+        for mapping in matching:
+            if not mapping.targets:
+                out.append(Verdict(mapping, "skipped", empty))
+            elif mapping is winner:
+                out.append(Verdict(mapping, "winner", "the best match with a target"))
+            else:
+                assert winner is not None
+                out.append(Verdict(mapping, "beaten", why_lost(mapping, winner)))
+        return out
 
     def matching(self, requested: str) -> list[Mapping]:
         """Every mapping that matches, best first (for the routes command)."""

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from asgiref.sync import async_to_sync
 
 from . import selectors
-from .probes import probe_provider
-from .resolution import Hop, Mapping, Route
+from .probes import ProbeResult, probe_providers
+from .resolution import Hop, Route, Verdict
 from .selectors import Snapshot
 
 
@@ -26,7 +26,7 @@ class HopReport:
 class Explanation:
     requested: str
     route: Route | None
-    matching: list[Mapping]
+    verdicts: list[Verdict]  # every matching mapping, and what became of it
     hops: list[HopReport]
     cloud_routing: bool
 
@@ -35,11 +35,23 @@ def explain(requested: str) -> Explanation:
     snapshot = selectors.load_snapshot()  # fresh: the admin just saved something
     table = snapshot.table
     route = table.resolve(requested)
-    hops = [_report(i, hop, snapshot) for i, hop in enumerate(route.chain)] if route else []
-    return Explanation(requested, route, table.matching(requested), hops, table.cloud_routing)
+    chain = route.chain if route else ()
+    # The chain's providers are probed together: one slow upstream costs its own
+    # time limit once, not once per hop in a row.
+    providers = {h.target.name for h in chain if h.target.kind == "provider"}
+    probes = async_to_sync(_probe_all)(snapshot, sorted(providers))
+    hops = [_report(i, hop, snapshot, probes) for i, hop in enumerate(chain)]
+    return Explanation(requested, route, table.verdicts(requested), hops, table.cloud_routing)
 
 
-def _report(position: int, hop: Hop, snapshot: Snapshot) -> HopReport:
+async def _probe_all(snapshot: Snapshot, names: list[str]) -> dict[str, ProbeResult]:
+    results = await probe_providers([snapshot.providers[n] for n in names])
+    return dict(zip(names, results, strict=True))
+
+
+def _report(
+    position: int, hop: Hop, snapshot: Snapshot, probes: dict[str, ProbeResult]
+) -> HopReport:
     target, model = hop.target, hop.model
     if target.kind == "local":
         local = snapshot.local_models[target.name]
@@ -50,7 +62,7 @@ def _report(position: int, hop: Hop, snapshot: Snapshot) -> HopReport:
         health = "resident" if resident else ("ready to load" if exists else "folder missing")
         return HopReport(position, f"local model {target.name}", "local", model, exists, health)
     provider = snapshot.providers[target.name]
-    result = async_to_sync(probe_provider)(provider)
+    result = probes[target.name]
     if result.ok:
         health = f"reachable, key accepted ({result.latency_ms:.0f} ms)"
     else:

@@ -117,6 +117,7 @@ def test_mapping_with_inline_chain(
         ("x-*", [], "at least one target"),
         ("bad [pattern", "provider", "whitespace"),
         ("bad[", "provider", "Unbalanced"),
+        ("gpt-[4o", "provider", "Unbalanced"),
         ("x-*", "both", "either a local model or a provider"),
         ("x-*", "disabled", "is disabled"),
         ("x-*", "missing", "is missing"),
@@ -149,18 +150,26 @@ def test_route_tester(admin_client: Client, provider: Provider, demo: LocalModel
     mapping = BackendMapping.objects.create(pattern="gpt-*", priority=1)
     MappingTarget.objects.create(mapping=mapping, provider=provider, position=0)
     MappingTarget.objects.create(mapping=mapping, local_model=demo, position=1)
-    BackendMapping.objects.create(pattern="*", priority=0)  # matches, but outranked
-    body = admin_client.get(
-        "/admin/routing/backendmapping/route-tester/?model=gpt-4o"
-    ).content.decode()
+    BackendMapping.objects.create(pattern="gpt-4o", priority=5)  # no target: skipped
+    other = BackendMapping.objects.create(pattern="g*", priority=0)  # outranked
+    MappingTarget.objects.create(mapping=other, local_model=demo, position=0)
+    tester = "/admin/routing/backendmapping/route-tester/?model="
+    body = admin_client.get(tester + "gpt-4o").content.decode()
     assert "Matched mapping <strong>gpt-*</strong>" in body
     assert "provider openai" in body and "local model demo" in body
     assert "unhealthy" in body  # the provider's URL is a closed port
     assert "ready to load" in body or "resident" in body
-    body = admin_client.get(
-        "/admin/routing/backendmapping/route-tester/?model=nothing"
-    ).content.decode()
-    assert "No route" in body
+    verdicts = body[body.index('id="route-verdicts"') :]
+    assert "<strong>gpt-4o</strong> (priority 5):\n        skipped" in verdicts
+    assert "its chain is empty" in verdicts
+    assert "<strong>gpt-*</strong> (priority 1):\n        used" in verdicts
+    assert "<strong>g*</strong> (priority 0):\n        outranked" in verdicts
+    assert "lower priority (0 &lt; 1)" in verdicts
+    assert "outranks &#x27;gpt-4o&#x27;" not in body  # a skipped mapping is not "outranked"
+    assert "No route" in admin_client.get(tester + "nothing").content.decode()
+    settings.ENABLE_CLOUD_ROUTING = False
+    off = admin_client.get(tester + "gpt-4o").content.decode()
+    assert "Cloud routing is off" in off and "ignored" in off
 
 
 def test_mode_banner(admin_client: Client, settings) -> None:
@@ -181,3 +190,100 @@ def test_test_connection_reports_failure(admin_client: Client, provider: Provide
     assert messages[0].startswith("openai: FAILED (no response")
     assert "ConnectError" in messages[0]
     assert KEY not in response.content.decode()
+
+
+def test_editing_a_mapping_reorders_its_chain(
+    admin_client: Client, provider: Provider, demo: LocalModel
+) -> None:
+    mapping = BackendMapping.objects.create(pattern="gpt-*")
+    first = MappingTarget.objects.create(mapping=mapping, provider=provider, position=0)
+    second = MappingTarget.objects.create(mapping=mapping, local_model=demo, position=1)
+    url = f"/admin/routing/backendmapping/{mapping.pk}/change/"
+    data = mapping_form("gpt-*", [
+        {"id": first.pk, "position": 1, "provider": provider.pk},
+        {"id": second.pk, "position": 0, "local_model": demo.pk},  # moved to the front
+        {"position": "", "provider": provider.pk, "upstream_model": "gpt-4o-mini"},  # appended
+    ])  # fmt: skip
+    data["targets-INITIAL_FORMS"] = 2
+    data["targets-0-mapping"] = data["targets-1-mapping"] = mapping.pk
+    response = admin_client.post(url, data)
+    assert response.status_code == 302, response.content.decode()[:3000]
+    chain = [(t.position, str(t)) for t in mapping.targets.all()]
+    assert chain == [(0, "local:demo"), (1, "openai:<requested>"), (2, "openai:gpt-4o-mini")]
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        ('["x", 1]', "must be an object"),
+        ('{"Authorization": "Bearer sk-123"}', "carries a secret"),
+        ('{"api-key": "sk-123"}', "carries a secret"),
+        ('{"bad name": "x"}', "not a valid header name"),
+        ('{"X-Ok": 5}', "one-line string"),
+    ],
+)
+def test_extra_headers_are_checked(
+    admin_client: Client, provider: Provider, headers: str, expected: str
+) -> None:
+    page = admin_client.get(f"/admin/routing/provider/{provider.pk}/change/")
+    form = page.context["adminform"].form
+    data = {k: v for k, v in form.initial.items() if v is not None and k != "api_key_input"}
+    data.update(enabled="on", extra_headers=headers)
+    response = admin_client.post(f"/admin/routing/provider/{provider.pk}/change/", data)
+    assert response.status_code == 200 and expected in response.content.decode()
+    assert Provider.objects.get(pk=provider.pk).extra_headers == {}
+
+
+def test_test_connection_against_the_fake_upstream(admin_client: Client) -> None:
+    from inference.fake_upstream import FakeUpstream
+
+    upstream = FakeUpstream(api_keys={KEY}).start_in_thread()
+    try:
+        provider = Provider.objects.create(
+            name="fake", kind="openai", base_url=f"{upstream.url}/v1"
+        )
+        credential = CloudCredential(provider=provider)
+        credential.set_key(KEY)
+        credential.save()
+        response = admin_client.post(
+            "/admin/routing/provider/",
+            {"action": "test_connection", "_selected_action": [provider.pk]},
+            follow=True,
+        )
+        [message] = [str(m) for m in response.context["messages"] if "fake:" in str(m)]
+        assert message.startswith("fake: OK (HTTP 200, ")
+        [seen] = upstream.find(path="/v1/models")
+        assert seen.headers["authorization"] == f"Bearer {KEY}"  # a real call, the real key
+    finally:
+        upstream.stop_thread()
+
+
+def test_a_short_key_shows_no_suffix(admin_client: Client, provider: Provider) -> None:
+    credential = CloudCredential.objects.get(provider=provider)
+    credential.set_key("sk-short")
+    credential.save()
+    listing = admin_client.get("/admin/routing/provider/").content.decode()
+    assert "hort" not in listing and ">set<" in listing
+
+
+@pytest.mark.parametrize(
+    ("url", "ok"),
+    [
+        ("http://vllm:8000/v1", True),  # a Docker or Kubernetes service name
+        ("https://api.example.com/v1", True),
+        ("http://[::1]:8000/v1", True),
+        ("ftp://files.example.com", False),
+        ("https://user:sk-secret@api.example.com/v1", False),  # a secret in plain text
+        ("http://bad host/v1", False),
+        ("https://api.example.com/v1?key=sk-1", False),
+    ],
+)
+def test_base_urls(url: str, ok: bool) -> None:
+    from django.core.exceptions import ValidationError
+
+    provider = Provider(name="p", kind="openai", base_url=url)
+    if ok:
+        provider.full_clean()
+    else:
+        with pytest.raises(ValidationError, match="base_url"):
+            provider.full_clean()

@@ -130,6 +130,26 @@ class TestHealthcheck:
         assert "badkey" in error and "'good'" not in error
         assert "sk-wrong" not in out + error
 
+    def test_checks_run_together_and_a_broken_provider_is_one_row(self) -> None:
+        import socket
+        import time
+
+        with socket.socket() as silent:  # accepts connections (backlog), never answers
+            silent.bind(("127.0.0.1", 0))
+            silent.listen(8)
+            url = f"http://127.0.0.1:{silent.getsockname()[1]}/v1"
+            for name in ("slow-a", "slow-b", "slow-c"):
+                make_provider(name, "sk-x", url)
+            broken = make_provider("broken-headers", "sk-x", url)
+            Provider.objects.filter(pk=broken.pk).update(extra_headers=["x", 1])  # past the admin
+            started = time.monotonic()
+            out, _, _ = fails("healthcheck", "--json", "--timeout", "1")
+            elapsed = time.monotonic() - started
+        checks = {c["name"]: c for c in json.loads(out)["checks"]}
+        assert all("no answer within 1 s" in checks[n]["error"] for n in ("slow-a", "slow-b"))
+        assert "unusable extra headers" in checks["broken-headers"]["error"]
+        assert elapsed < 2.5  # three 1 s waits side by side, not one after another
+
     def test_json_document(self, demo_model_path: Path) -> None:
         LocalModel.objects.create(name="demo", path=str(demo_model_path))
         out, _ = run("healthcheck", "--json", "--timeout", "60")
@@ -149,7 +169,7 @@ class TestHealthcheck:
 def routed(settings: Any) -> None:
     settings.ENABLE_CLOUD_ROUTING = True
     demo = LocalModel.objects.create(name="demo", path="demo")
-    openai = make_provider("openai", "sk-routes-1234")
+    openai = make_provider("openai", "sk-routes-secret-1234")
     chain("gpt-4o", 0, openai)
     chain("gpt-*", 5, demo, openai)
     chain("claude-*", 0, openai)
@@ -227,6 +247,15 @@ class TestRotateCredentials:
         settings.GATEWAY_FERNET_KEYS = [key_a]
         with pytest.raises(CredentialError, match="'openai'"):
             reveal(provider)  # really re-encrypted, not merely still readable
+
+    def test_a_malformed_fernet_key_is_named_not_blamed_on_the_rows(self, settings: Any) -> None:
+        make_provider("openai", "sk-rotate-secret-9876")
+        settings.GATEWAY_FERNET_KEYS = [Fernet.generate_key().decode(), "not-a-key"]
+        _, _, error = fails("check")
+        assert "routing.E001" in error and "entry 2 is not a Fernet key" in error
+        assert "not-a-key" not in error
+        _, _, error = fails("rotate_credentials")
+        assert "entry 2 is not a Fernet key" in error
 
     def test_undecryptable_key_aborts_and_changes_nothing(self, settings: Any) -> None:
         key_a, key_b, lost = (Fernet.generate_key().decode() for _ in range(3))
@@ -425,6 +454,24 @@ class TestImportExport:
             assert expected in error
         assert "existing" not in error  # a provider only in the database is a valid target
         assert counts() == before and snapshot_rows() == rows
+
+    def test_wrong_types_and_secret_headers_are_problems_not_crashes(
+        self, tmp_path: Path, keys: None
+    ) -> None:
+        bad = (
+            "version: 1\n"
+            "local_models:\n  - {name: a, path: /x, enabled: 'yes'}\n"
+            "providers:\n  - {name: p, kind: openai, enabled: 2, api_key_env: null,\n"
+            "     extra_headers: {Authorization: Bearer sk-1}}\n"
+            "mappings:\n  - {pattern: m, chain: [{local: a}, {provider: p}]}\n"
+        )
+        _, _, error = fails("import_config", write(tmp_path, bad))
+        assert "local_models[0].enabled: expected true or false" in error
+        assert "providers[0].enabled: expected true or false" in error
+        assert "Traceback" not in error
+        secret = bad.replace("enabled: 2", "enabled: true").replace("enabled: 'yes'", "enabled: no")
+        _, _, error = fails("import_config", write(tmp_path, secret))
+        assert "providers[0].extra_headers: 'Authorization' carries a secret" in error
 
     def test_missing_env_var(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv("TEST_OPENAI_KEY", "sk-openai-plain-1111")

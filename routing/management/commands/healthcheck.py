@@ -14,7 +14,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connection
 
 from routing.models import LocalModel, Provider
-from routing.probes import ProbeResult, probe_local_model, probe_provider
+from routing.probes import ProbeResult, error_text, probe_local_model, probe_providers
 
 
 def _database() -> ProbeResult:
@@ -25,12 +25,8 @@ def _database() -> ProbeResult:
             cursor.fetchone()
     except Exception as exc:  # any driver error means the same thing here: unusable
         elapsed = (time.perf_counter() - started) * 1000
-        return ProbeResult("default", "database", False, elapsed, None, _error(exc))
+        return ProbeResult("default", "database", False, elapsed, None, error_text(exc))
     return ProbeResult("default", "database", True, (time.perf_counter() - started) * 1000)
-
-
-def _error(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
 async def _bounded(
@@ -47,13 +43,14 @@ async def _bounded(
 
 
 async def _probe_all(
-    models: list[LocalModel], providers: list[Provider], limit: float
+    models: list[LocalModel], providers: list[Provider], limit: float, local_limit: float
 ) -> list[ProbeResult]:
-    probes = [
-        *(_bounded(probe_local_model(m, limit), m.name, "local", limit + 1) for m in models),
-        *(_bounded(probe_provider(p, limit), p.name, p.kind, limit + 1) for p in providers),
+    loads = [
+        _bounded(probe_local_model(m, local_limit), m.name, "local", local_limit + 1)
+        for m in models
     ]
-    return list(await asyncio.gather(*probes))
+    local, remote = await asyncio.gather(asyncio.gather(*loads), probe_providers(providers, limit))
+    return [*local, *remote]
 
 
 class Command(BaseCommand):
@@ -69,14 +66,22 @@ class Command(BaseCommand):
             type=float,
             default=5.0,
             metavar="SECONDS",
-            help="limit for each check (default: 5). A model load that overruns it is "
-            "reported as failed, but still runs to its end before the command exits.",
+            help="limit for each provider and the database (default: 5)",
+        )
+        parser.add_argument(
+            "--local-timeout",
+            type=float,
+            default=120.0,
+            metavar="SECONDS",
+            help="limit for loading each local model (default: 120; weights take time). A "
+            "load that overruns it is reported as failed, but still runs to its end before "
+            "the command exits.",
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        limit = options["timeout"]
-        if limit <= 0:
-            raise CommandError("--timeout must be positive")
+        limit, local_limit = options["timeout"], options["local_timeout"]
+        if limit <= 0 or local_limit <= 0:
+            raise CommandError("--timeout and --local-timeout must be positive")
         results = [_database()]
         if results[0].ok:
             # Rows are read here, on this thread's connection; the probes then need no
@@ -85,10 +90,10 @@ class Command(BaseCommand):
             providers = list(
                 Provider.objects.filter(enabled=True).select_related("credential").order_by("name")
             )
-            results += async_to_sync(_probe_all)(models, providers, limit)
+            results += async_to_sync(_probe_all)(models, providers, limit, local_limit)
         # A timed-out load says only "TimeoutError: ": name the limit instead.
         results = [
-            dataclasses.replace(r, error=f"no answer within {limit:g}s")
+            dataclasses.replace(r, error=f"no answer within {local_limit:g}s")
             if not r.ok and r.error.rstrip(": ") == "TimeoutError"
             else r
             for r in results

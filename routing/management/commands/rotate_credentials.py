@@ -8,7 +8,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
 from routing import selectors
-from routing.crypto import DecryptionError, Secret
+from routing.crypto import DecryptionError, Secret, fernet
 from routing.models import CloudCredential, RoutingState
 
 
@@ -20,6 +20,10 @@ class Command(BaseCommand):
     )
 
     def handle(self, *args: Any, **options: Any) -> None:
+        try:
+            fernet()  # a malformed configured key is the key's fault, not the rows'
+        except DecryptionError as exc:
+            raise CommandError(f"{exc}; nothing was changed") from None
         with transaction.atomic():
             # Locked so a key set in the admin meanwhile is not overwritten with an old token.
             credentials = list(

@@ -15,23 +15,6 @@ def _chain(mapping: Mapping) -> str:
     return " -> ".join(t.label() for t in mapping.targets) or "(empty: every target disabled)"
 
 
-def _why_lost(loser: Mapping, winner: Mapping) -> str:
-    """Which step of the documented rule (routing/resolution.py) ranks `loser` lower."""
-    if loser.priority != winner.priority:
-        return f"lower priority ({loser.priority} < {winner.priority})"
-    (l_exact, l_literal, l_fewer), (w_exact, w_literal, w_fewer) = (
-        loser.specificity,
-        winner.specificity,
-    )
-    if l_exact != w_exact:
-        return "equal priority; a wildcard pattern loses to an exact name"
-    if l_literal != w_literal:
-        return f"equal priority; fewer literal characters ({l_literal} < {w_literal})"
-    if l_fewer != w_fewer:
-        return f"equal priority; more wildcards ({-l_fewer} > {-w_fewer})"
-    return "same priority and specificity; the older mapping wins"
-
-
 class Command(BaseCommand):
     help = (
         "Without MODEL: the routing mode, local models, providers and mappings in resolution "
@@ -72,7 +55,9 @@ class Command(BaseCommand):
         w("\nProviders (enabled):")
         for name, provider in sorted(snapshot.providers.items()):
             credential = getattr(provider, "credential", None)
-            key = f"key ...{credential.key_suffix}" if credential else "NO KEY"
+            key = "NO KEY" if credential is None else "key set"
+            if credential is not None and credential.key_suffix:
+                key = f"key ...{credential.key_suffix}"
             w(f"  {name:<24} {provider.kind:<10} {provider.effective_base_url}  ({key})")
         if not snapshot.providers:
             w("  (none)")
@@ -103,31 +88,27 @@ class Command(BaseCommand):
     def explain(self, table: RoutingTable, requested: str) -> None:
         w = self.stdout.write
         route = table.resolve(requested)
-        matching = table.matching(requested)
+        verdicts = table.verdicts(requested)
         w(f"\n{requested!r}:")
         if route is None:
             w("  no route: no enabled mapping routes it and no enabled local model has that name")
-            if matching and not table.cloud_routing:
-                w(f"  (matching mappings ignored, cloud routing is off: {self.names(matching)})")
-            raise CommandError(f"no route for {requested!r}")
-        self.chain(route)
-        if route.mapping is None:
-            w(f"  why: served by the local model of that name ({route.reason})")
-            if matching:
-                skipped = "cloud routing is off" if not table.cloud_routing else "empty chains"
-                w(f"  matching mappings not used ({skipped}): {self.names(matching)}")
-            return
-        winner = route.mapping
-        w(f"  why: mapping {winner.pattern!r} (priority {winner.priority}) wins")
-        above = True
-        for mapping in matching:  # best first, as the table ranks them
-            if mapping is winner:
-                above = False
-            elif above:
-                # Ranked higher, but the table passes over a chain with no enabled target.
-                w(f"    skips {mapping.pattern!r}: its chain is empty (every target disabled)")
+        else:
+            self.chain(route)
+            if route.mapping is None:
+                w(f"  why: served by the local model of that name ({route.reason})")
             else:
-                w(f"    beats {mapping.pattern!r}: {_why_lost(mapping, winner)}")
+                winner = route.mapping
+                w(f"  why: mapping {winner.pattern!r} (priority {winner.priority}) wins")
+        for verdict in verdicts:
+            pattern = repr(verdict.mapping.pattern)
+            if verdict.outcome == "skipped":
+                w(f"    skips {pattern}: {verdict.reason}")
+            elif verdict.outcome == "beaten":
+                w(f"    beats {pattern}: {verdict.reason}")
+            elif verdict.outcome == "ignored":
+                w(f"    ignores {pattern}: {verdict.reason}")
+        if route is None:
+            raise CommandError(f"no route for {requested!r}")
 
     def chain(self, route: Route) -> None:
         for i, hop in enumerate(route.chain):
