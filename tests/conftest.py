@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -231,3 +232,25 @@ def make_api_keys(server: LiveServer, specs: dict[str, dict[str, object]]) -> di
         raise RuntimeError(f"creating API keys failed:\n{result.stderr[-3000:]}")
     line = next(x for x in result.stdout.splitlines() if x.startswith("KEYS="))
     return dict(json.loads(line.removeprefix("KEYS=")))
+
+
+@contextlib.contextmanager
+def fresh_database(name: str) -> Iterator[dict[str, str]]:
+    """Server environment for a database of its own: with DATABASE_URL on PostgreSQL
+    (CI's second run) a new database on that server, dropped after; else SQLite in
+    the server's data dir (the default)."""
+    url = os.environ.get("DATABASE_URL", "")
+    if not url.startswith(("postgres://", "postgresql://")):
+        yield {}
+        return
+    import psycopg
+
+    base, _, _ = url.rpartition("/")
+    database = f"{name}_{os.getpid()}"
+    with psycopg.connect(f"{base}/postgres", autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{database}"')
+    try:
+        yield {"DATABASE_URL": f"{base}/{database}"}
+    finally:
+        with psycopg.connect(f"{base}/postgres", autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')

@@ -224,15 +224,19 @@ class TestSnapshot:
 
 @pytest.fixture(scope="module")
 def routed_gateway(tmp_path_factory: pytest.TempPathFactory):
-    from .conftest import server_env
+    """A live gateway and, for the changes made "elsewhere", its database: SQLite,
+    or a PostgreSQL database of its own when the suite runs on PostgreSQL."""
+    from .conftest import fresh_database, server_env
 
     data = tmp_path_factory.mktemp("routed")
-    server = LiveServer(data_dir=data, env=server_env(data, ENABLE_CLOUD_ROUTING="1"))
-    server.manage("migrate", "--noinput")
-    server.manage("build_demo_model")
-    server.start()
-    yield server
-    server.stop()
+    with fresh_database("gateway_routed") as database:
+        env = server_env(data, ENABLE_CLOUD_ROUTING="1", **database)
+        server = LiveServer(data_dir=data, env=env)
+        server.manage("migrate", "--noinput")
+        server.manage("build_demo_model")
+        server.start()
+        yield server
+        server.stop()
 
 
 def test_change_in_another_process_reaches_the_server(routed_gateway: LiveServer) -> None:
@@ -273,7 +277,9 @@ def test_dump_and_load_keep_the_key(provider: Provider, tmp_path) -> None:
     assert provider_config(fresh).api_key == "sk-live-secret-1234"
 
 
-@pytest.mark.django_db
+# Transactional: the API reads the database through channels' database_sync_to_async,
+# which closes the calling thread's connection (the test's, in process) around its work.
+@pytest.mark.django_db(transaction=True)
 def test_model_names_with_slashes_have_their_card(client, demo_model_path) -> None:  # type: ignore[no-untyped-def]
     LocalModel.objects.create(name="org/tiny-model", path=str(demo_model_path))
     listed = client.get("/v1/models").json()
