@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import atexit
 import threading
 from typing import TYPE_CHECKING
 
@@ -40,10 +39,6 @@ def get_engine() -> Engine:
                     max_batch_size=settings.GATEWAY_MAX_BATCH_SIZE,
                     prefill_step_size=settings.GATEWAY_PREFILL_STEP_SIZE,
                 )
-                # A thread that used MLX must be stopped before the interpreter
-                # finalizes (see the engine's docstring): scripts and commands
-                # that generate need not remember to close it.
-                atexit.register(_engine.close)
     return _engine
 
 

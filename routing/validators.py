@@ -15,6 +15,7 @@ model_name_validator = RegexValidator(
     r"^[^\s]+$", "Model names cannot contain whitespace.", code="invalid_model_name"
 )
 
+
 def validate_pattern(value: str) -> None:
     if not value or any(c.isspace() for c in value):
         raise ValidationError(
