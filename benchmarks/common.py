@@ -190,7 +190,15 @@ def prepare_gateway_data(
         "--vocab-size", str(vocab_size),
         "--seed", str(seed),
     )  # fmt: skip
+    # The gateway requires client keys, and checking one is part of its cost.
+    _client_headers["Authorization"] = (
+        f"Bearer {manage(data_dir, 'create_api_key', 'bench').split()[-1]}"
+    )
     return model_dir
+
+
+# Sent by every benchmark client (mlx_lm.server ignores them).
+_client_headers: dict[str, str] = {}
 
 
 def gateway_server(data_dir: Path) -> ServerProcess:
@@ -223,7 +231,9 @@ def async_client(**kwargs: Any) -> httpx.AsyncClient:
     # trust_env=False: a proxy from the environment must not see loopback traffic.
     limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
     timeout = httpx.Timeout(600.0, connect=10.0)
-    return httpx.AsyncClient(trust_env=False, limits=limits, timeout=timeout, **kwargs)
+    return httpx.AsyncClient(
+        trust_env=False, limits=limits, timeout=timeout, headers=_client_headers, **kwargs
+    )
 
 
 @dataclass
@@ -314,7 +324,7 @@ def sample_latency(
     """
     latencies: list[float] = []
     deadline = time.monotonic() + time_limit_s
-    with httpx.Client(trust_env=False, timeout=10.0) as client:
+    with httpx.Client(trust_env=False, timeout=10.0, headers=_client_headers) as client:
         while len(latencies) < count and time.monotonic() < deadline and keep_going():
             started = time.perf_counter()
             response = client.get(url)
