@@ -9,6 +9,7 @@ dashboard) registers a listener instead of reaching into the views.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -93,9 +94,22 @@ def current(request: HttpRequest) -> RequestContext | None:
 
 
 def finish(ctx: RequestContext) -> None:
+    """Close the record. On the event loop its listeners run two turns later:
+    after the server has written what the request's last send handed it (the
+    socket's writer runs in the turn after the one it was asked for), so the
+    bookkeeping never delays the answer's last bytes."""
     if ctx.finished:
         return
     ctx.finished = True
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:  # no loop (a script, a command): now
+        _notify(ctx)
+        return
+    loop.call_soon(loop.call_soon, _notify, ctx)
+
+
+def _notify(ctx: RequestContext) -> None:
     for listener in list(_listeners):
         try:
             listener(ctx)

@@ -6,10 +6,11 @@ them. Django's ASGI handler also hops to a worker thread twice per request
 `request_finished` receivers) and spools the body through a temporary file.
 The API handler runs the same URLconf and views with only the API's own async
 middleware, reads the body into memory (the body-size guard in front of it
-bounds it), and runs those signal receivers on the event loop, where they
-have no database connection to look after: the API reaches the database only
-through `channels.db.database_sync_to_async`, which closes stale connections
-in its own thread before and after each use.
+bounds it), and sends no request_started / request_finished signals: their
+receivers look after the database connections of the thread they run in, and
+the event loop's thread has none. The API reaches the database only through
+`channels.db.database_sync_to_async`, which closes stale connections in its own
+thread before and after each use.
 
 A client that goes away is noticed as in Django's own handler (the view is
 cancelled), and the request's record is closed as a 499 so the request log,
@@ -24,12 +25,12 @@ import io
 import logging
 from typing import Any
 
+from asgiref.sync import iscoroutinefunction, sync_to_async
 from django.conf import settings
-from django.core import signals
-from django.core.exceptions import RequestAborted
+from django.core.exceptions import ImproperlyConfigured, RequestAborted
 from django.core.handlers.asgi import ASGIHandler, get_script_prefix
 from django.http import HttpResponse
-from django.urls import set_script_prefix
+from django.urls import ResolverMatch, get_resolver, set_script_prefix
 
 from . import context
 
@@ -38,7 +39,16 @@ logger = logging.getLogger(__name__)
 API_PREFIXES = ("/v1/", "/v1", "/health", "/metrics")
 
 
+ROUTE_CACHE = 1024
+
+
 class ApiHandler(ASGIHandler):
+    def __init__(self) -> None:
+        super().__init__()
+        self._routes: dict[str, ResolverMatch] = {}
+        if any(db.get("ATOMIC_REQUESTS") for db in settings.DATABASES.values()):
+            raise ImproperlyConfigured("the API handler does not wrap views in transactions")
+
     def load_middleware(self, is_async: bool = False) -> None:
         full = settings.MIDDLEWARE
         settings.MIDDLEWARE = settings.GATEWAY_API_MIDDLEWARE
@@ -57,11 +67,9 @@ class ApiHandler(ASGIHandler):
         if body is None:
             return  # the client left before its request was complete
         set_script_prefix(get_script_prefix(scope))
-        signals.request_started.send(sender=self.__class__, scope=scope)
         request, error_response = self.create_request(scope, body)
         if request is None:
             await self.send_response(error_response, send)
-            error_response.close()
             return
         view = asyncio.create_task(self._respond(request, send))
         listener = asyncio.create_task(self.listen_for_disconnect(receive))
@@ -77,9 +85,29 @@ class ApiHandler(ASGIHandler):
                 ctx.status, ctx.error_type = 499, "client_disconnected"
                 context.finish(ctx)
             if response is not None:
-                response.close()  # request_finished, on the loop (see the module's docstring)
-            else:
-                signals.request_finished.send(sender=self.__class__)
+                _close(response)
+
+    async def _get_response_async(self, request: Any) -> Any:
+        """Django's own, without what the API has none of: view and template
+        middleware, ATOMIC_REQUESTS (asserted off at start), and with the URL
+        resolution of a path remembered (the API has a handful of paths)."""
+        match = self._resolve(request.path_info)
+        request.resolver_match = match
+        callback = match.func
+        if not iscoroutinefunction(callback):  # django-ninja's views here are all async
+            callback = sync_to_async(callback, thread_sensitive=True)
+        response = await callback(request, *match.args, **match.kwargs)
+        self.check_response(response, match.func)
+        return response
+
+    def _resolve(self, path: str) -> ResolverMatch:
+        match = self._routes.get(path)
+        if match is None:
+            match = get_resolver().resolve(path)  # Resolver404: Django's 404 handling
+            if len(self._routes) >= ROUTE_CACHE:  # /v1/models/{id} takes any name
+                self._routes.pop(next(iter(self._routes), path), None)
+            self._routes[path] = match
+        return match
 
     async def _respond(self, request: Any, send: Any) -> HttpResponse:
         response = await self.run_get_response(request)
@@ -87,6 +115,15 @@ class ApiHandler(ASGIHandler):
         with contextlib.suppress(asyncio.CancelledError):
             await self.send_response(response, send)
         return response
+
+
+def _close(response: HttpResponse) -> None:
+    """HttpResponse.close() without its request_finished signal (see above)."""
+    for closer in response._resource_closers:
+        with contextlib.suppress(Exception):
+            closer()
+    response._resource_closers.clear()
+    response.closed = True
 
 
 async def _read_body(receive: Any) -> io.BytesIO | None:

@@ -18,6 +18,7 @@ import ipaddress
 import logging
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 from channels.db import database_sync_to_async
 from django.conf import settings
@@ -116,22 +117,36 @@ def model_label(ctx: RequestContext) -> str:
     return _models(ctx.requested_model)
 
 
+_children: dict[tuple[object, ...], Any] = {}
+
+
+def child(metric: Any, *labels: str) -> Any:
+    """metric.labels(*labels), remembered: prometheus_client takes a lock and
+    checks the labels on every call, for a few series that repeat forever. The
+    label values are bounded (BoundedLabel), so this is too."""
+    key = (metric, *labels)
+    found = _children.get(key)
+    if found is None:
+        found = _children[key] = metric.labels(*labels)
+    return found
+
+
 def record(ctx: RequestContext) -> None:
     """The request-context listener: counts one finished request."""
     served = ctx.served
     backend = (served.backend if served is not None else "") or "none"
     model = model_label(ctx)
     stream = "true" if ctx.stream else "false"
-    REQUESTS.labels(ctx.protocol, ctx.endpoint, model, backend, str(ctx.status), stream).inc()
-    LATENCY.labels(ctx.protocol, ctx.endpoint, model, backend, stream).observe(
+    child(REQUESTS, ctx.protocol, ctx.endpoint, model, backend, str(ctx.status), stream).inc()
+    child(LATENCY, ctx.protocol, ctx.endpoint, model, backend, stream).observe(
         ctx.latency_ms / 1000
     )
     if ctx.ttft_ms is not None:
-        TTFT.labels(ctx.protocol, model, backend).observe(ctx.ttft_ms / 1000)
+        child(TTFT, ctx.protocol, model, backend).observe(ctx.ttft_ms / 1000)
     if ctx.input_tokens:
-        INPUT_TOKENS.labels(ctx.protocol, model, backend).inc(ctx.input_tokens)
+        child(INPUT_TOKENS, ctx.protocol, model, backend).inc(ctx.input_tokens)
     if ctx.output_tokens:
-        OUTPUT_TOKENS.labels(ctx.protocol, model, backend).inc(ctx.output_tokens)
+        child(OUTPUT_TOKENS, ctx.protocol, model, backend).inc(ctx.output_tokens)
     if served is None:
         return
     for attempt in served.attempts:

@@ -43,6 +43,18 @@ def _tune_for_serving() -> None:
         twisted_http._parseContentType = functools.lru_cache(maxsize=256)(
             twisted_http._parseContentType
         )
+        # Twisted leaves Nagle's algorithm on: a stream's second small write
+        # (the first token after the role chunk) waits for the client's delayed
+        # ACK. Streams are many small writes that must go out at once.
+        made = twisted_http.HTTPChannel.connectionMade
+
+        def connection_made(channel: Any) -> None:
+            made(channel)
+            set_no_delay = getattr(channel.transport, "setTcpNoDelay", None)
+            if set_no_delay is not None:
+                set_no_delay(True)
+
+        twisted_http.HTTPChannel.connectionMade = connection_made
     # Django, pydantic and mlx leave a few hundred thousand long-lived objects:
     # keep them out of the cyclic collector's passes, which otherwise walk them
     # all again every few hundred requests.

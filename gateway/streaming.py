@@ -3,6 +3,7 @@ is said in-band, never a clean end."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -34,6 +35,12 @@ async def _body(
         for event in held:
             ctx.observe(event)
             yield encoder.encode(event)
+        # Let the server put the first content on the wire now: what the upstream
+        # sent along with it is already read, and relaying it would otherwise run
+        # to its end before the event loop turns to writing. The socket's writer
+        # runs in the turn after this task's wake-up, hence two turns.
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
         async for event in events:
             ctx.observe(event)
             yield encoder.encode(event)

@@ -10,11 +10,12 @@ from .errors import error_response, request_protocol
 from .metrics import metrics_view
 
 urlpatterns = [
+    # The API first: resolving a path walks these in order, once per request.
+    path("", api.urls),
     # Outside /v1: scraped with its own token (or from loopback), not an API key.
     path("metrics", metrics_view, name="gateway-metrics"),
     path("admin/dashboard/", admin.site.admin_view(dashboard_view), name="gateway-dashboard"),
     path("admin/", admin.site.urls),
-    path("", api.urls),
 ]
 
 

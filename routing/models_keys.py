@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 from datetime import datetime
+from functools import lru_cache
 
 from django.core.exceptions import ValidationError
 from django.db import models
@@ -26,7 +27,10 @@ def new_secret() -> str:
     return SECRET_PREFIX + secrets.token_urlsafe(32)
 
 
+@lru_cache(maxsize=1024)
 def hash_secret(secret: str) -> str:
+    # Remembered: the same few keys call all day. Bounded, and a hash is all it
+    # keeps besides the secrets that requests already hold in memory.
     return hashlib.sha256(secret.encode()).hexdigest()
 
 

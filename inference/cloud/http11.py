@@ -162,8 +162,11 @@ class _Connection(asyncio.Protocol):
             raise self._error
         self._waiter = self._loop.create_future()
         try:
-            async with asyncio.timeout(limit):
+            if limit is None:  # the caller's own limits apply (no timer per wait)
                 await self._waiter
+            else:
+                async with asyncio.timeout(limit):
+                    await self._waiter
         except TimeoutError:
             raise httpx.ReadTimeout(f"no data from the server for {limit:g}s") from None
         finally:
@@ -224,11 +227,14 @@ class KeepAliveTransport(httpx.AsyncBaseTransport):
         origin = (request.url.raw_scheme, request.url.raw_host, request.url.port or 0)
         body = await request.aread()
         head = _request_head(request)
-        try:
-            async with asyncio.timeout(timeouts.get("pool")):
-                await self._slots.acquire()
-        except TimeoutError:
-            raise httpx.PoolTimeout("no free connection in time") from None
+        if not self._slots.locked():
+            await self._slots.acquire()  # free: no wait, no timer
+        else:
+            try:
+                async with asyncio.timeout(timeouts.get("pool")):
+                    await self._slots.acquire()
+            except TimeoutError:
+                raise httpx.PoolTimeout("no free connection in time") from None
         conn: _Connection | None = None
         try:
             conn = self._reuse(origin) or await self._connect(origin, timeouts.get("connect"))

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from http.cookiejar import CookieJar
 from typing import Any
 
 import httpx
@@ -27,14 +26,11 @@ class Upstream:
 
     def __init__(self, config: ProviderConfig) -> None:
         self.config = config
-        self.client = httpx.AsyncClient(
+        self.client = _Client(
             # Read limits are the callers' (first byte, stream idle, the request's
             # budget), applied around each wait; httpx keeps the connect limit.
             timeout=httpx.Timeout(None, connect=config.timeouts.connect),
             transport=_transport(),
-            # One client serves every caller: cookies set by an upstream must
-            # not travel from one caller's request to the next.
-            cookies=_NoCookies(),
         )
         self._headers = httpx.Headers(
             {
@@ -111,11 +107,28 @@ def _transport() -> httpx.AsyncBaseTransport:
     return KeepAliveTransport(max_connections=512, max_idle=128)
 
 
-class _NoCookies(CookieJar):
-    def extract_cookies(self, response: Any, request: Any) -> None:
+class _NoCookies(httpx.Cookies):
+    """Never any cookie: one client serves every caller, so cookies set by an
+    upstream must not travel from one caller's request to the next (and reading
+    them costs httpx a urllib request object per response)."""
+
+    def extract_cookies(self, response: httpx.Response) -> None:
         return None
 
-    def add_cookie_header(self, request: Any) -> None:
+    def set_cookie_header(self, request: httpx.Request) -> None:
+        return None
+
+
+_NO_COOKIES = _NoCookies()
+
+
+class _Client(httpx.AsyncClient):
+    @property  # type: ignore[override]
+    def cookies(self) -> httpx.Cookies:
+        return _NO_COOKIES
+
+    @cookies.setter
+    def cookies(self, cookies: Any) -> None:
         return None
 
 

@@ -17,44 +17,64 @@ class SSEEvent:
     id: str | None = None
 
 
-async def iter_sse(chunks: AsyncIterator[bytes]) -> AsyncIterator[SSEEvent]:
-    decoder_buffer = b""
-    data: list[str] = []
-    event: str | None = None
-    event_id: str | None = None
-    async for chunk in chunks:
-        decoder_buffer += chunk
+class SSEParser:
+    """Bytes in, complete events out, as they arrive (`feed`), then `close`."""
+
+    def __init__(self) -> None:
+        self._buffer = b""
+        self._data: list[str] = []
+        self._event: str | None = None
+        self._id: str | None = None
+
+    def feed(self, chunk: bytes) -> list[SSEEvent]:
+        buffer = self._buffer + chunk
         # A CR at the end may be the first half of a CRLF split across chunks:
         # it waits for the next byte, or it would end a line twice.
-        held = b"\r" if decoder_buffer.endswith(b"\r") else b""
+        held = b"\r" if buffer.endswith(b"\r") else b""
         if held:
-            decoder_buffer = decoder_buffer[:-1]
-        lines = decoder_buffer.replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n")
-        decoder_buffer = lines.pop() + held  # an incomplete line waits for more bytes
+            buffer = buffer[:-1]
+        lines = buffer.replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n")
+        self._buffer = lines.pop() + held  # an incomplete line waits for more bytes
+        events: list[SSEEvent] = []
         for raw in lines:
             line = raw.decode("utf-8", errors="replace")
             if not line:
-                if data or event:
-                    yield SSEEvent("\n".join(data), event, event_id)
-                data, event = [], None
+                if self._data or self._event:
+                    events.append(SSEEvent("\n".join(self._data), self._event, self._id))
+                self._data, self._event = [], None
                 continue
             if line.startswith(":"):
                 continue  # comment / keep-alive
             field, _, value = line.partition(":")
             value = value.removeprefix(" ")
             if field == "data":
-                data.append(value)
+                self._data.append(value)
             elif field == "event":
-                event = value
+                self._event = value
             elif field == "id":
-                event_id = value
-    decoder_buffer = decoder_buffer.rstrip(b"\r")
-    if decoder_buffer:
-        line = decoder_buffer.decode("utf-8", errors="replace")
-        if line.startswith("data:"):
-            data.append(line[5:].removeprefix(" "))
-    if data:
-        yield SSEEvent("\n".join(data), event, event_id)
+                self._id = value
+        return events
+
+    def close(self) -> list[SSEEvent]:
+        """The stream ended: a last event not followed by a blank line still counts."""
+        rest = self._buffer.rstrip(b"\r")
+        self._buffer = b""
+        if rest:
+            line = rest.decode("utf-8", errors="replace")
+            if line.startswith("data:"):
+                self._data.append(line[5:].removeprefix(" "))
+        if self._data:
+            return [SSEEvent("\n".join(self._data), self._event, self._id)]
+        return []
+
+
+async def iter_sse(chunks: AsyncIterator[bytes]) -> AsyncIterator[SSEEvent]:
+    parser = SSEParser()
+    async for chunk in chunks:
+        for event in parser.feed(chunk):
+            yield event
+    for event in parser.close():
+        yield event
 
 
 def encode_sse(event: SSEEvent) -> bytes:

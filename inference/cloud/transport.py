@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any, ClassVar
@@ -16,7 +17,7 @@ from ..types import ChatRequest, ChatResult, Event, is_content
 from .config import ProviderConfig
 from .errors import UpstreamError, error_message, from_response, transport_error
 from .pool import pool
-from .sse import SSEEvent, iter_sse
+from .sse import SSEEvent, SSEParser
 
 
 def _remaining(deadline: float | None, limit: float) -> float:
@@ -87,14 +88,19 @@ class TimedEvents:
 
     Until the first content the first-byte limit applies (a model may send its
     preamble at once, then think long before its first token); after it, the
-    stream-idle limit. The request's deadline caps both.
+    stream-idle limit. The request's deadline caps both. The limit guards the
+    reads from the network: events that arrived together are handed out
+    without a timer each.
     """
 
     def __init__(
         self, config: ProviderConfig, response: httpx.Response, deadline: float | None
     ) -> None:
         self._config, self._deadline = config, deadline
-        self._events = iter_sse(response.aiter_raw()).__aiter__()
+        self._chunks = response.aiter_raw().__aiter__()
+        self._parser = SSEParser()
+        self._ready: deque[SSEEvent] = deque()
+        self._ended = False
         self._limit = config.timeouts.first_byte
 
     def content_started(self) -> None:
@@ -104,16 +110,23 @@ class TimedEvents:
         return self
 
     async def __anext__(self) -> SSEEvent:
-        limit = self._limit
-        try:
-            async with asyncio.timeout(_remaining(self._deadline, limit)):
-                return await anext(self._events)
-        except StopAsyncIteration:
-            raise
-        except (httpx.HTTPError, TimeoutError, OSError) as exc:
-            if isinstance(exc, TimeoutError):
-                exc = TimeoutError(f"no event for {limit:g}s")
-            raise transport_error(self._config.name, exc) from None
+        while not self._ready:
+            if self._ended:
+                raise StopAsyncIteration
+            limit = self._limit
+            try:
+                async with asyncio.timeout(_remaining(self._deadline, limit)):
+                    chunk = await anext(self._chunks)
+            except StopAsyncIteration:
+                self._ended = True
+                self._ready.extend(self._parser.close())
+                continue
+            except (httpx.HTTPError, TimeoutError, OSError) as exc:
+                if isinstance(exc, TimeoutError):
+                    exc = TimeoutError(f"no event for {limit:g}s")
+                raise transport_error(self._config.name, exc) from None
+            self._ready.extend(self._parser.feed(chunk))
+        return self._ready.popleft()
 
 
 def malformed(backend: str, detail: str) -> UpstreamError:
