@@ -254,3 +254,32 @@ def fresh_database(name: str) -> Iterator[dict[str, str]]:
     finally:
         with psycopg.connect(f"{base}/postgres", autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+
+
+@contextlib.contextmanager
+def fake_upstream(*api_keys: str) -> Iterator[Any]:
+    """The project's fake upstream in a thread of this process, taking these keys."""
+    from inference.fake_upstream import FakeUpstream
+
+    server = FakeUpstream(api_keys=set(api_keys)).start_in_thread()
+    try:
+        yield server
+    finally:
+        server.stop_thread()
+
+
+@contextlib.contextmanager
+def routed_gateway(
+    data: Path, spec: dict[str, object], *, demo: bool = False, **env: str
+) -> Iterator[LiveServer]:
+    """A live gateway with cloud routing on and this routing configuration."""
+    server = LiveServer(data_dir=data, env=server_env(data, ENABLE_CLOUD_ROUTING="1", **env))
+    server.manage("migrate", "--noinput")
+    if demo:
+        server.manage("build_demo_model")
+    configure_routing(server, spec)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

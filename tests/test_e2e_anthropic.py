@@ -14,7 +14,7 @@ from anthropic.types import MessageParam
 
 from inference.fake_upstream import FakeUpstream
 
-from .conftest import LiveServer, configure_routing, server_env
+from .conftest import LiveServer, fake_upstream, routed_gateway
 
 pytestmark = pytest.mark.e2e
 
@@ -356,18 +356,14 @@ WEATHER = {
 
 @pytest.fixture(scope="module")
 def upstream() -> Iterator[FakeUpstream]:
-    server = FakeUpstream(api_keys={OAI_KEY, ANT_KEY}).start_in_thread()
-    yield server
-    server.stop_thread()
+    with fake_upstream(OAI_KEY, ANT_KEY) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
 def routed(
     tmp_path_factory: pytest.TempPathFactory, upstream: FakeUpstream
 ) -> Iterator[LiveServer]:
-    data = tmp_path_factory.mktemp("anthropic-routed")
-    server = LiveServer(data_dir=data, env=server_env(data, ENABLE_CLOUD_ROUTING="1"))
-    server.manage("migrate", "--noinput")
     spec = {
         "providers": [
             {**PROVIDER, "name": "oai", "kind": "openai", "base_url": f"{upstream.url}/v1",
@@ -380,10 +376,8 @@ def routed(
             for name, (p, m) in ROUTES.items()
         ],
     }  # fmt: skip
-    configure_routing(server, spec)
-    server.start()
-    yield server
-    server.stop()
+    with routed_gateway(tmp_path_factory.mktemp("anthropic-routed"), spec) as server:
+        yield server
 
 
 @pytest.fixture

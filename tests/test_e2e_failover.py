@@ -20,7 +20,7 @@ import pytest
 
 from inference.fake_upstream import FakeUpstream
 
-from .conftest import LiveServer, configure_routing, server_env
+from .conftest import LiveServer, fake_upstream, routed_gateway
 
 pytestmark = pytest.mark.e2e
 
@@ -80,9 +80,8 @@ def routing_spec(upstream: FakeUpstream) -> dict[str, object]:
 
 @pytest.fixture(scope="module")
 def upstream() -> Iterator[FakeUpstream]:
-    server = FakeUpstream(api_keys={OPENAI_KEY, ANTHROPIC_KEY}).start_in_thread()
-    yield server
-    server.stop_thread()
+    with fake_upstream(OPENAI_KEY, ANTHROPIC_KEY) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
@@ -91,14 +90,10 @@ def gateway(
 ) -> Iterator[LiveServer]:
     data = tmp_path_factory.mktemp("failover")
     # The broken local model fails in several tests: its breaker must not open here.
-    env = server_env(data, ENABLE_CLOUD_ROUTING="1", GATEWAY_LOCAL_BREAKER_FAIL_MAX="1000")
-    server = LiveServer(data_dir=data, env=env)
-    server.manage("migrate", "--noinput")
-    server.manage("build_demo_model")
-    configure_routing(server, routing_spec(upstream))
-    server.start()
-    yield server
-    server.stop()
+    with routed_gateway(
+        data, routing_spec(upstream), demo=True, GATEWAY_LOCAL_BREAKER_FAIL_MAX="1000"
+    ) as server:
+        yield server
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ import pytest
 
 from inference.fake_upstream import FakeUpstream
 
-from .conftest import LiveServer, configure_routing, server_env
+from .conftest import LiveServer, fake_upstream, routed_gateway
 
 pytestmark = pytest.mark.e2e
 
@@ -163,22 +163,16 @@ def routing_spec(upstream: FakeUpstream) -> dict[str, object]:
 
 @pytest.fixture(scope="module")
 def upstream() -> Iterator[FakeUpstream]:
-    server = FakeUpstream(api_keys={OAI_KEY, ANT_KEY}).start_in_thread()
-    yield server
-    server.stop_thread()
+    with fake_upstream(OAI_KEY, ANT_KEY) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
 def gateway(
     tmp_path_factory: pytest.TempPathFactory, upstream: FakeUpstream
 ) -> Iterator[LiveServer]:
-    data = tmp_path_factory.mktemp("fault-matrix")
-    server = LiveServer(data_dir=data, env=server_env(data, ENABLE_CLOUD_ROUTING="1"))
-    server.manage("migrate", "--noinput")
-    configure_routing(server, routing_spec(upstream))
-    server.start()
-    yield server
-    server.stop()
+    with routed_gateway(tmp_path_factory.mktemp("fault-matrix"), routing_spec(upstream)) as server:
+        yield server
 
 
 @dataclass

@@ -17,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from gateway import metrics
 from inference.fake_upstream import FakeUpstream
 
-from .conftest import LiveServer, configure_routing, server_env
+from .conftest import LiveServer, fake_upstream, routed_gateway
 
 TOKEN = "metrics-secret-123"
 UPSTREAM_KEY = "sk-upstream-789"
@@ -32,40 +32,31 @@ PROVIDER = {
 
 @pytest.fixture(scope="module")
 def upstream() -> Iterator[FakeUpstream]:
-    server = FakeUpstream(api_keys={UPSTREAM_KEY}).start_in_thread()
-    yield server
-    server.stop_thread()
+    with fake_upstream(UPSTREAM_KEY) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
 def gateway(
     tmp_path_factory: pytest.TempPathFactory, upstream: FakeUpstream
 ) -> Iterator[LiveServer]:
-    data = tmp_path_factory.mktemp("metrics")
-    env = server_env(data, ENABLE_CLOUD_ROUTING="1", GATEWAY_METRICS_TOKEN=TOKEN)
-    server = LiveServer(data_dir=data, env=env)
-    server.manage("migrate", "--noinput")
-    server.manage("build_demo_model")
     base = f"{upstream.url}/v1"
-    configure_routing(
-        server,
-        {
-            "providers": [
-                {**PROVIDER, "name": "flaky", "base_url": base},
-                {**PROVIDER, "name": "fragile", "base_url": base, "breaker_fail_max": 1},
-            ],
-            "mappings": [
-                {"pattern": "fallback", "chain": [
-                    {"provider": "flaky", "model": "fault-503"}, {"local": "demo"}]},
-                {"pattern": "alone-503", "chain": [{"provider": "flaky", "model": "fault-503"}]},
-                {"pattern": "fragile", "chain": [
-                    {"provider": "fragile", "model": "fault-503"}, {"local": "demo"}]},
-            ],
-        },
-    )  # fmt: skip
-    server.start()
-    yield server
-    server.stop()
+    spec = {
+        "providers": [
+            {**PROVIDER, "name": "flaky", "base_url": base},
+            {**PROVIDER, "name": "fragile", "base_url": base, "breaker_fail_max": 1},
+        ],
+        "mappings": [
+            {"pattern": "fallback", "chain": [
+                {"provider": "flaky", "model": "fault-503"}, {"local": "demo"}]},
+            {"pattern": "alone-503", "chain": [{"provider": "flaky", "model": "fault-503"}]},
+            {"pattern": "fragile", "chain": [
+                {"provider": "fragile", "model": "fault-503"}, {"local": "demo"}]},
+        ],
+    }  # fmt: skip
+    data = tmp_path_factory.mktemp("metrics")
+    with routed_gateway(data, spec, demo=True, GATEWAY_METRICS_TOKEN=TOKEN) as server:
+        yield server
 
 
 def chat(gateway: LiveServer, model: str, *, stream: bool = False) -> tuple[int, dict[str, int]]:

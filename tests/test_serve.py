@@ -52,3 +52,48 @@ def test_preload_loads_at_start(demo_model_path: Path) -> None:
     resident = asyncio.run(wait())
     assert "eager" in resident
     assert "lazy" not in resident
+
+
+@pytest.mark.e2e
+def test_serve_starts_a_gateway_that_answers_with_the_printed_key(tmp_path: Path) -> None:
+    """The README's start command, for real: a fresh data dir, keys required, the
+    printed key and SDK line work, and Ctrl-C / SIGTERM stops it cleanly."""
+    import re
+    import signal
+    import time
+
+    import httpx
+    import openai
+
+    from .conftest import free_port
+
+    port = free_port()
+    env = server_env(tmp_path, GATEWAY_REQUIRE_API_KEYS="1")
+    log = open(tmp_path / "serve.log", "w+")  # noqa: SIM115
+    process = subprocess.Popen(
+        [sys.executable, "manage.py", "serve", "--port", str(port)],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        printed = (tmp_path / "serve.log").read_text()
+        key = re.search(r'api_key="(gw-[A-Za-z0-9_-]{43})"', printed)
+        assert key is not None, printed
+        sdk = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=key.group(1))
+        reply = sdk.chat.completions.create(
+            model="demo", messages=[{"role": "user", "content": "Hello"}], max_tokens=4
+        )
+        assert reply.model == "demo" and reply.usage is not None
+        with pytest.raises(openai.AuthenticationError):
+            openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="wrong").models.list()
+    finally:
+        process.send_signal(signal.SIGTERM)
+        code = process.wait(timeout=30)
+        log.close()
+    assert code == 0, (tmp_path / "serve.log").read_text()[-2000:]
