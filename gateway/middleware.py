@@ -23,10 +23,13 @@ class BodySizeLimit:
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        headers = {k.decode("latin1").lower(): v.decode("latin1") for k, v in scope["headers"]}
-        declared = headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > self.limit:
-            return await self._refuse(scope, headers, send)
+        declared = next((v for k, v in scope["headers"] if k.lower() == b"content-length"), None)
+        if declared is not None and declared.isdigit():
+            if int(declared) > self.limit:
+                return await self._refuse(scope, _headers(scope), send)
+            # The server reads exactly the declared length: nothing more to count.
+            return await self.app(scope, receive, send)
+        headers = _headers(scope)
 
         received = 0
         refused = False
@@ -61,6 +64,10 @@ class BodySizeLimit:
             }
         )
         await send({"type": "http.response.body", "body": body})
+
+
+def _headers(scope: Scope) -> dict[str, str]:
+    return {k.decode("latin1").lower(): v.decode("latin1") for k, v in scope["headers"]}
 
 
 class ApiMethodNotAllowed:

@@ -26,35 +26,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import BackendUnavailable, EngineError, ModelLoadError
+from .chunks import Chunk, EngineStats, GenerationParams, merge
 from .model import LoadedModel, ModelSpec, load_model
 from .sampling import make_sampler
 from .stops import StopMatcher
+
+__all__ = ["Chunk", "Engine", "EngineStats", "GenerationParams"]
 
 logger = logging.getLogger(__name__)
 
 # How long a just-loaded model is kept from eviction while its waiters take leases.
 FRESH_SECONDS = 1.0
-
-
-@dataclass(frozen=True, slots=True)
-class GenerationParams:
-    max_tokens: int
-    temperature: float
-    top_p: float = 1.0
-    top_k: int = 0
-    seed: int | None = None
-    stop: tuple[str, ...] = ()
-
-
-@dataclass(slots=True)
-class Chunk:
-    """Text produced since the previous chunk, and how the sequence ended."""
-
-    text: str
-    tokens: int  # tokens generated so far in this sequence
-    finish_reason: str | None = None  # "stop", "length" or "stop_sequence"
-    stop_sequence: str | None = None
-    error: BaseException | None = None
 
 
 @dataclass(eq=False, slots=True)
@@ -69,17 +51,6 @@ class _Sequence:
     stops: StopMatcher | None = None
     generated: int = 0
     done: bool = False
-
-
-@dataclass(slots=True)
-class EngineStats:
-    resident_models: list[str]
-    loading_models: list[str]
-    active_sequences: int
-    queued_requests: int
-    decode_steps: int  # batched decoding steps run, all models together
-    prompt_tokens_processed: int  # prompt tokens run through a model (prefill)
-    generated_tokens: int
 
 
 class Engine:
@@ -218,7 +189,7 @@ class Engine:
                         nxt = seq.inbox.get_nowait()
                     except asyncio.QueueEmpty:
                         break
-                    chunk = _merge(chunk, nxt)
+                    chunk = merge(chunk, nxt)
                 if chunk.error is not None:
                     raise chunk.error
                 yield chunk
@@ -409,12 +380,6 @@ class Engine:
             seqs.clear()
         for loop, items in outbox.items():
             self._dispatch(loop, items)
-
-
-def _merge(a: Chunk, b: Chunk) -> Chunk:
-    if b.error is not None:
-        return b
-    return Chunk(a.text + b.text, b.tokens, b.finish_reason, b.stop_sequence)
 
 
 def _engine_error(exc: BaseException) -> EngineError:
