@@ -48,6 +48,7 @@ class RequestContext:
     output_tokens: int = 0
     first_token_at: float | None = None
     finished: bool = False
+    ended: float | None = None  # when finish() was called
 
     def observe(self, event: Event) -> None:
         if self.first_token_at is None and is_content(event):
@@ -63,7 +64,8 @@ class RequestContext:
 
     @property
     def latency_ms(self) -> float:
-        return (time.monotonic() - self.started) * 1000
+        end = self.ended if self.ended is not None else time.monotonic()
+        return (end - self.started) * 1000
 
     @property
     def ttft_ms(self) -> float | None:
@@ -101,6 +103,7 @@ def finish(ctx: RequestContext) -> None:
     if ctx.finished:
         return
     ctx.finished = True
+    ctx.ended = time.monotonic()  # the listeners, later, all see the same latency
     try:
         loop = asyncio.get_running_loop()
     except RuntimeError:  # no loop (a script, a command): now

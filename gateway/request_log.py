@@ -124,7 +124,7 @@ def flush() -> int:
 
 def _one_by_one(batch: list[dict[str, Any]]) -> int:
     written = 0
-    for item in batch:
+    for i, item in enumerate(batch):
         try:
             written += write_request_logs([item])
         except (DataError, IntegrityError) as exc:
@@ -132,6 +132,10 @@ def _one_by_one(batch: list[dict[str, Any]]) -> int:
                 "request log: dropped a row the database refused (%s %s at %s): %s",
                 item.get("endpoint"), item.get("status"), item.get("created_at"), exc,
             )  # fmt: skip
+        except DatabaseError:
+            # The database went away meanwhile: the rest waits for the next pass.
+            _buffer.extendleft(reversed(batch[i:]))
+            break
     return written
 
 
@@ -156,8 +160,11 @@ class _Writer(threading.Thread):
             while not self._stopping.is_set():
                 self._wake.wait(settings.GATEWAY_REQUEST_LOG_FLUSH_MS / 1000)
                 self._wake.clear()
-                flush()
-                self._prune()
+                try:
+                    flush()
+                    self._prune()
+                except Exception:  # this thread must outlive any one bad pass
+                    logger.exception("request log: a writing pass failed")
         finally:
             flush()
             connection.close()

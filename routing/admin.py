@@ -38,17 +38,17 @@ class ApiKeyFormMixin(forms.ModelForm):
         help_text="Write-only. Leave empty to keep the current key.",
     )
 
+    def clean_api_key_input(self) -> str:
+        key: str = self.cleaned_data.get("api_key_input") or ""
+        if any(c in key for c in "\r\n\0\t"):
+            raise forms.ValidationError("An API key is one line, without tabs.")
+        return key
+
     def key_to_set(self) -> str:
         return self.cleaned_data.get("api_key_input") or ""
 
 
 class ProviderForm(ApiKeyFormMixin):
-    base_url = forms.URLField(
-        required=False,
-        assume_scheme="https",
-        help_text=Provider._meta.get_field("base_url").help_text,
-    )
-
     class Meta:
         model = Provider
         fields = "__all__"

@@ -39,6 +39,32 @@ class BreakerSettings:
     reset_timeout: float = 30.0
 
 
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """An attempt let through; `probe`: it is the half-open breaker's one probe,
+    and only its outcome gives the probe token back."""
+
+    probe: bool = False
+
+
+PASS, PROBE = Admission(), Admission(probe=True)
+# After a Redis failure, this process decides alone for a while without asking
+# again (each try against an unreachable host costs its connect timeout).
+REDIS_RETRY_SECONDS = 5.0
+
+
+class _RaiseRedisErrors:
+    """The logger of pybreaker's Redis storage, which logs a RedisError and goes
+    on with defaults (closed, no failures): breakers that could never open. This
+    one raises it instead, so the caller knows Redis is down and falls back."""
+
+    def exception(self, *args: Any, **kwargs: Any) -> None:
+        raise  # the RedisError being handled where this is called
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(logger, name)
+
+
 class _Failure(Exception):
     """Stands for the real failure inside pybreaker's bookkeeping."""
 
@@ -66,6 +92,7 @@ class Breakers:
         self._probes: dict[str, float] = {}  # in-memory probe tokens: name -> expiry
         self._lock = threading.Lock()
         self._warned_at = 0.0
+        self._redis_down_until = 0.0
 
     @property
     def shared(self) -> bool:
@@ -80,6 +107,7 @@ class Breakers:
                     storage = pybreaker.CircuitRedisStorage(
                         pybreaker.STATE_CLOSED, self._redis, namespace=f"gateway:{name}"
                     )
+                    storage.logger = _RaiseRedisErrors()
                 else:
                     storage = pybreaker.CircuitMemoryStorage(pybreaker.STATE_CLOSED)
                 breaker = pybreaker.CircuitBreaker(name=name, state_storage=storage)
@@ -89,17 +117,23 @@ class Breakers:
             breaker.reset_timeout = config.reset_timeout
             return breaker
 
-    async def admit(self, name: str, config: BreakerSettings, *, hold: float = 0.0) -> bool:
-        """May an attempt go to this backend now? False: skip it, it is open.
+    async def admit(
+        self, name: str, config: BreakerSettings, *, hold: float = 0.0
+    ) -> Admission | None:
+        """May an attempt go to this backend now? None: skip it, it is open.
 
         A probe (half-open) keeps its token for `hold` seconds at most (the
         attempt's budget), or the reset timeout if that is longer.
         """
-        return bool(await self._run("_admit", name, config, hold))
+        admission: Admission | None = await self._run("_admit", name, config, hold)
+        return admission
 
-    async def record(self, name: str, config: BreakerSettings, *, ok: bool | None) -> None:
-        """The attempt's outcome: healthy, unwell, or None for no verdict (probe released)."""
-        await self._run("_record", name, config, ok)
+    async def record(
+        self, name: str, config: BreakerSettings, *, ok: bool | None, probe: bool = False
+    ) -> None:
+        """The attempt's outcome: healthy, unwell, or None for no verdict. A probe's
+        outcome (any) gives its token back."""
+        await self._run("_record", name, config, ok, probe)
 
     def state(self, name: str, config: BreakerSettings | None = None) -> str:
         breaker = self.breaker(name, config or BreakerSettings())
@@ -113,39 +147,44 @@ class Breakers:
     async def _run(self, method: str, *args: Any) -> Any:
         if self._redis is None:
             return getattr(self, method)(*args)
+        assert self._local is not None
+        if time.monotonic() < self._redis_down_until:
+            return getattr(self._local, method)(*args)
         import redis
 
         try:
             return await asyncio.to_thread(getattr(self, method), *args)
         except redis.RedisError as exc:
             now = time.monotonic()
+            self._redis_down_until = now + REDIS_RETRY_SECONDS
             if now - self._warned_at > 10:
                 self._warned_at = now
                 logger.warning("breakers: Redis failed (%s); this process decides alone", exc)
-            assert self._local is not None
             return getattr(self._local, method)(*args)
 
-    def _admit(self, name: str, config: BreakerSettings, hold: float = 0.0) -> bool:
+    def _admit(self, name: str, config: BreakerSettings, hold: float = 0.0) -> Admission | None:
         breaker = self.breaker(name, config)
         state = breaker.current_state
         if state == pybreaker.STATE_CLOSED:
-            return True
+            return PASS
         if state == pybreaker.STATE_OPEN:
             opened = breaker._state_storage.opened_at or datetime.fromtimestamp(0, UTC)
             elapsed = (datetime.now(UTC) - opened).total_seconds()
             # pybreaker's Redis storage keeps whole seconds: without the slack an
             # open breaker could be probed up to a second early.
             if elapsed - (1.0 if self._redis is not None else 0.0) < breaker.reset_timeout:
-                return False
+                return None
         # Half-open, or open long enough: one probe at a time, others skip.
         if not self._take_probe(name, max(breaker.reset_timeout, hold)):
-            return False
+            return None
         if state == pybreaker.STATE_OPEN:
             breaker.half_open()
             logger.info("breaker %s half-open: sending a probe", name)
-        return True
+        return PROBE
 
-    def _record(self, name: str, config: BreakerSettings, ok: bool | None) -> None:
+    def _record(
+        self, name: str, config: BreakerSettings, ok: bool | None, probe: bool = False
+    ) -> None:
         breaker = self.breaker(name, config)
         before = breaker.current_state
         if ok is not None:
@@ -154,8 +193,7 @@ class Breakers:
         after = breaker.current_state
         if before != after:
             logger.warning("breaker %s: %s -> %s", name, before, after)
-        # Only an open or half-open breaker hands out probe tokens.
-        if before != pybreaker.STATE_CLOSED:
+        if probe:  # only the probe's own outcome frees the token, not a late stream's
             self._release_probe(name)
 
     def _take_probe(self, name: str, ttl: float) -> bool:

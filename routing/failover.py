@@ -117,7 +117,7 @@ async def stream(request: ChatRequest) -> tuple[list[Event], AsyncIterator[Event
         return held, events
 
     (held, events), served, settle = await _walk(request.model, call, settle_later=True)
-    return held, _settled(events, served, settle), served
+    return held, Settled(events, served, settle), served
 
 
 async def count_tokens(request: ChatRequest) -> tuple[int, str, Served]:
@@ -135,7 +135,7 @@ async def count_tokens(request: ChatRequest) -> tuple[int, str, Served]:
             raise _timeout(backend.name, "the request's time budget is spent") from None
 
     try:
-        (count, how), served, _ = await _walk(request.model, call)
+        (count, how), served, settle = await _walk(request.model, call, settle_later=True)
     except GatewayError as exc:
         served = getattr(exc, "served", None)
         if served is None or _classify(exc, "").category == "client":
@@ -143,24 +143,55 @@ async def count_tokens(request: ChatRequest) -> tuple[int, str, Served]:
         # Every target failed to count: an estimate still answers the question.
         logger.warning("count_tokens for %s: every target failed, estimating", request.model)
         return estimate_tokens(request), "estimate", served
+    # An estimate made here asked the backend nothing: no verdict on its health.
+    await settle(True if how == "exact" else None)
     return count, how, served
 
 
-async def _settled(
-    events: AsyncIterator[Event], served: Served, settle: Callable[[bool | None], Awaitable[None]]
-) -> AsyncIterator[Event]:
-    ok: bool | None = True  # a client that leaves after content: the backend did answer
-    try:
-        async for event in events:
-            yield event
-    except GatewayError as exc:
-        error = _classify(exc, served.backend)
-        served.attempts[-1].outcome = f"{_outcome(error)} after content"
-        ok = False if error.unhealthy else None
-        raise
-    finally:
-        await events.aclose()  # type: ignore[attr-defined]
-        await settle(ok)
+class Settled:
+    """The rest of a stream. However it ends (its end, a failure, the client
+    leaving during it or before reading any of it) the backend's breaker hears
+    the outcome once, and the upstream stream is closed."""
+
+    def __init__(
+        self,
+        events: AsyncIterator[Event],
+        served: Served,
+        settle: Callable[[bool | None], Awaitable[None]],
+    ) -> None:
+        self._events, self._served, self._settle = events, served, settle
+        self._done = False
+
+    def __aiter__(self) -> Settled:
+        return self
+
+    async def __anext__(self) -> Event:
+        try:
+            return await anext(self._events)
+        except StopAsyncIteration:
+            await self._finish(True)
+            raise
+        except GatewayError as exc:
+            error = _classify(exc, self._served.backend)
+            self._served.attempts[-1].outcome = f"{_outcome(error)} after content"
+            await self._finish(False if error.unhealthy else None)
+            raise
+        except Exception:
+            self._served.attempts[-1].outcome = "failed after content"
+            await self._finish(False)
+            raise
+
+    async def aclose(self) -> None:
+        await self._finish(True)  # a client that leaves after content: the backend answered
+
+    async def _finish(self, ok: bool | None) -> None:
+        if self._done:
+            return
+        self._done = True
+        try:
+            await self._events.aclose()  # type: ignore[attr-defined]
+        finally:
+            await self._settle(ok)
 
 
 async def _walk(
@@ -189,13 +220,19 @@ async def _walk(
         for attempt in range(policy.max_retries + 1):
             # Asked again before each retry: a breaker that opened on the last
             # failure (or a half-open one whose probe failed) stops the retries.
-            if not await box.admit(name, config, hold=deadline - time.monotonic()):
+            admission = await box.admit(name, config, hold=deadline - time.monotonic())
+            if admission is None:
                 served.attempts.append(Attempt(name, hop.model, "skipped (breaker open)", 0.0))
                 errors.append(BackendUnavailable(f"backend {name!r} is unavailable (circuit open)"))
                 break
+            probe = admission.probe
             started = time.monotonic()
             try:
                 result = await call(backend, hop, deadline)
+            except asyncio.CancelledError:
+                # The client went away: no verdict, and a probe hands its token back.
+                await asyncio.shield(box.record(name, config, ok=None, probe=probe))
+                raise
             except Exception as exc:
                 if not isinstance(exc, GatewayError):
                     # A bug in a client or translator: logged loudly, and the
@@ -209,7 +246,8 @@ async def _walk(
                 served.attempts.append(Attempt(name, hop.model, outcome, elapsed))
                 # A client's own error says nothing bad about the backend, and
                 # neither does an attempt cut short because the budget ran out.
-                await box.record(name, config, ok=None if spent else not error.unhealthy)
+                verdict = None if spent else not error.unhealthy
+                await box.record(name, config, ok=verdict, probe=probe)
                 if error.category == "client":
                     error.cause.served = served  # type: ignore[attr-defined]
                     raise error.cause from None
@@ -237,8 +275,13 @@ async def _walk(
                     served.headers()["X-Gateway-Attempts"],
                 )
 
-            async def settle(ok: bool | None, name: str = name, config: BreakerSettings = config):
-                await box.record(name, config, ok=ok)
+            async def settle(
+                ok: bool | None,
+                name: str = name,
+                config: BreakerSettings = config,
+                probe: bool = probe,
+            ) -> None:
+                await box.record(name, config, ok=ok, probe=probe)
 
             if not settle_later:
                 await settle(True)

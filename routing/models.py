@@ -300,6 +300,9 @@ def provider_config(provider: Provider) -> ProviderConfig:
     credential = getattr(provider, "credential", None)
     if credential is None:
         raise CredentialError(f"provider {provider.name!r} has no API key set")
+    key = credential.reveal()
+    if any(c in key for c in "\r\n\0"):
+        raise CredentialError(f"the API key of provider {provider.name!r} holds a line break")
     try:
         validate_extra_headers(provider.extra_headers or {})
     except ValidationError as exc:  # written around the admin and import (a raw UPDATE)
@@ -310,7 +313,7 @@ def provider_config(provider: Provider) -> ProviderConfig:
         name=provider.name,
         kind=provider.kind,  # type: ignore[arg-type]
         base_url=provider.effective_base_url,
-        api_key=credential.reveal(),
+        api_key=key,
         extra_headers={str(k): str(v) for k, v in (provider.extra_headers or {}).items()},
         timeouts=Timeouts(
             connect=provider.connect_timeout,

@@ -287,3 +287,18 @@ def test_base_urls(url: str, ok: bool) -> None:
     else:
         with pytest.raises(ValidationError, match="base_url"):
             provider.full_clean()
+
+
+def test_a_service_name_as_base_url_and_a_one_line_key(
+    admin_client: Client, provider: Provider
+) -> None:
+    page = admin_client.get(f"/admin/routing/provider/{provider.pk}/change/")
+    form = page.context["adminform"].form
+    data = {k: v for k, v in form.initial.items() if v is not None and k != "api_key_input"}
+    data.update(enabled="on", extra_headers="{}", base_url="http://vllm:8000/v1")
+    response = admin_client.post(f"/admin/routing/provider/{provider.pk}/change/", data)
+    assert response.status_code == 302, response.content.decode()[:2000]
+    assert Provider.objects.get(pk=provider.pk).base_url == "http://vllm:8000/v1"
+    data["api_key_input"] = "sk-one\nsk-two"
+    response = admin_client.post(f"/admin/routing/provider/{provider.pk}/change/", data)
+    assert response.status_code == 200 and "one line" in response.content.decode()

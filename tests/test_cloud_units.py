@@ -86,16 +86,18 @@ async def test_breaker_counts_opens_probes_and_closes() -> None:
     assert box.state("b") == pybreaker.STATE_OPEN
     assert not await box.admit("b", config)
     await asyncio.sleep(0.25)
-    assert await box.admit("b", config)  # the probe
+    probe = await box.admit("b", config)
+    assert probe is not None and probe.probe  # the probe
     assert box.state("b") == pybreaker.STATE_HALF_OPEN
     assert not await box.admit("b", config)  # only one probe at a time
-    await box.record("b", config, ok=False)
+    await box.record("b", config, ok=False, probe=True)
     assert box.state("b") == pybreaker.STATE_OPEN
     await asyncio.sleep(0.25)
     assert await box.admit("b", config)
-    await box.record("b", config, ok=True)
+    await box.record("b", config, ok=True, probe=True)
     assert box.state("b") == pybreaker.STATE_CLOSED
-    assert await box.admit("b", config)
+    admitted = await box.admit("b", config)
+    assert admitted is not None and not admitted.probe
 
 
 async def test_sse_crlf_split_across_chunks_ends_one_line() -> None:
@@ -112,10 +114,11 @@ async def test_a_probe_holds_its_token_for_its_whole_budget() -> None:
     assert await box.admit("b", config, hold=5.0)  # the probe, with 5 s to answer
     await asyncio.sleep(0.15)  # past the reset timeout, the probe still running
     assert not await box.admit("b", config, hold=5.0)
-    await box.record("b", config, ok=None)  # no verdict (its budget ran out): token back
-    assert box.state("b") == pybreaker.STATE_HALF_OPEN
+    await box.record("b", config, ok=None)  # another request's outcome: the token stays
+    assert not await box.admit("b", config, hold=5.0)
+    await box.record("b", config, ok=None, probe=True)  # no verdict (budget spent): token back
     assert await box.admit("b", config)
-    await box.record("b", config, ok=True)
+    await box.record("b", config, ok=True, probe=True)
     assert box.state("b") == pybreaker.STATE_CLOSED
 
 
@@ -150,3 +153,20 @@ def test_backoff_doubles_with_jitter_and_honours_the_caps() -> None:
     told = UpstreamError("x", category="transient", retry_after=10.0)
     assert _backoff(told, 0, policy) == 2.0  # Retry-After, up to the cap
     assert _backoff(UpstreamError("x", category="transient", retry_after=0.3), 0, policy) == 0.3
+
+
+async def test_a_redis_outage_after_start_still_counts_failures(tmp_path) -> None:
+    """pybreaker's Redis storage would go on with defaults (closed, no failures)."""
+    from .conftest import start_redis
+
+    process, url = start_redis(tmp_path)
+    try:
+        box = Breakers(url)
+        config = BreakerSettings(fail_max=2, reset_timeout=30)
+        assert await box.admit("r", config)  # created while Redis was up
+    finally:
+        process.terminate()
+        process.wait(10)
+    await box.record("r", config, ok=False)
+    await box.record("r", config, ok=False)
+    assert not await box.admit("r", config)  # opened, in this process

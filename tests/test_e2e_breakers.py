@@ -205,3 +205,19 @@ def test_redis_down_still_serves(tmp_path: Path, gateways, upstream: FakeUpstrea
     finally:
         lonely.stop()
     assert "this process decides alone" in lonely.log()
+
+
+def test_a_probe_whose_client_leaves_gives_its_token_back(gateways, upstream: FakeUpstream) -> None:
+    a, b = gateways
+    upstream.reset()
+    model = "fault-slow-first-token:1.5"
+    upstream.fail_next(model, status=503, count=1)
+    assert ask(a, "slowprobe").headers["x-gateway-backend"] == "local:demo"  # opened
+    time.sleep(2.2)
+    body = {"model": "slowprobe", "messages": [{"role": "user", "content": "hi"}]}
+    with pytest.raises(httpx.ReadTimeout):  # the probe's client gives up and goes
+        httpx.post(f"{a.url}/v1/chat/completions", json=body, timeout=0.4)
+    time.sleep(0.3)
+    # Not locked out for the probe's whole budget: the next request probes again.
+    assert ask(b, "slowprobe").headers["x-gateway-backend"] == "slowprobe"
+    assert upstream.count(model=model) == 3

@@ -227,3 +227,53 @@ async def test_large_body_flows_with_backpressure(client: httpx.AsyncClient) -> 
                 await asyncio.sleep(0)  # a slow reader
         assert bytes(received) == blob
         assert response.headers["x-kind"] == "blob"
+
+
+async def test_bytes_while_idle_retire_the_connection(client: httpx.AsyncClient) -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            await server.read_request(reader)
+            writer.write(fixed(b"1"))
+            await writer.drain()
+            await asyncio.sleep(0.05)
+            # A server's own "408" on an idle connection: not the next request's answer.
+            writer.write(b"HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\n\r\n")
+            await writer.drain()
+
+    async with Server(handler) as server:
+        assert (await client.post(server.url, content=b"")).text == "1"
+        await asyncio.sleep(0.15)
+        second = await client.post(server.url, content=b"")
+        assert (second.status_code, second.text) == (200, "1")
+        assert server.connections == 2
+
+
+async def test_a_paused_connection_is_reusable_after_an_unread_rest(
+    client: httpx.AsyncClient,
+) -> None:
+    blob = b"x" * (2 * 1024 * 1024)
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            body = await server.read_request(reader)
+            writer.write(fixed(blob if body == b"big" else b"small"))
+            await writer.drain()
+
+    async with Server(handler) as server:
+        async with client.stream("POST", server.url, content=b"big") as response:
+            await asyncio.sleep(0.2)  # reading pauses past 256 KiB
+            async for _ in response.aiter_raw():
+                break  # then the reader stops early
+        for _ in range(3):  # whichever connection serves it, the answer is its own
+            second = await asyncio.wait_for(client.post(server.url, content=b"!"), 2)
+            assert second.text == "small"
+
+
+async def test_a_header_with_a_line_break_is_never_sent(client: httpx.AsyncClient) -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await server.read_request(reader)
+
+    async with Server(handler) as server:
+        with pytest.raises(httpx.LocalProtocolError, match="line break"):
+            await client.post(server.url, content=b"", headers={"x-key": "a\r\nx-evil: 1"})
+        assert server.requests == []

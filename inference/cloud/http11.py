@@ -37,6 +37,7 @@ class _Connection(asyncio.Protocol):
         self.origin = origin
         self.transport: asyncio.Transport | None = None
         self.closed = False
+        self.in_use = False
         self.idle_since = 0.0
         self._parser = httptools.HttpResponseParser(self)
         self._loop = asyncio.get_running_loop()
@@ -61,6 +62,11 @@ class _Connection(asyncio.Protocol):
         self.transport = transport
 
     def data_received(self, data: bytes) -> None:
+        if not self.in_use:
+            # Bytes while no request is out (a server's "408 Request Timeout", say):
+            # they would be taken for the next request's answer. Not reusable.
+            self.close()
+            return
         self.received_any = True
         try:
             self._parser.feed_data(data)
@@ -119,6 +125,7 @@ class _Connection(asyncio.Protocol):
     # used by the transport
     def send(self, data: bytes) -> None:
         assert self.transport is not None
+        self.in_use = True
         self.transport.write(data)
 
     async def head(self, limit: float | None) -> None:
@@ -140,11 +147,20 @@ class _Connection(asyncio.Protocol):
                 await self._wait(limit)
 
     def reusable(self, now: float, expiry: float) -> bool:
-        return not self.closed and self.transport is not None and now - self.idle_since < expiry
+        transport = self.transport
+        return (
+            not self.closed
+            and transport is not None
+            and not transport.is_closing()
+            and now - self.idle_since < expiry
+        )
 
     def released(self) -> None:
-        """The response was read to its end: ready for the next request."""
+        """The response was received in full: ready for the next request."""
+        if self._paused and self.transport is not None:
+            self.transport.resume_reading()  # an unread rest left it paused
         self.idle_since = time.monotonic()
+        self.in_use = False
         self._parser = httptools.HttpResponseParser(self)
         self._reset()
 
@@ -209,16 +225,24 @@ class KeepAliveTransport(httpx.AsyncBaseTransport):
         *,
         max_connections: int = 512,
         max_idle: int = 128,
-        keepalive_expiry: float = 5.0,
+        # Below the 5 s idle limit of common servers (uvicorn, Node, vLLM): a reuse
+        # must not race the server closing the connection.
+        keepalive_expiry: float = 4.0,
         ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self._idle: dict[Origin, list[_Connection]] = {}
         self._slots = asyncio.Semaphore(max_connections)
+        self._in_flight = 0
         self._max_idle = max_idle
         self._expiry = keepalive_expiry
         self._ssl = ssl_context
         self._open: set[_Connection] = set()
         self._closed = False
+
+    @property
+    def in_flight(self) -> int:
+        """Requests sent and not yet read to their end (or abandoned)."""
+        return self._in_flight
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         if self._closed:
@@ -235,6 +259,7 @@ class KeepAliveTransport(httpx.AsyncBaseTransport):
                     await self._slots.acquire()
             except TimeoutError:
                 raise httpx.PoolTimeout("no free connection in time") from None
+        self._in_flight += 1
         conn: _Connection | None = None
         try:
             conn = self._reuse(origin) or await self._connect(origin, timeouts.get("connect"))
@@ -245,7 +270,7 @@ class KeepAliveTransport(httpx.AsyncBaseTransport):
         except BaseException:
             if conn is not None:
                 self._discard(conn)
-            self._slots.release()
+            self._release()
             raise
         return httpx.Response(
             conn.status,
@@ -294,8 +319,12 @@ class KeepAliveTransport(httpx.AsyncBaseTransport):
         self._open.add(conn)
         return conn
 
-    def _finished(self, conn: _Connection) -> None:
+    def _release(self) -> None:
+        self._in_flight -= 1
         self._slots.release()
+
+    def _finished(self, conn: _Connection) -> None:
+        self._release()
         if not (conn.complete and conn.keep_alive and not conn.closed) or self._closed:
             self._discard(conn)  # unread body (abandoned), or the server said close
             return
@@ -314,7 +343,14 @@ def _request_head(request: httpx.Request) -> bytes:
     target = request.url.raw_path
     lines = [request.method.encode("ascii") + b" " + target + b" HTTP/1.1"]
     lines.extend(name + b": " + value for name, value in request.headers.raw)
-    return b"\r\n".join(lines) + b"\r\n\r\n"
+    head = b"\r\n".join(lines)
+    breaks = len(lines) - 1
+    if head.count(b"\n") != breaks or head.count(b"\r") != breaks or b"\0" in head:
+        # A header value with a line break would split the request (httpx does
+        # not check; h11 did). Where a key or header comes from configuration,
+        # this is the last line of defence.
+        raise httpx.LocalProtocolError("a request header holds a line break or NUL")
+    return head + b"\r\n\r\n"
 
 
 def proxy_configured() -> bool:

@@ -26,11 +26,13 @@ class Upstream:
 
     def __init__(self, config: ProviderConfig) -> None:
         self.config = config
+        self._transport = _transport()
         self.client = _Client(
             # Read limits are the callers' (first byte, stream idle, the request's
             # budget), applied around each wait; httpx keeps the connect limit.
             timeout=httpx.Timeout(None, connect=config.timeouts.connect),
-            transport=_transport(),
+            transport=self._transport,
+            limits=httpx.Limits(max_connections=512, max_keepalive_connections=128),
         )
         self._headers = httpx.Headers(
             {
@@ -42,6 +44,12 @@ class Upstream:
             }
         )
         self._urls: dict[str, httpx.URL] = {}
+
+    def busy(self) -> bool:
+        """Requests still running on this client (unknown through a proxy: assumed)."""
+        if isinstance(self._transport, KeepAliveTransport):
+            return self._transport.in_flight > 0
+        return True
 
     def request(
         self,
@@ -61,30 +69,36 @@ class Upstream:
 
 
 class ClientPool:
+    """Each provider's clients, newest first: a provider edited in the admin gets a
+    new client, while requests still running (or retrying) with the old settings
+    keep theirs. A client pushed out of the last few is closed once it is idle."""
+
+    KEEP = 3
+
     def __init__(self) -> None:
-        self._upstreams: dict[tuple[int, str], Upstream] = {}
+        self._upstreams: dict[tuple[int, str], list[Upstream]] = {}
         self._retired: set[asyncio.Task[None]] = set()
 
     def get(self, config: ProviderConfig) -> Upstream:
         key = (id(asyncio.get_running_loop()), config.name)
-        upstream = self._upstreams.get(key)
-        if (
-            upstream is not None
-            and (upstream.config is config or upstream.config == config)
-            and not upstream.client.is_closed
-        ):
-            return upstream
-        if upstream is not None:
-            # The provider was edited (URL, key, headers): requests still running
-            # keep the old client until they end; then its connections close.
-            task = asyncio.get_running_loop().create_task(_close_later(upstream.client))
+        kept = self._upstreams.setdefault(key, [])
+        for upstream in kept:
+            if (upstream.config is config or upstream.config == config) and not (
+                upstream.client.is_closed
+            ):
+                return upstream
+        upstream = Upstream(config)
+        kept.insert(0, upstream)
+        for old in kept[self.KEEP :]:
+            task = asyncio.get_running_loop().create_task(_close_when_idle(old))
             self._retired.add(task)
             task.add_done_callback(self._retired.discard)
-        upstream = self._upstreams[key] = Upstream(config)
+        del kept[self.KEEP :]
         return upstream
 
     async def aclose(self) -> int:
-        upstreams, self._upstreams = list(self._upstreams.values()), {}
+        upstreams = [u for kept in self._upstreams.values() for u in kept]
+        self._upstreams = {}
         for upstream in upstreams:
             await upstream.client.aclose()
         for task in list(self._retired):
@@ -92,18 +106,22 @@ class ClientPool:
         return len(upstreams)
 
 
-async def _close_later(client: httpx.AsyncClient, grace: float = 600.0) -> None:
+async def _close_when_idle(upstream: Upstream, longest: float = 3600.0) -> None:
+    """Close a retired client when no request uses it (or after an hour regardless)."""
+    waited = 0.0
     try:
-        await asyncio.sleep(grace)
+        while waited < longest and upstream.busy():
+            await asyncio.sleep(5.0)
+            waited += 5.0
     finally:
-        await client.aclose()
+        await upstream.client.aclose()
 
 
-def _transport() -> httpx.AsyncBaseTransport:
+def _transport() -> httpx.AsyncBaseTransport | None:
+    """The lean transport, or None (httpx's own) when the environment sets a proxy:
+    httpx applies environment proxies only to clients built without a transport."""
     if proxy_configured():
-        return httpx.AsyncHTTPTransport(
-            retries=0, limits=httpx.Limits(max_connections=512, max_keepalive_connections=128)
-        )
+        return None
     return KeepAliveTransport(max_connections=512, max_idle=128)
 
 
