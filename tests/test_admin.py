@@ -80,12 +80,17 @@ def test_provider_key_is_write_only(admin_client: Client, provider: Provider) ->
     assert "…9876" in admin_client.get("/admin/routing/provider/").content.decode()
 
 
+def _change_form_data(admin_client: Client, provider: Provider) -> dict[str, object]:
+    """The provider's change form as the browser would post it back, key field left empty."""
+    page = admin_client.get(f"/admin/routing/provider/{provider.pk}/change/")
+    form = page.context["adminform"].form
+    return {k: v for k, v in form.initial.items() if v is not None and k != "api_key_input"}
+
+
 def test_saving_without_a_new_key_keeps_the_old_one(
     admin_client: Client, provider: Provider
 ) -> None:
-    page = admin_client.get(f"/admin/routing/provider/{provider.pk}/change/")
-    form = page.context["adminform"].form
-    data = {k: v for k, v in form.initial.items() if v is not None and k != "api_key_input"}
+    data = _change_form_data(admin_client, provider)
     data.update(enabled="on", extra_headers="{}", description="edited")
     response = admin_client.post(f"/admin/routing/provider/{provider.pk}/change/", data)
     assert response.status_code == 302
@@ -225,9 +230,7 @@ def test_editing_a_mapping_reorders_its_chain(
 def test_extra_headers_are_checked(
     admin_client: Client, provider: Provider, headers: str, expected: str
 ) -> None:
-    page = admin_client.get(f"/admin/routing/provider/{provider.pk}/change/")
-    form = page.context["adminform"].form
-    data = {k: v for k, v in form.initial.items() if v is not None and k != "api_key_input"}
+    data = _change_form_data(admin_client, provider)
     data.update(enabled="on", extra_headers=headers)
     response = admin_client.post(f"/admin/routing/provider/{provider.pk}/change/", data)
     assert response.status_code == 200 and expected in response.content.decode()
@@ -292,9 +295,7 @@ def test_base_urls(url: str, ok: bool) -> None:
 def test_a_service_name_as_base_url_and_a_one_line_key(
     admin_client: Client, provider: Provider
 ) -> None:
-    page = admin_client.get(f"/admin/routing/provider/{provider.pk}/change/")
-    form = page.context["adminform"].form
-    data = {k: v for k, v in form.initial.items() if v is not None and k != "api_key_input"}
+    data = _change_form_data(admin_client, provider)
     data.update(enabled="on", extra_headers="{}", base_url="http://vllm:8000/v1")
     response = admin_client.post(f"/admin/routing/provider/{provider.pk}/change/", data)
     assert response.status_code == 302, response.content.decode()[:2000]
