@@ -163,15 +163,22 @@ for m in spec.get("mappings", []):
 
 def configure_routing(server: LiveServer, spec: dict[str, object]) -> None:
     """Create providers, keys and mappings in a server's database (another process)."""
+    _run_in_shell(server, _APPLY_SPEC, ROUTING_SPEC=spec, doing="configuring routing")
+
+
+def _run_in_shell(server: LiveServer, script: str, *, doing: str, **payload: object) -> str:
+    """Run a script in `manage.py shell` against a server's database, each payload
+    item passed as a JSON environment variable; its stdout."""
     import json
 
-    env = {**server.env, "ROUTING_SPEC": json.dumps(spec)}
+    env = {**server.env, **{name: json.dumps(value) for name, value in payload.items()}}
     result = subprocess.run(
-        [sys.executable, "manage.py", "shell", "-c", _APPLY_SPEC],
+        [sys.executable, "manage.py", "shell", "-c", script],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     if result.returncode:
-        raise RuntimeError(f"configuring routing failed:\n{result.stderr[-3000:]}")
+        raise RuntimeError(f"{doing} failed:\n{result.stderr[-3000:]}")
+    return result.stdout
 
 
 def start_redis(directory: Path) -> tuple[subprocess.Popen[bytes], str]:
@@ -223,14 +230,8 @@ def make_api_keys(server: LiveServer, specs: dict[str, dict[str, object]]) -> di
     """
     import json
 
-    env = {**server.env, "KEY_SPECS": json.dumps(specs)}
-    result = subprocess.run(
-        [sys.executable, "manage.py", "shell", "-c", _MAKE_KEYS],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-    if result.returncode:
-        raise RuntimeError(f"creating API keys failed:\n{result.stderr[-3000:]}")
-    line = next(x for x in result.stdout.splitlines() if x.startswith("KEYS="))
+    stdout = _run_in_shell(server, _MAKE_KEYS, KEY_SPECS=specs, doing="creating API keys")
+    line = next(x for x in stdout.splitlines() if x.startswith("KEYS="))
     return dict(json.loads(line.removeprefix("KEYS=")))
 
 
@@ -254,6 +255,16 @@ def fresh_database(name: str) -> Iterator[dict[str, str]]:
     finally:
         with psycopg.connect(f"{base}/postgres", autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+
+
+def single_try_provider(key: str, **fields: object) -> dict[str, object]:
+    """An OpenAI-kind provider spec for configure_routing that fails at once: no
+    retries, and a breaker that never opens, so every request reaches the upstream."""
+    return {
+        "kind": "openai", "max_retries": 0, "breaker_fail_max": 1000,
+        "breaker_reset_timeout": 60.0, "first_byte_timeout": 5.0, "total_timeout": 20.0,
+        "key": key, **fields,
+    }  # fmt: skip
 
 
 @contextlib.contextmanager

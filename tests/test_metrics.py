@@ -17,17 +17,14 @@ from prometheus_client.parser import text_string_to_metric_families
 from gateway import metrics
 from inference.fake_upstream import FakeUpstream
 
-from .conftest import LiveServer, fake_upstream, routed_gateway
+from .conftest import LiveServer, fake_upstream, routed_gateway, single_try_provider
 
 TOKEN = "metrics-secret-123"
 UPSTREAM_KEY = "sk-upstream-789"
 CLIENT_KEY = {"Authorization": "Bearer sk-client-anything"}
 HI = [{"role": "user", "content": "hello there"}]
 
-PROVIDER = {
-    "kind": "openai", "max_retries": 0, "breaker_fail_max": 1000, "breaker_reset_timeout": 60.0,
-    "first_byte_timeout": 5.0, "total_timeout": 20.0, "key": UPSTREAM_KEY,
-}  # fmt: skip
+PROVIDER = single_try_provider(UPSTREAM_KEY)
 
 
 @pytest.fixture(scope="module")

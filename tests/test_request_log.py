@@ -19,23 +19,26 @@ import pytest
 
 from inference.fake_upstream import FakeUpstream
 
-from .conftest import LiveServer, configure_routing, make_api_keys, server_env
+from .conftest import (
+    LiveServer,
+    configure_routing,
+    fake_upstream,
+    make_api_keys,
+    server_env,
+    single_try_provider,
+)
 
 pytestmark = pytest.mark.e2e
 
 UPSTREAM_KEY = "sk-upstream-log-321"
 HI = [{"role": "user", "content": "hello there"}]
-PROVIDER = {
-    "kind": "openai", "max_retries": 0, "breaker_fail_max": 1000, "breaker_reset_timeout": 60.0,
-    "first_byte_timeout": 5.0, "total_timeout": 20.0, "key": UPSTREAM_KEY,
-}  # fmt: skip
+PROVIDER = single_try_provider(UPSTREAM_KEY)
 
 
 @pytest.fixture(scope="module")
 def upstream() -> Iterator[FakeUpstream]:
-    server = FakeUpstream(api_keys={UPSTREAM_KEY}).start_in_thread()
-    yield server
-    server.stop_thread()
+    with fake_upstream(UPSTREAM_KEY) as server:
+        yield server
 
 
 def start_gateway(data: Path, upstream: FakeUpstream, **env: str) -> tuple[LiveServer, str]:
