@@ -29,9 +29,11 @@ UNCHARGED_ENDPOINTS = frozenset({"messages.count_tokens"})
 
 
 def presented_key(request: HttpRequest) -> str:
-    key = request.headers.get("x-api-key", "").strip()
-    if key:
-        return key
+    return request.headers.get("x-api-key", "").strip() or bearer_token(request)
+
+
+def bearer_token(request: HttpRequest) -> str:
+    """The token of an `Authorization: Bearer` header, or ""."""
     scheme, _, value = request.headers.get("authorization", "").strip().partition(" ")
     return value.strip() if scheme.lower() == "bearer" else ""
 
@@ -66,17 +68,17 @@ def allowed(ctx: RequestContext, model: str) -> bool:
 
 def permit(ctx: RequestContext, model: str) -> None:
     """May this caller use this model at all (the key's allowed model patterns)?"""
-    key: KeyRecord | None = ctx.api_key
-    if key is not None and not key.allows(model):
+    if not allowed(ctx, model):
         raise PermissionDenied(
-            f"The API key {key.prefix}… is not allowed to use the model {model!r}.", param="model"
+            f"The API key {ctx.api_key.prefix}… is not allowed to use the model {model!r}.",
+            param="model",
         )
 
 
-async def admit(ctx: RequestContext, model: str) -> None:
+async def admit(ctx: RequestContext, model: str, *, count: bool = True) -> None:
     """May this caller use this model now (allowed patterns, rate limits)?"""
     permit(ctx, model)
-    await within_limits(ctx)
+    await within_limits(ctx, count=count)
 
 
 async def within_limits(ctx: RequestContext, *, count: bool = True) -> None:

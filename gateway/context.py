@@ -86,9 +86,9 @@ async def begin(request: HttpRequest, protocol: Protocol, endpoint: str) -> Requ
     return ctx
 
 
-async def admit(ctx: RequestContext, model: str, *, stream: bool) -> None:
+async def admit(ctx: RequestContext, model: str, *, stream: bool, count: bool = True) -> None:
     ctx.requested_model, ctx.stream = model, stream
-    await auth.admit(ctx, model)
+    await auth.admit(ctx, model, count=count)
 
 
 def current(request: HttpRequest) -> RequestContext | None:

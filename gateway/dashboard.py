@@ -54,14 +54,10 @@ class Activity:
         self.recent: deque[dict[str, Any]] = deque(maxlen=RECENT_ROWS)
         self.window: deque[tuple[float, int, int]] = deque()
         self.last_outcome: dict[str, tuple[str, float]] = {}  # backend -> (outcome, when)
-        self.total = 0
-        self.errors = 0
 
     def note(self, ctx: RequestContext, row: dict[str, Any]) -> None:
         self.recent.append(row)
         self.window.append((time.monotonic(), ctx.input_tokens, ctx.output_tokens))
-        self.total += 1
-        self.errors += ctx.status >= 400
         for attempt in ctx.served.attempts if ctx.served is not None else ():
             self.last_outcome[attempt.backend] = (attempt.outcome, row["time"])
         self._trim()
@@ -118,7 +114,9 @@ def publish(ctx: RequestContext) -> None:
     except RuntimeError:  # finished outside a loop (a sync test): nobody to push to
         return
     row = row_of(ctx)
-    activity.note(ctx, row)
+    activity.note(ctx, row)  # a page opened later starts from these
+    if _watchers == 0 and isinstance(get_channel_layer(), InMemoryChannelLayer):
+        return  # an in-process layer with no page open here: nobody to send to
     _outbox.append(row)
     _ensure(loop, "flush", _flush)
     _ensure(loop, "tick", _tick_forever)
@@ -181,11 +179,7 @@ async def current_stats(*, backends: bool = True) -> dict[str, Any]:
     engine = get_engine().stats()
     return {
         "source": SOURCE,
-        "time": time.time(),
         **activity.rates(),
-        "window_s": WINDOW_SECONDS,
-        "requests_total": activity.total,
-        "errors_total": activity.errors,
         "engine": {
             "queued_requests": engine.queued_requests,
             "active_sequences": engine.active_sequences,

@@ -36,7 +36,7 @@ from . import context
 
 logger = logging.getLogger(__name__)
 
-API_PREFIXES = ("/v1/", "/v1", "/health", "/metrics")
+API_PREFIXES = ("/v1", "/health", "/metrics")
 
 
 ROUTE_CACHE = 1024
@@ -156,5 +156,5 @@ class PathDispatcher:
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         path = scope.get("path", "")
-        app = self.api if path == "/v1" or path.startswith(API_PREFIXES) else self.site
+        app = self.api if path.startswith(API_PREFIXES) else self.site
         await app(scope, receive, send)

@@ -32,6 +32,7 @@ from prometheus_client.registry import Collector
 from routing.backends import get_engine
 
 from . import monitor
+from .auth import bearer_token
 from .context import RequestContext
 
 logger = logging.getLogger(__name__)
@@ -151,9 +152,9 @@ def record(ctx: RequestContext) -> None:
         return
     for attempt in served.attempts:
         if attempt.outcome != "ok":
-            UPSTREAM_ERRORS.labels(attempt.backend, _outcomes(outcome_label(attempt.outcome))).inc()
+            child(UPSTREAM_ERRORS, attempt.backend, _outcomes(outcome_label(attempt.outcome))).inc()
     if served.fallbacks:
-        FALLBACKS.labels(model).inc(served.fallbacks)
+        child(FALLBACKS, model).inc(served.fallbacks)
 
 
 def outcome_label(outcome: str) -> str:
@@ -202,10 +203,7 @@ def refusal(request: HttpRequest) -> HttpResponse | None:
     """Why this scrape is refused, or None to let it through."""
     token: str = settings.GATEWAY_METRICS_TOKEN
     if token:
-        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-        if scheme.lower() == "bearer" and hmac.compare_digest(
-            given.strip().encode(), token.encode()
-        ):
+        if hmac.compare_digest(bearer_token(request).encode(), token.encode()):
             return None
         response = HttpResponse("a valid metrics token is required\n", status=401)
         response["WWW-Authenticate"] = 'Bearer realm="metrics"'

@@ -68,7 +68,7 @@ def row(ctx: RequestContext) -> dict[str, Any]:
         "served_model": _text(served.model, 200) if served else "",
         "attempts": _count(len(served.attempts), SMALL) if served else 0,
         "fallbacks": _count(served.fallbacks, SMALL) if served else 0,
-        "attempt_trail": _text(served.headers()["X-Gateway-Attempts"], 1000) if served else "",
+        "attempt_trail": _text(served.trail, 1000) if served else "",
         "stream": ctx.stream,
         "status": _count(ctx.status, SMALL),
         "error_type": _text(ctx.error_type, 64),

@@ -65,12 +65,16 @@ class Served:
         backends = [a.backend for a in self.attempts]
         return len(dict.fromkeys(backends)) - 1 if backends else 0
 
+    @property
+    def trail(self) -> str:
+        """Each try and its outcome, as X-Gateway-Attempts and the request log show it."""
+        return ", ".join(f"{a.backend}/{a.model}={a.outcome}" for a in self.attempts)
+
     def headers(self) -> dict[str, str]:
-        trail = ", ".join(f"{a.backend}/{a.model}={a.outcome}" for a in self.attempts)
         return {
             "X-Gateway-Backend": self.backend,
             "X-Gateway-Model": self.model,
-            "X-Gateway-Attempts": trail,
+            "X-Gateway-Attempts": self.trail,
             "X-Gateway-Fallbacks": str(self.fallbacks),
         }
 
@@ -83,15 +87,25 @@ async def route_for(model: str) -> tuple[Route, Snapshot]:
     return route, snapshot
 
 
+_SPENT = "the request's time budget is spent"
+
+
+async def _within(seconds: float, work: Awaitable[T], backend: str, detail: str) -> T:
+    """Await `work` for at most `seconds` (a spent budget still gets a moment, so
+    the attempt fails as a timeout rather than not at all): a timeout of `backend`."""
+    try:
+        async with asyncio.timeout(max(0.001, seconds)):
+            return await work
+    except TimeoutError:
+        raise _timeout(backend, detail) from None
+
+
 async def complete(request: ChatRequest) -> tuple[ChatResult, Served]:
     async def call(backend: Backend, hop: Hop, deadline: float) -> ChatResult:
+        work = backend.complete(replace(request, model=hop.model))
         if hop.target.kind != "local":  # cloud clients keep to the deadline themselves
-            return await backend.complete(replace(request, model=hop.model))
-        try:
-            async with asyncio.timeout(max(0.001, deadline - time.monotonic())):
-                return await backend.complete(replace(request, model=hop.model))
-        except TimeoutError:
-            raise _timeout(backend.name, "the request's time budget is spent") from None
+            return await work
+        return await _within(deadline - time.monotonic(), work, backend.name, _SPENT)
 
     result, served, _ = await _walk(request.model, call)
     return result, served
@@ -109,11 +123,9 @@ async def stream(request: ChatRequest) -> tuple[list[Event], AsyncIterator[Event
     ) -> tuple[list[Event], AsyncIterator[Event]]:
         events = backend.stream(replace(request, model=hop.model, stream=True))
         limit = _first_token_timeout(backend, hop)
-        try:
-            async with asyncio.timeout(max(0.001, min(limit, deadline - time.monotonic()))):
-                held = await prime(events)
-        except TimeoutError:
-            raise _timeout(backend.name, f"no first token within {limit:g}s") from None
+        seconds = min(limit, deadline - time.monotonic())
+        detail = f"no first token within {limit:g}s"
+        held = await _within(seconds, prime(events), backend.name, detail)
         return held, events
 
     (held, events), served, settle = await _walk(request.model, call, settle_later=True)
@@ -128,11 +140,8 @@ async def count_tokens(request: ChatRequest) -> tuple[int, str, Served]:
         counter = getattr(backend, "count_tokens", None)
         if counter is None:  # OpenAI-compatible APIs have no count endpoint
             return estimate_tokens(request), "estimate"
-        try:
-            async with asyncio.timeout(max(0.001, deadline - time.monotonic())):
-                return await counter(replace(request, model=hop.model)), "exact"
-        except TimeoutError:
-            raise _timeout(backend.name, "the request's time budget is spent") from None
+        work = counter(replace(request, model=hop.model))
+        return await _within(deadline - time.monotonic(), work, backend.name, _SPENT), "exact"
 
     try:
         (count, how), served, settle = await _walk(request.model, call, settle_later=True)
@@ -272,7 +281,7 @@ async def _walk(
                     "route %s served by %s after %s",
                     model,
                     name,
-                    served.headers()["X-Gateway-Attempts"],
+                    served.trail,
                 )
 
             async def settle(

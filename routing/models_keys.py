@@ -41,6 +41,11 @@ def validate_patterns(value: object) -> None:
         validate_pattern(pattern)
 
 
+def expired(expires_at: datetime | None, now: datetime | None = None) -> bool:
+    """Past its expiry, for a key row and for the cached record of one alike."""
+    return expires_at is not None and expires_at <= (now or timezone.now())
+
+
 class ApiKey(models.Model):
     """A key a client sends as `Authorization: Bearer` or `x-api-key`."""
 
@@ -87,7 +92,7 @@ class ApiKey(models.Model):
         return secret
 
     def is_expired(self, now: datetime | None = None) -> bool:
-        return self.expires_at is not None and self.expires_at <= (now or timezone.now())
+        return expired(self.expires_at, now)
 
     @property
     def status(self) -> str:

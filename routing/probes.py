@@ -72,6 +72,8 @@ async def probe_local_model(model: LocalModel, limit: float = 60.0) -> ProbeResu
         loaded = await asyncio.wait_for(asyncio.to_thread(load_model, model.spec()), limit)
         loaded.release()
         ok, error = True, ""
+    except TimeoutError:  # its text is empty: name the limit instead
+        ok, error = False, f"no answer within {limit:g}s"
     except Exception as exc:
         ok, error = False, error_text(exc)
     return ProbeResult(model.name, "local", ok, (time.perf_counter() - started) * 1000, None, error)

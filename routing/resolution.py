@@ -159,7 +159,8 @@ class RoutingTable:
         return None
 
     def _why(self, winner: Mapping, requested: str) -> str:
-        beaten = [v.mapping for v in self.verdicts(requested) if v.outcome == "beaten"]
+        # What verdicts() calls "beaten", without building every loser's explanation.
+        beaten = [m for m in self.matching(requested) if m.targets and m is not winner]
         why = f"pattern {winner.pattern!r} (priority {winner.priority}) matches"
         if beaten:
             names = ", ".join(repr(m.pattern) for m in beaten)

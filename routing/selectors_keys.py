@@ -12,10 +12,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from fnmatch import translate
 
-from django.utils import timezone
-
 from .models import ApiKey, ApiKeyState
-from .models_keys import hash_secret
+from .models_keys import expired, hash_secret
 from .stamped import StampedCache
 
 
@@ -28,7 +26,6 @@ class KeyRecord:
     prefix: str
     enabled: bool
     expires_at: datetime | None
-    allowed_models: tuple[str, ...]
     requests_per_minute: int | None
     tokens_per_minute: int | None
     matcher: re.Pattern[str] | None  # None: every model
@@ -43,7 +40,6 @@ class KeyRecord:
             prefix=key.prefix,
             enabled=key.enabled,
             expires_at=key.expires_at,
-            allowed_models=patterns,
             requests_per_minute=key.requests_per_minute,
             tokens_per_minute=key.tokens_per_minute,
             matcher=matcher,
@@ -53,7 +49,7 @@ class KeyRecord:
         return self.matcher is None or self.matcher.match(model) is not None
 
     def is_expired(self, now: datetime | None = None) -> bool:
-        return self.expires_at is not None and self.expires_at <= (now or timezone.now())
+        return expired(self.expires_at, now)
 
     @property
     def limited(self) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from django.core.signals import setting_changed
@@ -20,11 +21,17 @@ from .models import (
 )
 
 
-def _changed(sender: Any, **kwargs: Any) -> None:
-    if kwargs.get("raw"):
-        return  # loaddata: the stamp is bumped by whoever loads
-    selectors.invalidate()
-    transaction.on_commit(_bump)
+def _on_change(invalidate: Callable[[], None], bump: Callable[[], None]) -> Callable[..., None]:
+    """A save/delete receiver: drop this process's cache now, and bump the stamp
+    other processes watch once the change is committed."""
+
+    def receiver(sender: Any, **kwargs: Any) -> None:
+        if kwargs.get("raw"):
+            return  # loaddata: the stamp is bumped by whoever loads
+        invalidate()
+        transaction.on_commit(bump)
+
+    return receiver
 
 
 def _bump() -> None:
@@ -32,11 +39,8 @@ def _bump() -> None:
     selectors.invalidate()
 
 
-def _key_changed(sender: Any, **kwargs: Any) -> None:
-    if kwargs.get("raw"):
-        return
-    selectors_keys.invalidate()
-    transaction.on_commit(services_keys.keys_changed)
+_changed = _on_change(selectors.invalidate, _bump)
+_key_changed = _on_change(selectors_keys.invalidate, services_keys.keys_changed)
 
 
 def _setting_changed(setting: str, **kwargs: Any) -> None:

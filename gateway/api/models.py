@@ -80,9 +80,8 @@ def _page(request: HttpRequest, names: list[str]) -> tuple[list[str], bool]:
 async def get_model(request: HttpRequest, model_id: str) -> HttpResponse:
     protocol = request_protocol(request)
     ctx = await context.begin(request, protocol, "models.retrieve")
-    ctx.requested_model = model_id
-    auth.permit(ctx, model_id)  # before the lookup: a refused key learns nothing
-    await auth.within_limits(ctx, count=False)
+    # Before the lookup, so a refused key learns nothing; a listing uses up no request.
+    await context.admit(ctx, model_id, stream=False, count=False)
     snapshot = await selectors.asnapshot()
     if snapshot.table.resolve(model_id) is None:
         raise ModelNotFound(f"The model {model_id!r} does not exist.", param="model")

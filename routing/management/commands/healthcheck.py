@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import time
 from collections.abc import Awaitable
@@ -91,13 +90,6 @@ class Command(BaseCommand):
                 Provider.objects.filter(enabled=True).select_related("credential").order_by("name")
             )
             results += async_to_sync(_probe_all)(models, providers, limit, local_limit)
-        # A timed-out load says only "TimeoutError: ": name the limit instead.
-        results = [
-            dataclasses.replace(r, error=f"no answer within {local_limit:g}s")
-            if not r.ok and r.error.rstrip(": ") == "TimeoutError"
-            else r
-            for r in results
-        ]
         if options["json"]:
             self.print_json(results)
         else:

@@ -115,7 +115,3 @@ class Command(BaseCommand):
             role = "primary:" if i == 0 else f"fallback {i}:"
             where = "local model" if hop.target.kind == "local" else "provider"
             self.stdout.write(f"  {role:<12} {where} {hop.target.name}, model {hop.model!r}")
-
-    @staticmethod
-    def names(mappings: list[Mapping]) -> str:
-        return ", ".join(repr(m.pattern) for m in mappings)

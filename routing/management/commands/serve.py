@@ -44,13 +44,11 @@ class Command(BaseCommand):
         secret = self._first_key()
         if secret:
             key, py_key = secret, f'"{secret}"'
-        else:
-            key, py_key = "$GATEWAY_API_KEY", 'os.environ["GATEWAY_API_KEY"]'  # import os
-        if secret:
             self.stdout.write(
                 f"  API key (created on first run; shown only now, copy it):\n    {secret}\n"
             )
         else:
+            key, py_key = "$GATEWAY_API_KEY", 'os.environ["GATEWAY_API_KEY"]'  # import os
             self.stdout.write(
                 "  API key: the one printed on the first run (only its hash is kept), "
                 "or a new one from: python manage.py create_api_key NAME\n"
