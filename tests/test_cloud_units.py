@@ -3,24 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import httpx
 import pybreaker
 import pytest
 
 from inference.cloud.errors import from_response, retry_after_seconds, transport_error
-from inference.cloud.sse import SSEEvent, iter_sse
+from inference.cloud.sse import SSEEvent, SSEParser
 from routing.breakers import Breakers, BreakerSettings
 
 
-async def chunks(*parts: bytes) -> AsyncIterator[bytes]:
-    for part in parts:
-        yield part
-
-
 async def read(*parts: bytes) -> list[SSEEvent]:
-    return [e async for e in iter_sse(chunks(*parts))]
+    """The events a stream arriving in these pieces parses into."""
+    parser = SSEParser()
+    events = [event for part in parts for event in parser.feed(part)]
+    return events + parser.close()
 
 
 async def test_sse_multiline_comments_events_and_split_chunks() -> None:

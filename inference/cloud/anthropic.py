@@ -123,13 +123,6 @@ def count_body(request: ChatRequest, model: str) -> dict[str, Any]:
     return {"model": model, **prompt_fields(request)}
 
 
-def forwarded_headers(request: ChatRequest) -> dict[str, str]:
-    """The client's beta flags go to an Anthropic upstream with its own request."""
-    if request.source_protocol != "anthropic":
-        return {}
-    return {k: v for k, v in request.headers.items() if k == "anthropic-beta"}
-
-
 def prompt_fields(request: ChatRequest) -> dict[str, Any]:
     """system, messages and tools: what both a request and count_tokens carry."""
     system = [
@@ -257,12 +250,13 @@ class AnthropicBackend(CloudBackend):
         return result_of(data, self.name)
 
     def headers(self, request: ChatRequest) -> dict[str, str]:
-        return forwarded_headers(request)
+        # The Anthropic API chose them (anthropic-beta): they come along unchanged.
+        return request.headers
 
     async def count_tokens(self, request: ChatRequest) -> int:
         body = count_body(request, self.model)
         data = await post_json(
-            self.config, "/messages/count_tokens", body, self.deadline, forwarded_headers(request)
+            self.config, "/messages/count_tokens", body, self.deadline, self.headers(request)
         )
         return int(data.get("input_tokens") or 0)
 

@@ -87,7 +87,7 @@ def request_body(
             "any": "required",
             "tool": {"type": "function", "function": {"name": choice.name}},
         }[choice.mode]
-        if request.tools and not choice.parallel:
+        if not choice.parallel:
             body["parallel_tool_calls"] = False
     if request.metadata and request.source_protocol == "openai":
         body["metadata"] = request.metadata
@@ -200,10 +200,7 @@ def result_of(data: dict[str, Any], backend: str) -> ChatResult:
                 index, call.get("id"), function.get("name"), function.get("arguments") or ""
             )
         )
-    reason = _FINISH.get(choice.get("finish_reason") or "stop", "stop")
-    stop_sequence = _stop_sequence(choice)
-    if stop_sequence is not None:
-        reason = "stop_sequence"
+    reason, stop_sequence = _finish_of(choice)
     builder.add(
         Finish(reason=reason, usage=usage_of(data.get("usage")), stop_sequence=stop_sequence)
     )
@@ -258,10 +255,7 @@ class OpenAIBackend(CloudBackend):
                         function.get("arguments") or "",
                     )
                 if choice.get("finish_reason"):
-                    finish = _FINISH.get(choice["finish_reason"], "stop")
-                    stop_sequence = _stop_sequence(choice)
-                    if stop_sequence is not None:
-                        finish = "stop_sequence"
+                    finish, stop_sequence = _finish_of(choice)
         if finish is None:
             # A clean end without a finish reason is still a truncated answer.
             raise malformed(self.name, "the stream ended without a finish reason")
@@ -279,10 +273,14 @@ def _relayed(event: SSEEvent, chunk: dict[str, Any], strip_usage: bool) -> WireE
     return WireEvent("openai", b"data: " + jsonio.dumps(chunk) + b"\n\n")
 
 
-def _stop_sequence(choice: dict[str, Any]) -> str | None:
-    """Which stop string ended the answer, where the server says (vLLM's stop_reason)."""
-    reason = choice.get("stop_reason")
-    return reason if isinstance(reason, str) and choice.get("finish_reason") == "stop" else None
+def _finish_of(choice: dict[str, Any]) -> tuple[FinishReason, str | None]:
+    """A choice's finish reason, and which stop string ended the answer where the
+    server says (vLLM's stop_reason)."""
+    reason = choice.get("finish_reason")
+    stop = choice.get("stop_reason")
+    if reason == "stop" and isinstance(stop, str):
+        return "stop_sequence", stop
+    return _FINISH.get(reason or "stop", "stop"), None
 
 
 def _stream_error(backend: str, error: Any) -> UpstreamError:

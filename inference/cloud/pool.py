@@ -19,6 +19,8 @@ from .http11 import KeepAliveTransport, proxy_configured
 logger = logging.getLogger(__name__)
 
 USER_AGENT = "llm-gateway"
+# Per provider and event loop: the lean transport and httpx's own keep to the same.
+LIMITS = httpx.Limits(max_connections=512, max_keepalive_connections=128)
 
 
 class Upstream:
@@ -32,7 +34,7 @@ class Upstream:
             # budget), applied around each wait; httpx keeps the connect limit.
             timeout=httpx.Timeout(None, connect=config.timeouts.connect),
             transport=self._transport,
-            limits=httpx.Limits(max_connections=512, max_keepalive_connections=128),
+            limits=LIMITS,  # used when httpx's own transport is (proxies)
         )
         self._headers = httpx.Headers(
             {
@@ -122,7 +124,9 @@ def _transport() -> httpx.AsyncBaseTransport | None:
     httpx applies environment proxies only to clients built without a transport."""
     if proxy_configured():
         return None
-    return KeepAliveTransport(max_connections=512, max_idle=128)
+    return KeepAliveTransport(
+        max_connections=LIMITS.max_connections, max_idle=LIMITS.max_keepalive_connections
+    )
 
 
 class _NoCookies(httpx.Cookies):

@@ -6,7 +6,6 @@ lines, CRLF/CR line endings, and a last event not followed by a blank line.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 
@@ -66,15 +65,6 @@ class SSEParser:
         if self._data:
             return [SSEEvent("\n".join(self._data), self._event, self._id)]
         return []
-
-
-async def iter_sse(chunks: AsyncIterator[bytes]) -> AsyncIterator[SSEEvent]:
-    parser = SSEParser()
-    async for chunk in chunks:
-        for event in parser.feed(chunk):
-            yield event
-    for event in parser.close():
-        yield event
 
 
 def encode_sse(event: SSEEvent) -> bytes:

@@ -29,6 +29,26 @@ def _remaining(deadline: float | None, limit: float) -> float:
     return min(limit, left)
 
 
+async def _send(
+    config: ProviderConfig,
+    path: str,
+    body: dict[str, Any],
+    deadline: float | None,
+    headers: dict[str, str] | None,
+    *,
+    stream: bool,
+) -> httpx.Response:
+    """POST on the provider's pooled client, until the response head under the
+    first-byte timeout; transport failures become the provider's UpstreamError."""
+    upstream = pool.get(config)
+    request = upstream.request("POST", path, jsonio.dumps(body), headers)
+    try:
+        async with asyncio.timeout(_remaining(deadline, config.timeouts.first_byte)):
+            return await upstream.client.send(request, stream=stream)
+    except (httpx.HTTPError, TimeoutError, OSError) as exc:
+        raise transport_error(config.name, exc) from None
+
+
 async def post_json(
     config: ProviderConfig,
     path: str,
@@ -36,13 +56,7 @@ async def post_json(
     deadline: float | None,
     headers: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    upstream = pool.get(config)
-    request = upstream.request("POST", path, jsonio.dumps(body), headers)
-    try:
-        async with asyncio.timeout(_remaining(deadline, config.timeouts.first_byte)):
-            response = await upstream.client.send(request)
-    except (httpx.HTTPError, TimeoutError, OSError) as exc:
-        raise transport_error(config.name, exc) from None
+    response = await _send(config, path, body, deadline, headers, stream=False)
     if response.status_code >= 400:
         raise from_response(config.name, response, error_message(response.content))
     try:
@@ -67,13 +81,7 @@ async def sse_stream(
     Until the first event the provider's first-byte timeout applies, then its
     stream-idle timeout; the request's deadline caps both.
     """
-    upstream = pool.get(config)
-    request = upstream.request("POST", path, jsonio.dumps(body), headers)
-    try:
-        async with asyncio.timeout(_remaining(deadline, config.timeouts.first_byte)):
-            response = await upstream.client.send(request, stream=True)
-    except (httpx.HTTPError, TimeoutError, OSError) as exc:
-        raise transport_error(config.name, exc) from None
+    response = await _send(config, path, body, deadline, headers, stream=True)
     try:
         if response.status_code >= 400:
             await response.aread()

@@ -115,14 +115,14 @@ class AnthropicFormat:
         tools = body.get("tools")
         choice = body.get("tool_choice")
         wants_tool = not (isinstance(choice, dict) and choice.get("type") == "none")
+        source = echo_source(messages)
         if tools and isinstance(tools, list) and wants_tool and ends_with_user_turn(messages):
-            source = echo_source(messages)
             parallel = not (isinstance(choice, dict) and choice.get("disable_parallel_tool_use"))
             picked = choose_tools(_pick_tools(tools, choice), source, parallel)
             if picked:
                 return plan_tools(picked, source, tokens_in)
         return plan_text(
-            echo_source(messages),
+            source,
             words=words,
             max_tokens=max_tokens,
             stop=parse_stop(body.get("stop_sequences")),

@@ -128,15 +128,15 @@ class OpenAIFormat:
         input_tokens = count_words(messages)
         tools = body.get("tools")
         choice = body.get("tool_choice")
+        source = echo_source(messages)
         if tools and isinstance(tools, list) and choice != "none" and ends_with_user_turn(messages):
-            source = echo_source(messages)
             parallel = body.get("parallel_tool_calls") is not False
             picked = choose_tools(_pick_tools(tools, choice), source, parallel)
             if picked:
                 return plan_tools(picked, source, input_tokens)
         stop = parse_stop(body.get("stop"))
         return plan_text(
-            echo_source(messages),
+            source,
             words=words,
             max_tokens=max_tokens,
             stop=stop,
@@ -146,7 +146,7 @@ class OpenAIFormat:
     def message_body(self, reply: Reply, model: str, rid: str) -> bytes:
         message: dict[str, Any] = {
             "role": "assistant",
-            "content": None if reply.tool else reply.text,
+            "content": None if reply.tools else reply.text,
             "refusal": None,
             "annotations": [],
         }

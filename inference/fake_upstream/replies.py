@@ -59,10 +59,6 @@ class Reply:
     input_tokens: int
 
     @property
-    def tool(self) -> ToolCall | None:
-        return self.tools[0] if self.tools else None
-
-    @property
     def text(self) -> str:
         return "".join(self.pieces)
 
