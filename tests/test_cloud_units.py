@@ -62,6 +62,9 @@ def test_upstream_statuses_are_classified(status: int, category: str, client_sta
 def test_context_length_and_retry_after() -> None:
     error = from_response("p", response(400), "This model's maximum context length is 8192")
     assert error.code == "context_length_exceeded"
+    anthropic_wording = "prompt is too long: 200001 tokens > 200000 maximum"
+    assert from_response("p", response(400), anthropic_wording).code == "context_length_exceeded"
+    assert from_response("p", response(400), "max_tokens: Field required").code is None
     assert retry_after_seconds(response(429, {"retry-after": "3"}).headers) == 3
     assert retry_after_seconds(response(429, {"retry-after-ms": "1500"}).headers) == 1.5
     assert retry_after_seconds(response(429).headers) is None

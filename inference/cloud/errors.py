@@ -109,6 +109,12 @@ def retry_after_seconds(headers: httpx.Headers) -> float | None:
         return None
 
 
+# How upstreams word a prompt over the model's context (OpenAI and compatible
+# servers: "maximum context length"; Anthropic: "prompt is too long"): clients key
+# their compaction on OpenAI's code, whoever said it.
+_CONTEXT_PHRASES = ("context", "prompt is too long")
+
+
 def from_response(backend: str, response: httpx.Response, message: str) -> UpstreamError:
     status = response.status_code
     if status in (401, 403):
@@ -124,7 +130,8 @@ def from_response(backend: str, response: httpx.Response, message: str) -> Upstr
         message = f"provider {backend!r} answered HTTP {status}: {message}"
     else:
         category = "client"
-    code = "context_length_exceeded" if "context" in message.lower() and status == 400 else None
+    too_long = status == 400 and any(p in message.lower() for p in _CONTEXT_PHRASES)
+    code = "context_length_exceeded" if too_long else None
     return UpstreamError(
         message,
         category=category,
