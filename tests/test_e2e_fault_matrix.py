@@ -182,6 +182,9 @@ class Seen:
     status: int | None = None  # an HTTP error before any content
     in_band: str | None = None  # an error after content
     backend: str = ""
+    error: str = ""  # the message of an HTTP error
+    code: str | None = None  # its code (OpenAI) or type (Anthropic)
+    finish: str | None = None  # finish_reason / stop_reason of a whole answer
 
 
 def call_openai(gateway: LiveServer, model: str, stream: bool) -> Seen:
@@ -194,7 +197,10 @@ def call_openai(gateway: LiveServer, model: str, stream: bool) -> Seen:
             )
             reply = raw.parse()
             seen.text, seen.model = reply.choices[0].message.content or "", reply.model
-            seen.backend = raw.headers["x-gateway-backend"]
+            seen.backend, seen.finish = (
+                raw.headers["x-gateway-backend"],
+                reply.choices[0].finish_reason,
+            )
             return seen
         with client.chat.completions.with_streaming_response.create(
             model=model, messages=HI, max_tokens=8, stream=True
@@ -205,10 +211,11 @@ def call_openai(gateway: LiveServer, model: str, stream: bool) -> Seen:
                     seen.model = chunk.model
                     if chunk.choices:
                         seen.text += chunk.choices[0].delta.content or ""
+                        seen.finish = chunk.choices[0].finish_reason or seen.finish
             except openai.APIError as exc:
                 seen.in_band = exc.message
     except openai.APIStatusError as exc:
-        seen.status = exc.status_code
+        seen.status, seen.error, seen.code = exc.status_code, exc.message, exc.code
         seen.in_band = None
     return seen
 
@@ -226,6 +233,7 @@ def call_anthropic(gateway: LiveServer, model: str, stream: bool) -> Seen:
             message = raw.parse()
             seen.text = "".join(b.text for b in message.content if b.type == "text")
             seen.model, seen.backend = message.model, raw.headers["x-gateway-backend"]
+            seen.finish = message.stop_reason
             return seen
         with client.messages.with_streaming_response.create(
             model=model,
@@ -240,11 +248,20 @@ def call_anthropic(gateway: LiveServer, model: str, stream: bool) -> Seen:
                         seen.model = event.message.model
                     elif event.type == "content_block_delta" and event.delta.type == "text_delta":
                         seen.text += event.delta.text
-            except anthropic.APIError as exc:
-                seen.in_band = exc.message
+                    elif event.type == "message_delta":
+                        seen.finish = event.delta.stop_reason
+            except anthropic.APIError as exc:  # its message abbreviates the event: read that
+                error = exc.body.get("error") if isinstance(exc.body, dict) else None
+                seen.in_band = error.get("message") if isinstance(error, dict) else exc.message
     except anthropic.APIStatusError as exc:
-        seen.status = exc.status_code
+        seen.status, seen.error = exc.status_code, exc.message
+        body = exc.body if isinstance(exc.body, dict) else {}
+        seen.code = (body.get("error") or {}).get("type")
     return seen
+
+
+# A whole answer ends with a finish reason, whichever protocol was spoken.
+FINISHED = {"stop", "length", "end_turn", "max_tokens"}
 
 
 CLIENTS = {"openai": call_openai, "anthropic": call_anthropic}
@@ -273,10 +290,19 @@ def test_fault(
             status = fault.anthropic_status.get(status, status)  # type: ignore[arg-type]
         assert seen.status == status, seen
         assert upstream.count(model=other_model) == 0  # the caller's own error: no fallback
+        if name == "context-length":  # the upstream's own verdict, in the caller's terms
+            wanted = "context_length_exceeded" if client == "openai" else "invalid_request_error"
+            assert seen.code == wanted, seen
+        else:
+            assert str(status) in seen.error or kind in seen.error, seen  # says what failed
     elif expect.outcome == "in-band":
         assert seen.text, seen  # content arrived ...
         assert seen.in_band, seen  # ... and then the failure was said, not hidden
         assert seen.backend == kind
+        # It says which backend broke (an Anthropic upstream's own error event may go
+        # to an Anthropic client as it was: then it says what broke).
+        relayed = client == "anthropic" and kind == "ant" and "overloaded" in name
+        assert ("verloaded" in seen.in_band) if relayed else f"'{kind}'" in seen.in_band, seen
         assert upstream.count(model=other_model) == 0
     else:
         assert seen.status is None and seen.in_band is None, seen
@@ -285,9 +311,11 @@ def test_fault(
         assert seen.backend == served, seen
         expected_model = fault.model if expect.outcome == "primary" else other_model
         assert seen.model == expected_model
+        assert seen.finish in FINISHED, seen  # e.g. a stream without [DONE] still finishes
         assert upstream.count(model=other_model) == (expect.outcome == "fallback")
-    # The key that reached the upstream is the decrypted one, never its ciphertext.
-    keys = {r.headers.get("x-api-key") or r.headers.get("authorization") for r in faulty}
+    # The key that reached each upstream is the decrypted one, never its ciphertext.
+    tried = faulty + upstream.find(model=other_model)
+    keys = {r.headers.get("x-api-key") or r.headers.get("authorization") for r in tried}
     if name != "wrong-key":
         assert keys <= {f"Bearer {OAI_KEY}", ANT_KEY}, keys
     assert expect.min_s <= elapsed <= expect.max_s, elapsed
