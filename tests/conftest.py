@@ -8,7 +8,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,6 +41,23 @@ def demo_model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from inference.demo_model import build_demo_model
 
     return build_demo_model(tmp_path_factory.mktemp("models") / "demo", seed=0)
+
+
+def wait_healthy(
+    url: str, process: subprocess.Popen[Any], log: Callable[[], str], timeout: float
+) -> None:
+    """Until the server at `url` answers /health with 200; its log if it never does."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the server exited early:\n{log()}")
+        try:
+            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"the server did not start:\n{log()}")
 
 
 def free_port() -> int:
@@ -80,17 +97,7 @@ class LiveServer:
              "gateway.asgi:application"],
             cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"daphne exited early:\n{self.log()}")
-            try:
-                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError(f"daphne did not start:\n{self.log()}")
+        wait_healthy(self.url, self.process, self.log, 60)
 
     def stop(self) -> None:
         if self.process and self.process.poll() is None:
@@ -181,8 +188,10 @@ def _run_in_shell(server: LiveServer, script: str, *, doing: str, **payload: obj
     return result.stdout
 
 
-def start_redis(directory: Path) -> tuple[subprocess.Popen[bytes], str]:
-    """A private redis-server on a free loopback port (Debian's redis-server package)."""
+@contextlib.contextmanager
+def redis_server(directory: Path) -> Iterator[str]:
+    """A private redis-server on a free loopback port (Debian's redis-server package),
+    its URL; stopped when the block ends."""
     port = free_port()
     process = subprocess.Popen(
         ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
@@ -192,32 +201,46 @@ def start_redis(directory: Path) -> tuple[subprocess.Popen[bytes], str]:
     url = f"redis://127.0.0.1:{port}/0"
     import redis
 
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            redis.Redis.from_url(url).ping()
-            return process, url
-        except redis.ConnectionError:
-            if time.monotonic() > deadline or process.poll() is not None:
-                raise
-            time.sleep(0.05)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                redis.Redis.from_url(url).ping()
+                break
+            except redis.ConnectionError:
+                if time.monotonic() > deadline or process.poll() is not None:
+                    raise
+                time.sleep(0.05)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+@pytest.fixture(scope="module")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One Redis server for a module's gateways to share."""
+    with redis_server(tmp_path_factory.mktemp("redis")) as url:
+        yield url
 
 
 _MAKE_KEYS = """
 import json, os
 from datetime import timedelta
 from django.utils import timezone
+from django.db import transaction
 from routing.services_keys import create_api_key
 made = {}
-for name, spec in json.loads(os.environ["KEY_SPECS"]).items():
-    days = spec.pop("expires_in_days", None)
-    enabled = spec.pop("enabled", True)
-    expires = timezone.now() + timedelta(days=days) if days is not None else None
-    key, secret = create_api_key(name, expires_at=expires, **spec)
-    if not enabled:
-        key.enabled = False
-        key.save()
-    made[name] = secret
+with transaction.atomic():  # a running server sees all of them or none
+    for name, spec in json.loads(os.environ["KEY_SPECS"]).items():
+        days = spec.pop("expires_in_days", None)
+        enabled = spec.pop("enabled", True)
+        expires = timezone.now() + timedelta(days=days) if days is not None else None
+        key, secret = create_api_key(name, expires_at=expires, **spec)
+        if not enabled:
+            key.enabled = False
+            key.save()
+        made[name] = secret
 print("KEYS=" + json.dumps(made))
 """
 

@@ -10,6 +10,8 @@ from django.test import Client
 
 from routing.models import BackendMapping, CloudCredential, LocalModel, MappingTarget, Provider
 
+from .conftest import fake_upstream
+
 KEY = "sk-admin-secret-9876"
 
 pytestmark = pytest.mark.django_db
@@ -238,10 +240,7 @@ def test_extra_headers_are_checked(
 
 
 def test_test_connection_against_the_fake_upstream(admin_client: Client) -> None:
-    from inference.fake_upstream import FakeUpstream
-
-    upstream = FakeUpstream(api_keys={KEY}).start_in_thread()
-    try:
+    with fake_upstream(KEY) as upstream:
         provider = Provider.objects.create(
             name="fake", kind="openai", base_url=f"{upstream.url}/v1"
         )
@@ -257,8 +256,6 @@ def test_test_connection_against_the_fake_upstream(admin_client: Client) -> None
         assert message.startswith("fake: OK (HTTP 200, ")
         [seen] = upstream.find(path="/v1/models")
         assert seen.headers["authorization"] == f"Bearer {KEY}"  # a real call, the real key
-    finally:
-        upstream.stop_thread()
 
 
 def test_a_short_key_shows_no_suffix(admin_client: Client, provider: Provider) -> None:

@@ -20,7 +20,7 @@ import httpx
 import openai
 import pytest
 
-from .conftest import ROOT, LiveServer, make_api_keys, server_env, start_redis
+from .conftest import ROOT, LiveServer, make_api_keys, server_env
 
 pytestmark = pytest.mark.e2e
 
@@ -66,7 +66,8 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
 @pytest.fixture(scope="module")
 def keys(gateway: LiveServer) -> dict[str, str]:
     made = make_api_keys(gateway, KEYS)
-    time.sleep(1.2)  # the running server sees new keys within GATEWAY_API_KEYS_REFRESH_SECONDS
+    # The running server sees new keys within GATEWAY_API_KEYS_REFRESH_SECONDS.
+    assert wait_for_status(gateway, made["ok"], 200) == 200
     return made
 
 
@@ -240,14 +241,6 @@ def wait_for_status(gateway: LiveServer, secret: str, status: int) -> int:
         if got == status or time.monotonic() > deadline:
             return got
         time.sleep(0.1)
-
-
-@pytest.fixture(scope="module")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    process, url = start_redis(tmp_path_factory.mktemp("redis"))
-    yield url
-    process.terminate()
-    process.wait(timeout=10)
 
 
 def test_limits_hold_across_two_gateway_processes_through_redis(

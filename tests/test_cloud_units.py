@@ -125,12 +125,9 @@ async def test_a_probe_holds_its_token_for_its_whole_budget() -> None:
 async def test_breakers_fall_back_to_this_process_when_redis_is_down(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    import socket
+    from .conftest import free_port
 
-    with socket.socket() as sock:  # a port nobody listens on
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    box = Breakers(f"redis://127.0.0.1:{port}/0")
+    box = Breakers(f"redis://127.0.0.1:{free_port()}/0")  # a port nobody listens on
     config = BreakerSettings(fail_max=2, reset_timeout=30)
     assert await box.admit("b", config)
     await box.record("b", config, ok=False)
@@ -157,16 +154,12 @@ def test_backoff_doubles_with_jitter_and_honours_the_caps() -> None:
 
 async def test_a_redis_outage_after_start_still_counts_failures(tmp_path) -> None:
     """pybreaker's Redis storage would go on with defaults (closed, no failures)."""
-    from .conftest import start_redis
+    from .conftest import redis_server
 
-    process, url = start_redis(tmp_path)
-    try:
+    with redis_server(tmp_path) as url:
         box = Breakers(url)
         config = BreakerSettings(fail_max=2, reset_timeout=30)
         assert await box.admit("r", config)  # created while Redis was up
-    finally:
-        process.terminate()
-        process.wait(10)
     await box.record("r", config, ok=False)
     await box.record("r", config, ok=False)
     assert not await box.admit("r", config)  # opened, in this process

@@ -28,7 +28,7 @@ from routing.models import (
     RoutingState,
 )
 
-from .conftest import free_port
+from .conftest import fake_upstream, free_port
 
 pytestmark = pytest.mark.django_db
 
@@ -80,9 +80,8 @@ def reveal(provider: Provider) -> str:
 
 @pytest.fixture
 def upstream() -> Iterator[FakeUpstream]:
-    server = FakeUpstream(api_keys={"sk-good-key"}).start_in_thread()
-    yield server
-    server.stop_thread()
+    with fake_upstream("sk-good-key") as server:
+        yield server
 
 
 class TestHealthcheck:

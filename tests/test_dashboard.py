@@ -19,7 +19,7 @@ from gateway.context import RequestContext
 from routing.breakers import BreakerSettings, breakers, reset_breakers
 from routing.failover import Attempt, Served
 
-from .conftest import start_redis
+from .conftest import redis_server
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -40,16 +40,14 @@ def layer(request: pytest.FixtureRequest, tmp_path: Any, settings: Any) -> Itera
     if request.param == "in-memory":
         yield request.param
         return
-    process, url = start_redis(tmp_path)
-    settings.CHANNEL_LAYERS = {
-        "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [url], "prefix": "gateway:channels"},
+    with redis_server(tmp_path) as url:
+        settings.CHANNEL_LAYERS = {
+            "default": {
+                "BACKEND": "channels_redis.core.RedisChannelLayer",
+                "CONFIG": {"hosts": [url], "prefix": "gateway:channels"},
+            }
         }
-    }
-    yield request.param
-    process.terminate()
-    process.wait(10)
+        yield request.param
 
 
 def session_cookie(*, staff: bool, name: str = "watcher") -> str:

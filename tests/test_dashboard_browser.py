@@ -22,7 +22,7 @@ import pytest
 # Debian, by .ci/system-deps): a missing browser is a failure, not a skip.
 from playwright.sync_api import Page, expect, sync_playwright
 
-from .conftest import ROOT, LiveServer, server_env, start_redis
+from .conftest import ROOT, LiveServer, redis_server, server_env
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -143,21 +143,19 @@ def shared_pair(tmp_path: Path) -> Iterator[tuple[LiveServer, LiveServer]]:
     """Two gateway processes on one database and one Redis (the channel layer)."""
     data = tmp_path / "gateway"
     data.mkdir()
-    redis, redis_url = start_redis(data)
-    env = server_env(data, REDIS_URL=redis_url)
-    first, second = LiveServer(data_dir=data, env=env), LiveServer(data_dir=data, env=env)
-    try:
-        first.manage("migrate", "--noinput")
-        first.manage("build_demo_model")
-        make_admin(first)
-        first.start()
-        second.start()
-        yield first, second
-    finally:
-        first.stop()
-        second.stop()
-        redis.terminate()
-        redis.wait(10)
+    with redis_server(data) as redis_url:
+        env = server_env(data, REDIS_URL=redis_url)
+        first, second = LiveServer(data_dir=data, env=env), LiveServer(data_dir=data, env=env)
+        try:
+            first.manage("migrate", "--noinput")
+            first.manage("build_demo_model")
+            make_admin(first)
+            first.start()
+            second.start()
+            yield first, second
+        finally:
+            first.stop()
+            second.stop()
 
 
 def test_one_dashboard_sees_every_process_through_redis(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -13,7 +12,7 @@ import pytest
 
 from inference.fake_upstream import FakeUpstream
 
-from .conftest import LiveServer, configure_routing, server_env, start_redis
+from .conftest import LiveServer, configure_routing, fake_upstream, free_port, server_env
 
 pytestmark = pytest.mark.e2e
 
@@ -22,17 +21,8 @@ KEY = "sk-flap-123"
 
 @pytest.fixture(scope="module")
 def upstream() -> Iterator[FakeUpstream]:
-    server = FakeUpstream(api_keys={KEY}).start_in_thread()
-    yield server
-    server.stop_thread()
-
-
-@pytest.fixture(scope="module")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    process, url = start_redis(tmp_path_factory.mktemp("redis"))
-    yield url
-    process.terminate()
-    process.wait(10)
+    with fake_upstream(KEY) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
@@ -189,11 +179,9 @@ def test_a_slow_probe_is_the_only_one_even_past_the_reset_timeout(
     assert ask(b, "slowprobe").headers["x-gateway-backend"] == "slowprobe"  # closed again
 
 
-def test_redis_down_still_serves(tmp_path: Path, gateways, upstream: FakeUpstream) -> None:
+def test_redis_down_still_serves(gateways, upstream: FakeUpstream) -> None:
     a, _ = gateways
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        dead = f"redis://127.0.0.1:{sock.getsockname()[1]}/0"  # nobody listens there
+    dead = f"redis://127.0.0.1:{free_port()}/0"  # nobody listens there
     env = {**a.env, "REDIS_URL": dead}
     lonely = LiveServer(data_dir=a.data_dir, env=env)
     lonely.start()

@@ -23,7 +23,7 @@ from routing import selectors_keys
 from routing.models import ApiKey, ApiKeyState, RequestLog
 from routing.services_keys import create_api_key
 
-from .conftest import start_redis
+from .conftest import redis_server
 
 SECRET = re.compile(r"gw-[A-Za-z0-9_-]{43}")
 
@@ -242,8 +242,7 @@ def test_admin_rejects_bad_patterns_and_disables_keys(
 
 
 async def test_redis_limiter_counts_in_redis(tmp_path: Any) -> None:
-    process, url = start_redis(tmp_path)
-    try:
+    with redis_server(tmp_path) as url:
         first, second = RedisLimiter(url), RedisLimiter(url)  # two gateway processes
         assert await first.admit(7, 2, 10) is None
         assert await second.admit(7, 2, 10) is None
@@ -256,9 +255,6 @@ async def test_redis_limiter_counts_in_redis(tmp_path: Any) -> None:
         assert refusal is not None and refusal.reason == "tokens"
         assert await second.admit(9, None, 10) is None
         await second.aclose()
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
 
 
 async def test_redis_limiter_lets_requests_through_when_redis_is_down(

@@ -60,12 +60,10 @@ def test_serve_starts_a_gateway_that_answers_with_the_printed_key(tmp_path: Path
     printed key and SDK line work, and Ctrl-C / SIGTERM stops it cleanly."""
     import re
     import signal
-    import time
 
-    import httpx
     import openai
 
-    from .conftest import free_port
+    from .conftest import free_port, wait_healthy
 
     port = free_port()
     env = server_env(tmp_path, GATEWAY_REQUIRE_API_KEYS="1")
@@ -74,14 +72,12 @@ def test_serve_starts_a_gateway_that_answers_with_the_printed_key(tmp_path: Path
         [sys.executable, "manage.py", "serve", "--port", str(port)],
         cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
+
+    def log_text() -> str:
+        return (tmp_path / "serve.log").read_text()
+
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.2)
+        wait_healthy(f"http://127.0.0.1:{port}", process, log_text, 120)
         printed = (tmp_path / "serve.log").read_text()
         key = re.search(r'api_key="(gw-[A-Za-z0-9_-]{43})"', printed)
         assert key is not None, printed
