@@ -34,7 +34,16 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import ROOT, ServerProcess, free_port, install_cleanup, offline_env, percentile
+from common import (
+    ROOT,
+    ServerProcess,
+    free_port,
+    gateway_server,
+    install_cleanup,
+    manage,
+    offline_env,
+    percentile,
+)
 from common import progress as say
 
 # The fake upstream takes any key: the provider's, and the gateway client key sent direct.
@@ -201,27 +210,17 @@ def wrk(
 
 def start_gateway(workdir: Path, upstream_url: str) -> tuple[ServerProcess, str]:
     """A migrated, configured gateway, and a client API key for it."""
-    env = offline_env(
-        GATEWAY_DATA_DIR=str(workdir / "gateway"), DJANGO_SETTINGS_MODULE="gateway.settings",
-        ENABLE_CLOUD_ROUTING="1", GATEWAY_LOG_LEVEL="WARNING",
-    )  # fmt: skip
+    data, env = workdir / "gateway", {"ENABLE_CLOUD_ROUTING": "1", "GATEWAY_LOG_LEVEL": "WARNING"}
     provider = {"name": "bench", "kind": "openai", "base_url": f"{upstream_url}/v1",
                 "max_retries": 0, "breaker_fail_max": 1000, "first_byte_timeout": 10.0}  # fmt: skip
     spec = {"key": UPSTREAM_KEY, "model": MODEL, "provider": provider}
-    steps = [["migrate", "--noinput"], ["shell", "-c", _APPLY_SPEC], ["create_api_key", "bench"]]
-    for args in steps:
-        done = subprocess.run(
-            [sys.executable, "manage.py", *args], cwd=ROOT, capture_output=True, text=True,
-            env={**env, "ROUTING_SPEC": json.dumps(spec)}, timeout=300,
-        )  # fmt: skip
-        if done.returncode:
-            raise RuntimeError(f"manage.py {args[0]} failed:\n{done.stderr[-3000:]}")
-    port = free_port()
-    argv = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port)]
-    server = ServerProcess("gateway (daphne)", [*argv, "gateway.asgi:application"], env,
-                           workdir / "daphne.log", port)  # fmt: skip
+    data.mkdir(exist_ok=True)
+    manage(data, "migrate", "--noinput", **env)
+    manage(data, "shell", "-c", _APPLY_SPEC, ROUTING_SPEC=json.dumps(spec), **env)
+    secret = manage(data, "create_api_key", "bench", **env).split()[-1]  # printed last
+    server = gateway_server(data, **env)
     server.start()
-    return server, done.stdout.split()[-1]  # create_api_key prints the secret last
+    return server, secret
 
 
 # Self time: the group of the innermost frame that has one (first match wins).

@@ -157,11 +157,11 @@ class ServerProcess:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
 
-def manage(data_dir: Path, *args: str) -> str:
+def manage(data_dir: Path, *args: str, **extra_env: str) -> str:
     result = subprocess.run(
         [sys.executable, "manage.py", *args],
         cwd=ROOT,
-        env=gateway_env(data_dir),
+        env=gateway_env(data_dir, **extra_env),
         capture_output=True,
         text=True,
         timeout=600,
@@ -171,8 +171,10 @@ def manage(data_dir: Path, *args: str) -> str:
     return result.stdout
 
 
-def gateway_env(data_dir: Path) -> dict[str, str]:
-    return offline_env(GATEWAY_DATA_DIR=str(data_dir), DJANGO_SETTINGS_MODULE="gateway.settings")
+def gateway_env(data_dir: Path, **extra: str) -> dict[str, str]:
+    return offline_env(
+        GATEWAY_DATA_DIR=str(data_dir), DJANGO_SETTINGS_MODULE="gateway.settings", **extra
+    )
 
 
 def prepare_gateway_data(
@@ -201,13 +203,13 @@ def prepare_gateway_data(
 _client_headers: dict[str, str] = {}
 
 
-def gateway_server(data_dir: Path) -> ServerProcess:
+def gateway_server(data_dir: Path, **extra_env: str) -> ServerProcess:
     port = free_port()
     argv = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port)]
     return ServerProcess(
         name="gateway (daphne)",
         argv=[*argv, "gateway.asgi:application"],
-        env=gateway_env(data_dir),
+        env=gateway_env(data_dir, **extra_env),
         log_path=data_dir / f"daphne-{port}.log",
         port=port,
     )

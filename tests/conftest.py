@@ -170,10 +170,10 @@ for m in spec.get("mappings", []):
 
 def configure_routing(server: LiveServer, spec: dict[str, object]) -> None:
     """Create providers, keys and mappings in a server's database (another process)."""
-    _run_in_shell(server, _APPLY_SPEC, ROUTING_SPEC=spec, doing="configuring routing")
+    run_in_shell(server, _APPLY_SPEC, ROUTING_SPEC=spec, doing="configuring routing")
 
 
-def _run_in_shell(server: LiveServer, script: str, *, doing: str, **payload: object) -> str:
+def run_in_shell(server: LiveServer, script: str, *, doing: str, **payload: object) -> str:
     """Run a script in `manage.py shell` against a server's database, each payload
     item passed as a JSON environment variable; its stdout."""
     import json
@@ -253,7 +253,7 @@ def make_api_keys(server: LiveServer, specs: dict[str, dict[str, object]]) -> di
     """
     import json
 
-    stdout = _run_in_shell(server, _MAKE_KEYS, KEY_SPECS=specs, doing="creating API keys")
+    stdout = run_in_shell(server, _MAKE_KEYS, KEY_SPECS=specs, doing="creating API keys")
     line = next(x for x in stdout.splitlines() if x.startswith("KEYS="))
     return dict(json.loads(line.removeprefix("KEYS=")))
 

@@ -8,8 +8,6 @@ appear on the page, which must not have reloaded meanwhile.
 from __future__ import annotations
 
 import shutil
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +20,7 @@ import pytest
 # Debian, by .ci/system-deps): a missing browser is a failure, not a skip.
 from playwright.sync_api import Page, expect, sync_playwright
 
-from .conftest import ROOT, LiveServer, redis_server, server_env
+from .conftest import LiveServer, redis_server, run_in_shell, server_env
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -34,21 +32,19 @@ USER, PASSWORD = "dash-admin", "dash-Pa55word-7731"
 pytestmark = pytest.mark.e2e
 
 _MAKE_ADMIN = """
-import os
+import json, os
 from django.contrib.auth import get_user_model
-user, _ = get_user_model().objects.get_or_create(username=os.environ["DASH_USER"])
+user, _ = get_user_model().objects.get_or_create(username=json.loads(os.environ["DASH_USER"]))
 user.is_staff = user.is_superuser = user.is_active = True
-user.set_password(os.environ["DASH_PASSWORD"])
+user.set_password(json.loads(os.environ["DASH_PASSWORD"]))
 user.save()
 """
 
 
 def make_admin(server: LiveServer) -> str:
-    env = {**server.env, "DASH_USER": USER, "DASH_PASSWORD": PASSWORD}
-    subprocess.run(
-        [sys.executable, "manage.py", "shell", "-c", _MAKE_ADMIN],
-        cwd=ROOT, env=env, check=True, capture_output=True, timeout=120,
-    )  # fmt: skip
+    run_in_shell(
+        server, _MAKE_ADMIN, DASH_USER=USER, DASH_PASSWORD=PASSWORD, doing="making an admin"
+    )
     return USER
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
 
 import httpx
@@ -25,7 +23,7 @@ from routing.models import (
 )
 from routing.resolution import Mapping, RoutingTable, Target
 
-from .conftest import ROOT, LiveServer
+from .conftest import LiveServer, run_in_shell
 
 OPENAI = Target("provider", "openai")
 ANTHROPIC = Target("provider", "anthropic", "claude-x")
@@ -246,10 +244,7 @@ def test_change_in_another_process_reaches_the_server(routed_gateway: LiveServer
         "from routing.models import *; m = BackendMapping.objects.create(pattern='alias-*'); "
         "MappingTarget.objects.create(mapping=m, local_model=LocalModel.objects.get(name='demo'))"
     )
-    subprocess.run(
-        [sys.executable, "manage.py", "shell", "-c", script],
-        cwd=ROOT, env=routed_gateway.env, check=True, capture_output=True,
-    )  # fmt: skip
+    run_in_shell(routed_gateway, script, doing="adding a mapping")
     deadline = time.monotonic() + 5
     while httpx.get(url).status_code != 200 and time.monotonic() < deadline:
         time.sleep(0.1)
