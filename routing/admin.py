@@ -15,16 +15,52 @@ from django.utils.decorators import method_decorator
 from django.views.decorators.debug import sensitive_post_parameters
 
 from . import route_tester
-from .models import BackendMapping, CloudCredential, LocalModel, MappingTarget, Provider
+from .admin_chain import NamesChainsOnBlockedDelete, TargetInline
+from .local_state import has_model_folder, local_state
+from .models import BackendMapping, CloudCredential, LocalModel, Provider
 from .probes import probe_providers
+
+# The gateway has no public site: Django's "View site" link would lead to a 404.
+admin.site.site_url = None
+
+
+class LocalModelForm(forms.ModelForm):
+    class Meta:
+        model = LocalModel
+        fields = "__all__"
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        # An enabled model without its folder would be offered in /v1/models
+        # and answer 500: refused here; a disabled one may wait for its files.
+        path = data.get("path", self.instance.path)
+        if data.get("enabled") and path and "path" not in self.errors:
+            probe = LocalModel(path=path)
+            if not has_model_folder(probe):
+                self.add_error(
+                    "path" if "path" in self.fields else "enabled",
+                    f"No model at {probe.resolved_path} (no config.json there). "
+                    "Put the model's files there, or save it disabled.",
+                )
+        return data
 
 
 @admin.register(LocalModel)
-class LocalModelAdmin(admin.ModelAdmin):
-    list_display = ("name", "path", "enabled", "preload", "context_length", "updated_at")
+class LocalModelAdmin(NamesChainsOnBlockedDelete, admin.ModelAdmin):
+    form = LocalModelForm
+    list_display = ("name", "path", "enabled", "state", "preload", "context_length", "updated_at")
     list_filter = ("enabled", "preload")
     search_fields = ("name", "path", "description")
     list_editable = ("enabled",)
+    readonly_fields = ("state",)
+
+    def get_changelist_form(self, request: HttpRequest, **kwargs: Any) -> Any:
+        # "enabled" is editable in the list too: the same folder check there.
+        return super().get_changelist_form(request, form=LocalModelForm, **kwargs)
+
+    @admin.display(description="state (this process)")
+    def state(self, obj: LocalModel) -> str:
+        return local_state(obj).label if obj.pk else "—"
 
 
 class ApiKeyFormMixin(forms.ModelForm):
@@ -63,7 +99,7 @@ class SensitiveKeyInput:
 
 
 @admin.register(Provider)
-class ProviderAdmin(SensitiveKeyInput, admin.ModelAdmin):
+class ProviderAdmin(NamesChainsOnBlockedDelete, SensitiveKeyInput, admin.ModelAdmin):
     form = ProviderForm
     list_display = ("name", "kind", "url", "enabled", "api_key_status", "max_retries")
     list_filter = ("kind", "enabled")
@@ -169,71 +205,6 @@ class CloudCredentialAdmin(SensitiveKeyInput, admin.ModelAdmin):
     @admin.display(description="last 4")
     def key_suffix_display(self, obj: CloudCredential) -> str:
         return f"…{obj.key_suffix}" if obj.key_suffix else "—"
-
-
-class TargetForm(forms.ModelForm):
-    position = forms.IntegerField(
-        min_value=0, required=False, help_text="0 = primary; empty = at the end."
-    )
-
-    class Meta:
-        model = MappingTarget
-        fields = ("position", "local_model", "provider", "upstream_model")
-
-    def clean(self) -> dict[str, Any]:
-        data = super().clean()
-        local, provider = data.get("local_model"), data.get("provider")
-        if bool(local) == bool(provider):
-            raise forms.ValidationError("Choose either a local model or a provider.")
-        if provider is not None and not provider.enabled:
-            self.add_error("provider", f"Provider {provider.name!r} is disabled.")
-        if local is not None:
-            if not local.enabled:
-                self.add_error("local_model", f"Local model {local.name!r} is disabled.")
-            elif not (local.resolved_path / "config.json").is_file():
-                self.add_error(
-                    "local_model",
-                    f"Local model {local.name!r} is missing: no model at {local.resolved_path}.",
-                )
-        if local is not None and data.get("upstream_model"):
-            self.add_error("upstream_model", "Only provider targets take an upstream model name.")
-        return data
-
-
-class TargetFormSet(forms.BaseInlineFormSet):
-    """The chain's order is its positions, renumbered 0, 1, 2... on save.
-
-    A position says where a target goes: type 0 to make one the primary, or
-    another target's number to put it just before that one. A row whose
-    position is left empty goes at the end.
-    """
-
-    def clean(self) -> None:
-        super().clean()
-        kept = [f for f in self.forms if f.cleaned_data and not f.cleaned_data.get("DELETE", False)]
-        if not kept:
-            raise forms.ValidationError("A mapping needs at least one target (its primary).")
-
-        def rank(item: tuple[int, forms.ModelForm]) -> tuple[float, int, int]:
-            index, form = item
-            position = form.cleaned_data.get("position")
-            if position is None:  # left empty: after the others
-                return (float("inf"), 1, index)
-            # Two at one number: the one just moved there goes first.
-            return (position, 0 if "position" in form.changed_data else 1, index)
-
-        for position, (_, form) in enumerate(sorted(enumerate(kept), key=rank)):
-            form.cleaned_data["position"] = position
-            form.instance.position = position
-
-
-class TargetInline(admin.TabularInline):
-    model = MappingTarget
-    form = TargetForm
-    formset = TargetFormSet
-    extra = 1
-    ordering = ("position", "id")
-    autocomplete_fields = ()
 
 
 @admin.register(BackendMapping)

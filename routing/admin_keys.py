@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from datetime import datetime
 from typing import Any
 
 from django import forms
@@ -15,6 +16,7 @@ from django.urls import reverse
 from django.utils.html import format_html
 
 from .models import ApiKey, validate_pattern
+from .models_keys import expired
 from .services_keys import set_keys_enabled
 
 # The new secret travels from save_model to response_add on the request object
@@ -51,6 +53,16 @@ class ApiKeyForm(forms.ModelForm):
         if errors:
             raise ValidationError(errors)
         return list(dict.fromkeys(patterns))
+
+    def clean_expires_at(self) -> datetime | None:
+        expires_at: datetime | None = self.cleaned_data.get("expires_at")
+        # An unchanged past expiry is what an expired key has: editing it stays possible.
+        if expires_at is not None and "expires_at" in self.changed_data and expired(expires_at):
+            raise ValidationError(
+                "This time has passed: the key would be expired at once. "
+                "Choose a later time, or disable the key instead."
+            )
+        return expires_at
 
     def clean(self) -> dict[str, Any]:
         data = super().clean()

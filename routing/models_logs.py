@@ -17,7 +17,12 @@ class RequestLog(models.Model):
 
     created_at = models.DateTimeField(db_index=True, help_text="When the request arrived.")
     api_key = models.ForeignKey(
-        ApiKey, null=True, blank=True, on_delete=models.SET_NULL, related_name="requests"
+        ApiKey,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="requests",
+        verbose_name="API key",
     )
     protocol = models.CharField(max_length=16, choices=Protocol.choices)
     # Indexed: the admin's filters list these columns' distinct values.
@@ -35,13 +40,13 @@ class RequestLog(models.Model):
     error_type = models.CharField(max_length=64, blank=True)
     input_tokens = models.PositiveIntegerField(default=0)
     output_tokens = models.PositiveIntegerField(default=0)
-    latency_ms = models.FloatField()
+    latency_ms = models.FloatField(verbose_name="latency (ms)")
     ttft_ms = models.FloatField(null=True, blank=True, verbose_name="time to first token (ms)")
 
     class Meta:
         ordering = ["-created_at", "-id"]
         verbose_name = "request log entry"
-        verbose_name_plural = "request log"
+        verbose_name_plural = "request log entries"
         indexes = [models.Index(fields=["api_key", "created_at"], name="requestlog_key_time")]
 
     def __str__(self) -> str:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from asgiref.sync import async_to_sync
 
 from . import selectors
+from .local_state import local_state
 from .probes import ProbeResult, probe_providers
 from .resolution import Hop, Route, Verdict
 from .selectors import Snapshot
@@ -54,13 +55,9 @@ def _report(
 ) -> HopReport:
     target, model = hop.target, hop.model
     if target.kind == "local":
-        local = snapshot.local_models[target.name]
-        from .backends import get_engine
-
-        resident = target.name in get_engine().stats().resident_models
-        exists = (local.resolved_path / "config.json").is_file()
-        health = "resident" if resident else ("ready to load" if exists else "folder missing")
-        return HopReport(position, f"local model {target.name}", "local", model, exists, health)
+        state = local_state(snapshot.local_models[target.name])
+        name = f"local model {target.name}"
+        return HopReport(position, name, "local", model, state.usable, state.label)
     provider = snapshot.providers[target.name]
     result = probes[target.name]
     if result.ok:

@@ -165,7 +165,7 @@ def test_route_tester(admin_client: Client, provider: Provider, demo: LocalModel
     assert "Matched mapping <strong>gpt-*</strong>" in body
     assert "provider openai" in body and "local model demo" in body
     assert "unhealthy" in body  # the provider's URL is a closed port
-    assert "ready to load" in body or "resident" in body
+    assert "on disk" in body or "loaded" in body
     verdicts = body[body.index('id="route-verdicts"') :]
     assert "<strong>gpt-4o</strong> (priority 5):\n        skipped" in verdicts
     assert "its chain is empty" in verdicts

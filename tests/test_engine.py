@@ -240,10 +240,12 @@ async def test_one_load_per_model_and_failures_reach_every_waiter(
         assert calls == ["broken"]
         assert all(isinstance(r, ModelLoadError) for r in results)
         assert "broken" in str(results[0])
+        assert "broken" in engine.stats().failed_models  # what the admin shows
         # Failure is not sticky: once the folder exists, the next request loads it.
         shutil.copytree(demo_model_path, tmp_path / "empty")
         assert await _lease_once(engine, broken) == "broken"
         assert calls == ["broken", "broken"]
+        assert engine.stats().failed_models == {}
     finally:
         engine.close()
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +35,7 @@ class EngineStats:
     decode_steps: int  # batched decoding steps run, all models together
     prompt_tokens_processed: int  # prompt tokens run through a model (prefill)
     generated_tokens: int
+    failed_models: dict[str, str] = field(default_factory=dict)  # name: last load error
 
 
 def merge(a: Chunk, b: Chunk) -> Chunk:

@@ -71,6 +71,8 @@ class Engine:
         self._lock = threading.Lock()
         self._resident: dict[str, LoadedModel] = {}
         self._loading: dict[str, Future[LoadedModel]] = {}
+        # The last load error per model name, until it loads: what the admin shows.
+        self._failures: dict[str, str] = {}
         self._commands: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
         self._queued = 0  # submitted, not yet inserted into a batch
         self._active: dict[LoadedModel, dict[int, _Sequence]] = {}
@@ -159,9 +161,11 @@ class Engine:
                 model.last_used = time.monotonic()
                 model.fresh_until = model.last_used + FRESH_SECONDS
                 self._resident[spec.name] = model
+                self._failures.pop(spec.name, None)
                 logger.info("model %s loaded from %s", spec.name, spec.path)
             else:
                 # Dropped from _loading, so the next request retries the load.
+                self._failures[spec.name] = str(future.exception())[:500]
                 logger.error("model %s failed to load: %s", spec.name, future.exception())
 
     def _evict_locked(self, model: LoadedModel) -> None:
@@ -205,6 +209,7 @@ class Engine:
             return EngineStats(
                 resident_models=sorted(self._resident),
                 loading_models=sorted(self._loading),
+                failed_models=dict(self._failures),
                 active_sequences=sum(len(s) for s in self._active.values()),
                 queued_requests=self._queued,
                 decode_steps=self._steps,

@@ -1,0 +1,76 @@
+"""The admin's operator flows in a real browser (Debian's chromium, Playwright,
+1400 px wide) against a live gateway with a provider and a mapping."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Page, expect, sync_playwright
+
+from .conftest import LiveServer, routed_gateway, run_in_shell
+from .test_dashboard_browser import CHROMIUM, CHROMIUM_ARGS, PASSWORD, USER, make_admin
+
+pytestmark = pytest.mark.e2e
+
+WIDTH = 1400
+
+SPEC = {
+    "providers": [{"name": "cloud", "kind": "openai", "base_url": "http://127.0.0.1:9/v1",
+                   "key": "sk-browser-cloud-0001", "max_retries": 0}],
+    "mappings": [{"pattern": "gpt-*", "chain": [{"provider": "cloud"}, {"local": "demo"}]}],
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    with routed_gateway(tmp_path_factory.mktemp("admin-browser"), SPEC, demo=True) as server:
+        make_admin(server)
+        yield server
+
+
+@pytest.fixture
+def page(tmp_path: Path, gateway: LiveServer) -> Iterator[Page]:
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch_persistent_context(
+            str(tmp_path / "profile"),
+            executable_path=CHROMIUM,
+            headless=True,
+            args=CHROMIUM_ARGS,
+            viewport={"width": WIDTH, "height": 900},
+        )
+        try:
+            page = browser.new_page()
+            page.set_default_timeout(15_000)
+            page.goto(f"{gateway.url}/admin/login/?next=/admin/")
+            page.fill("#id_username", USER)
+            page.fill("#id_password", PASSWORD)
+            page.click("input[type=submit]")
+            page.wait_for_url(f"{gateway.url}/admin/")
+            yield page
+        finally:
+            browser.close()
+
+
+_CHAIN = """
+from routing.models import BackendMapping
+targets = BackendMapping.objects.get(pattern="gpt-*").targets.all()
+print("CHAIN=" + " | ".join(str(t) for t in targets))
+"""
+
+
+def chain(server: LiveServer) -> str:
+    out = run_in_shell(server, _CHAIN, doing="reading the chain")
+    return next(x for x in out.splitlines() if x.startswith("CHAIN=")).removeprefix("CHAIN=")
+
+
+def test_reordering_a_chain_by_typing_a_position(gateway: LiveServer, page: Page) -> None:
+    assert chain(gateway) == "cloud:<requested> | local:demo"
+    page.goto(f"{gateway.url}/admin/routing/backendmapping/")
+    page.click("text=gpt-*")
+    page.fill("#id_targets-1-position", "0")  # the fallback becomes the primary; nothing else
+    page.click("input[name=_save]")
+    expect(page.locator(".messagelist")).to_contain_text("was changed successfully")
+    expect(page.locator("#result_list")).to_contain_text("local:demo → cloud:<requested>")
+    assert chain(gateway) == "local:demo | cloud:<requested>"

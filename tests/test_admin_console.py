@@ -1,0 +1,183 @@
+"""The admin as an operator's console, through Django's test client: chain
+editing, validation with plain messages, local model state, labels."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.test import Client
+from django.utils import timezone
+
+from inference.local.chunks import EngineStats
+from routing import local_state
+from routing.models import ApiKey, BackendMapping, LocalModel, MappingTarget, Provider, RequestLog
+from routing.services_keys import create_api_key
+
+from .test_admin import demo, mapping_form, provider  # noqa: F401  (fixtures)
+
+pytestmark = pytest.mark.django_db
+
+
+def chain_edit(mapping: BackendMapping, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The change form as a browser posts it: every existing row, as shown, with edits."""
+    data = mapping_form(mapping.pattern, rows)
+    data["targets-INITIAL_FORMS"] = sum(1 for r in rows if "id" in r)
+    for i, row in enumerate(rows):
+        if "id" in row:
+            data[f"targets-{i}-mapping"] = mapping.pk
+    return data
+
+
+def test_typing_a_position_in_one_row_reorders_the_chain(
+    admin_client: Client, provider: Provider, demo: LocalModel  # noqa: F811
+) -> None:
+    mapping = BackendMapping.objects.create(pattern="gpt-*")
+    first = MappingTarget.objects.create(mapping=mapping, provider=provider, position=0)
+    second = MappingTarget.objects.create(mapping=mapping, local_model=demo, position=1)
+    # Only the fallback's position is typed; the old primary's row is left as it was.
+    data = chain_edit(mapping, [
+        {"id": first.pk, "position": 0, "provider": provider.pk, "upstream_model": ""},
+        {"id": second.pk, "position": 0, "local_model": demo.pk, "upstream_model": ""},
+    ])  # fmt: skip
+    response = admin_client.post(f"/admin/routing/backendmapping/{mapping.pk}/change/", data)
+    assert response.status_code == 302, response.content.decode()[:3000]
+    chain = [(t.position, str(t)) for t in mapping.targets.all()]
+    assert chain == [(0, "local:demo"), (1, "openai:<requested>")]
+
+
+def test_the_same_target_twice_is_refused(
+    admin_client: Client, provider: Provider, demo: LocalModel  # noqa: F811
+) -> None:
+    rows = [
+        {"position": 0, "provider": provider.pk, "upstream_model": "gpt-4o"},
+        {"position": 1, "local_model": demo.pk},
+        {"position": 2, "provider": provider.pk, "upstream_model": "gpt-4o"},
+    ]
+    response = admin_client.post("/admin/routing/backendmapping/add/", mapping_form("x-*", rows))
+    assert response.status_code == 200
+    assert "openai:gpt-4o is already in this chain" in response.content.decode()
+    assert not BackendMapping.objects.exists()
+    # Another upstream model of the same provider is another target.
+    rows[2]["upstream_model"] = "gpt-4o-mini"
+    response = admin_client.post("/admin/routing/backendmapping/add/", mapping_form("x-*", rows))
+    assert response.status_code == 302
+
+
+def test_a_local_model_and_a_provider_in_one_row_is_a_plain_form_error(
+    admin_client: Client, provider: Provider, demo: LocalModel  # noqa: F811
+) -> None:
+    rows = [{"position": 0, "provider": provider.pk, "local_model": demo.pk}]
+    response = admin_client.post("/admin/routing/backendmapping/add/", mapping_form("x-*", rows))
+    body = response.content.decode()
+    assert response.status_code == 200 and "not both" in body
+    assert "Constraint" not in body and "target_is_local_xor_provider" not in body
+    rows = [{"position": 0, "upstream_model": "gpt-4o"}]  # neither
+    body = admin_client.post(
+        "/admin/routing/backendmapping/add/", mapping_form("x-*", rows)
+    ).content.decode()
+    assert "Choose either a local model or a provider." in body and "Constraint" not in body
+
+
+def local_model_form(name: str, path: str, enabled: bool = True) -> dict[str, Any]:
+    data = {"name": name, "path": path, "description": ""}
+    return data | ({"enabled": "on"} if enabled else {})
+
+
+def test_a_local_models_folder_is_checked_on_save(
+    admin_client: Client, tmp_path: Path, demo_model_path: Path
+) -> None:
+    missing = tmp_path / "nothing-here"
+    add = "/admin/routing/localmodel/add/"
+    response = admin_client.post(add, local_model_form("x", str(missing)))
+    assert response.status_code == 200
+    assert f"No model at {missing}" in response.content.decode()
+    assert not LocalModel.objects.exists()
+    # Saved disabled, it may wait for its files; enabling it from the list is checked too.
+    response = admin_client.post(
+        "/admin/routing/localmodel/add/", local_model_form("x", str(missing), enabled=False)
+    )
+    assert response.status_code == 302
+    model = LocalModel.objects.get(name="x")
+    listing = admin_client.post("/admin/routing/localmodel/", {
+        "form-TOTAL_FORMS": 1, "form-INITIAL_FORMS": 1, "form-0-id": model.pk,
+        "form-0-enabled": "on", "_save": "Save",
+    })  # fmt: skip
+    assert listing.status_code == 200 and "No model at" in listing.content.decode()
+    assert not LocalModel.objects.get(pk=model.pk).enabled
+    ok = admin_client.post(
+        "/admin/routing/localmodel/add/", local_model_form("demo", str(demo_model_path))
+    )
+    assert ok.status_code == 302
+    page = admin_client.get("/admin/routing/localmodel/").content.decode()
+    assert "folder missing" in page and "on disk" in page
+
+
+class _Engine:
+    def __init__(self, stats: EngineStats) -> None:
+        self._stats = stats
+
+    def stats(self) -> EngineStats:
+        return self._stats
+
+
+def test_local_state_reads_the_engine(
+    monkeypatch: pytest.MonkeyPatch, demo_model_path: Path
+) -> None:
+    model = LocalModel(name="demo", path=str(demo_model_path))
+    stats = EngineStats([], [], 0, 0, 0, 0, 0, failed_models={"demo": "bad weights"})
+    monkeypatch.setattr(local_state, "get_engine", lambda: _Engine(stats))
+    assert local_state.local_state(model) == local_state.LocalState("failed: bad weights", True)
+    stats.failed_models.clear()
+    stats.resident_models.append("demo")
+    assert local_state.local_state(model).label == "loaded"
+
+
+def test_an_expiry_in_the_past_is_refused(admin_client: Client) -> None:
+    past = timezone.localtime() - timedelta(days=1)
+    data = {
+        "name": "late", "enabled": "on", "models_text": "",
+        "expires_at_0": past.strftime("%Y-%m-%d"), "expires_at_1": past.strftime("%H:%M:%S"),
+    }  # fmt: skip
+    response = admin_client.post("/admin/routing/apikey/add/", data)
+    assert response.status_code == 200 and "This time has passed" in response.content.decode()
+    assert not ApiKey.objects.exists()
+    # A key that has expired since can still be edited (its expiry left as it is).
+    key, _ = create_api_key("old", expires_at=timezone.now() - timedelta(hours=1))
+    page = admin_client.get(f"/admin/routing/apikey/{key.pk}/change/")
+    form = page.context["adminform"].form
+    data = {
+        "name": "old-renamed", "enabled": "on", "models_text": "",
+        "expires_at_0": form["expires_at"].value().strftime("%Y-%m-%d"),
+        "expires_at_1": form["expires_at"].value().strftime("%H:%M:%S.%f"),
+    }  # fmt: skip
+    response = admin_client.post(f"/admin/routing/apikey/{key.pk}/change/", data)
+    assert response.status_code == 302, response.content.decode()[:2000]
+    assert ApiKey.objects.get(pk=key.pk).name == "old-renamed"
+
+
+def test_a_blocked_delete_names_the_mappings(
+    admin_client: Client, provider: Provider, demo: LocalModel  # noqa: F811
+) -> None:
+    for pattern in ("gpt-*", "o1-*"):
+        mapping = BackendMapping.objects.create(pattern=pattern)
+        MappingTarget.objects.create(mapping=mapping, provider=provider, position=0)
+        MappingTarget.objects.create(mapping=mapping, local_model=demo, position=1)
+    page = admin_client.get(f"/admin/routing/provider/{provider.pk}/delete/").content.decode()
+    assert "gpt-*</a>: primary 0 (openai:&lt;requested&gt;)" in page
+    assert "o1-*</a>: primary 0" in page
+    assert "/admin/routing/backendmapping/" in page
+    page = admin_client.get(f"/admin/routing/localmodel/{demo.pk}/delete/").content.decode()
+    assert "gpt-*</a>: fallback 1 (local:demo)" in page
+
+
+def test_labels(admin_client: Client) -> None:
+    key, _ = create_api_key("labels")
+    RequestLog.objects.create(created_at=timezone.now(), api_key=key, protocol="openai",
+                              endpoint="chat.completions", status=200, latency_ms=1.0)  # fmt: skip
+    page = admin_client.get("/admin/routing/requestlog/").content.decode()
+    assert "1 request log entry" in page
+    assert "Api key" not in page and "Latency ms" not in page
+    assert "View site" not in admin_client.get("/admin/").content.decode()
