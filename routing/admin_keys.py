@@ -1,27 +1,60 @@
-"""Django admin for client API keys: the secret is shown once, on the page after "Save"."""
+"""Django admin for client API keys: the secret is shown on the page "Save" redirects to.
+
+The page is reached by POST-redirect-GET, so reloading it shows it again and
+never creates another key. The secret waits for it in the admin user's session,
+Fernet-encrypted and readable for SHOW_SECONDS only (Fernet's own TTL); after
+that the page says it is gone.
+"""
 
 from __future__ import annotations
 
 import re
+import time
 from datetime import datetime
 from typing import Any
 
+from cryptography.fernet import InvalidToken
 from django import forms
 from django.contrib import admin, messages
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
-from django.urls import reverse
+from django.urls import path, reverse
 from django.utils.html import format_html
 
+from .crypto import fernet
 from .models import ApiKey, validate_pattern
 from .models_keys import expired
 from .services_keys import set_keys_enabled
 
-# The new secret travels from save_model to response_add on the request object
-# only: never in the session, a message cookie or the database.
+# The new secret travels from save_model to response_add on the request object,
+# then to the page in the session, encrypted: never in clear, a cookie or a message.
 _SECRET_ATTR = "_gateway_new_api_key_secret"
+_SESSION_KEY = "gateway_new_api_keys"  # key id: Fernet token of its secret
+SHOW_SECONDS = 600
+clock = time.time  # injected by tests
+
+
+def remember_secret(request: HttpRequest, key_id: int, secret: str) -> None:
+    waiting = request.session.get(_SESSION_KEY, {})
+    waiting[str(key_id)] = fernet().encrypt_at_time(secret.encode(), int(clock())).decode()
+    request.session[_SESSION_KEY] = waiting
+
+
+def recall_secret(request: HttpRequest, key_id: int) -> str | None:
+    """The secret while it may still be shown; once it may not, it is forgotten."""
+    waiting = request.session.get(_SESSION_KEY, {})
+    token = waiting.get(str(key_id))
+    if token is None:
+        return None
+    try:
+        return fernet().decrypt_at_time(token.encode(), SHOW_SECONDS, int(clock())).decode()
+    except InvalidToken:
+        del waiting[str(key_id)]
+        request.session[_SESSION_KEY] = waiting
+        return None
 
 
 class ApiKeyForm(forms.ModelForm):
@@ -127,14 +160,26 @@ class ApiKeyAdmin(admin.ModelAdmin):
         if secret is None:
             return super().response_add(request, obj, post_url_continue)
         delattr(request, _SECRET_ATTR)
-        base = request.build_absolute_uri("/").rstrip("/")
+        remember_secret(request, obj.pk, secret)
+        return redirect("admin:routing_apikey_created", obj.pk)
+
+    def get_urls(self) -> list[Any]:
+        view = self.admin_site.admin_view(self.created_view)
+        return [path("<int:key_id>/created/", view, name="routing_apikey_created"),
+                *super().get_urls()]  # fmt: skip
+
+    def created_view(self, request: HttpRequest, key_id: int) -> HttpResponse:
+        key = get_object_or_404(ApiKey, pk=key_id)
+        if not self.has_view_permission(request, key):
+            raise PermissionDenied
         context = {
             **self.admin_site.each_context(request),
             "title": "API key created",
             "opts": self.model._meta,
-            "key": obj,
-            "secret": secret,
-            "base": base,
+            "key": key,
+            "secret": recall_secret(request, key.pk),
+            "minutes": SHOW_SECONDS // 60,
+            "base": request.build_absolute_uri("/").rstrip("/"),
         }
         response = TemplateResponse(request, "admin/routing/apikey/created.html", context)
         response["Cache-Control"] = "no-store"  # the one page that holds the secret

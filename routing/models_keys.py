@@ -49,7 +49,11 @@ def expired(expires_at: datetime | None, now: datetime | None = None) -> bool:
 class ApiKey(models.Model):
     """A key a client sends as `Authorization: Bearer` or `x-api-key`."""
 
-    name = models.CharField(max_length=200, help_text="Who or what uses this key.")
+    name = models.CharField(
+        max_length=200,
+        unique=True,
+        help_text="Who or what uses this key; unique, so lists and logs name one key.",
+    )
     prefix = models.CharField(
         max_length=VISIBLE_CHARS,
         editable=False,

@@ -74,3 +74,23 @@ def test_reordering_a_chain_by_typing_a_position(gateway: LiveServer, page: Page
     expect(page.locator(".messagelist")).to_contain_text("was changed successfully")
     expect(page.locator("#result_list")).to_contain_text("local:demo → cloud:<requested>")
     assert chain(gateway) == "local:demo | cloud:<requested>"
+
+
+_KEY_NAMES = """
+from routing.models import ApiKey
+print("NAMES=" + ",".join(ApiKey.objects.order_by("name").values_list("name", flat=True)))
+"""
+
+
+def test_reloading_the_key_page_makes_no_second_key(gateway: LiveServer, page: Page) -> None:
+    page.goto(f"{gateway.url}/admin/routing/apikey/add/")
+    page.fill("#id_name", "browser-reload")
+    page.click("input[name=_save]")
+    page.wait_for_url("**/created/")
+    secret = page.input_value("#api-key-secret")
+    assert secret.startswith("gw-")
+    page.reload()
+    expect(page.locator("#api-key-secret")).to_have_value(secret)
+    out = run_in_shell(gateway, _KEY_NAMES, doing="listing keys")
+    names = next(x for x in out.splitlines() if x.startswith("NAMES=")).removeprefix("NAMES=")
+    assert names.split(",").count("browser-reload") == 1

@@ -12,11 +12,12 @@ from django.test import Client
 from django.utils import timezone
 
 from inference.local.chunks import EngineStats
-from routing import local_state
+from routing import admin_keys, local_state
 from routing.models import ApiKey, BackendMapping, LocalModel, MappingTarget, Provider, RequestLog
 from routing.services_keys import create_api_key
 
 from .test_admin import demo, mapping_form, provider  # noqa: F401  (fixtures)
+from .test_keys_units import SECRET
 
 pytestmark = pytest.mark.django_db
 
@@ -181,3 +182,32 @@ def test_labels(admin_client: Client) -> None:
     assert "1 request log entry" in page
     assert "Api key" not in page and "Latency ms" not in page
     assert "View site" not in admin_client.get("/admin/").content.decode()
+
+
+def test_the_key_page_is_a_get_that_reloads_without_a_new_key(
+    admin_client: Client, monkeypatch: pytest.MonkeyPatch, django_user_model: Any
+) -> None:
+    now = [1_900_000_000.0]
+    monkeypatch.setattr(admin_keys, "clock", lambda: now[0])
+    created = admin_client.post("/admin/routing/apikey/add/", {"name": "ci", "enabled": "on"})
+    assert created.status_code == 302
+    pages = [admin_client.get(created["Location"]).content.decode() for _ in range(3)]
+    secrets = {SECRET.search(page).group(0) for page in pages}  # type: ignore[union-attr]
+    assert len(secrets) == 1 and ApiKey.objects.count() == 1
+    # Another admin's session never held it.
+    other = Client()
+    other.force_login(django_user_model.objects.create_superuser("other", password="x"))
+    assert 'id="api-key-gone"' in other.get(created["Location"]).content.decode()
+    # Past its time it is gone, from the page and from the session.
+    now[0] += admin_keys.SHOW_SECONDS + 1
+    page = admin_client.get(created["Location"]).content.decode()
+    assert 'id="api-key-gone"' in page and secrets.pop() not in page
+    assert admin_client.session[admin_keys._SESSION_KEY] == {}
+
+
+def test_key_names_are_unique(admin_client: Client) -> None:
+    create_api_key("ci")
+    response = admin_client.post("/admin/routing/apikey/add/", {"name": "ci", "enabled": "on"})
+    assert response.status_code == 200
+    assert "API key with this Name already exists" in response.content.decode()
+    assert ApiKey.objects.count() == 1

@@ -183,14 +183,17 @@ def test_admin_shows_the_secret_once_and_never_again(
             {"name": "web", "enabled": "on", "models_text": "gpt-*\nclaude-*, demo",
              "requests_per_minute": "60", "tokens_per_minute": ""},
         )  # fmt: skip
-    assert created.status_code == 200, created.content.decode()[:2000]
-    assert "no-store" in created["Cache-Control"]
-    page = created.content.decode()
+    key = ApiKey.objects.get(name="web")
+    # POST-redirect-GET: the page that shows the secret is a GET of its own.
+    assert created.status_code == 302, created.content.decode()[:2000]
+    assert created["Location"] == f"/admin/routing/apikey/{key.pk}/created/"
+    shown = admin_client.get(created["Location"])
+    assert "no-store" in shown["Cache-Control"]
+    page = shown.content.decode()
     match = SECRET.search(page)
     assert match is not None
     secret = match.group(0)
-    assert "shown only this once" in page
-    key = ApiKey.objects.get(name="web")
+    assert "Copy this key now" in page
     assert key.key_hash == hashlib.sha256(secret.encode()).hexdigest()
     assert key.allowed_models == ["gpt-*", "claude-*", "demo"]
     assert key.requests_per_minute == 60 and key.tokens_per_minute is None
