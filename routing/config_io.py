@@ -32,13 +32,13 @@ from .config_schema import (
 )
 from .models import (
     BackendMapping,
-    CloudCredential,
     CredentialError,
     LocalModel,
     MappingTarget,
     Provider,
 )
 from .resolution import Mapping
+from .services import set_provider_key
 
 # ---------------------------------------------------------------- export
 
@@ -372,10 +372,7 @@ def _apply(plan: ImportPlan) -> None:
         row.save()
     providers = {p.name: p for p in Provider.objects.all()}
     for name, (env, value) in plan.keys.items():
-        credential = CloudCredential.objects.filter(provider=providers[name]).first()
-        credential = credential or CloudCredential(provider=providers[name])
-        credential.set_key(value, source_env=env)
-        credential.save()
+        set_provider_key(providers[name], value, source_env=env)
     local = {m.name: m for m in LocalModel.objects.all()}
     for mapping, links in plan.chains:
         # Replaced as a whole: a chain's order is its meaning, so no per-link merge.

@@ -295,12 +295,17 @@ class RoutingState(VersionStamp):
     """Changes with any routing change, for other processes."""
 
 
-def provider_config(provider: Provider) -> ProviderConfig:
-    """The client-side view of a provider, with its key decrypted (or an error)."""
-    credential = getattr(provider, "credential", None)
-    if credential is None:
-        raise CredentialError(f"provider {provider.name!r} has no API key set")
-    key = credential.reveal()
+def provider_config(provider: Provider, api_key: str | None = None) -> ProviderConfig:
+    """The client-side view of a provider, with its key decrypted (or an error).
+
+    `api_key`: a key typed but not saved yet (the form's connection test).
+    """
+    key = api_key
+    if key is None:
+        credential = getattr(provider, "credential", None)
+        if credential is None:
+            raise CredentialError(f"provider {provider.name!r} has no API key set")
+        key = credential.reveal()
     if any(c in key for c in "\r\n\0"):
         raise CredentialError(f"the API key of provider {provider.name!r} holds a line break")
     try:

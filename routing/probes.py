@@ -29,8 +29,11 @@ def error_text(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
-async def probe_provider(provider: Provider, limit: float = 5.0) -> ProbeResult:
-    """A real, minimal, free call: list the provider's models with its key.
+async def probe_provider(
+    provider: Provider, limit: float = 5.0, api_key: str | None = None
+) -> ProbeResult:
+    """A real, minimal, free call: list the provider's models with its key
+    (or with `api_key`, typed in a form and not saved yet).
 
     Never longer than `limit` in all (httpx's timeouts are per phase: a server
     that trickles bytes could hold it far longer), and never an exception: a
@@ -43,7 +46,7 @@ async def probe_provider(provider: Provider, limit: float = 5.0) -> ProbeResult:
         return ProbeResult(provider.name, provider.kind, ok, elapsed, status, error)
 
     try:
-        config = await sync_to_async(provider_config)(provider)
+        config = await sync_to_async(provider_config)(provider, api_key)
     except GatewayError as exc:
         return result(False, error=exc.message)
     try:
@@ -77,3 +80,10 @@ async def probe_local_model(model: LocalModel, limit: float = 60.0) -> ProbeResu
     except Exception as exc:
         ok, error = False, error_text(exc)
     return ProbeResult(model.name, "local", ok, (time.perf_counter() - started) * 1000, None, error)
+
+
+def describe(result: ProbeResult) -> str:
+    """One line for an operator: "OK (HTTP 200, 12 ms)" or what failed."""
+    status = f"HTTP {result.status}" if result.status else "no response"
+    summary = f"{status}, {result.latency_ms:.0f} ms"
+    return f"OK ({summary})" if result.ok else f"FAILED ({summary}): {result.error}"

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from django.conf import settings
 
-from .models import LocalModel
+from .models import CloudCredential, LocalModel, Provider
 
 
 def register_local_model(name: str, path: Path) -> LocalModel:
@@ -20,3 +20,17 @@ def register_local_model(name: str, path: Path) -> LocalModel:
         name=name, defaults={"path": stored}, create_defaults={"path": stored, "enabled": True}
     )
     return model
+
+
+def set_provider_key(provider: Provider, key: str | None, *, source_env: str = "") -> None:
+    """Set or replace a provider's API key (stored encrypted), or clear it (None).
+
+    The one write path for provider keys: the provider form and import_config.
+    """
+    if key is None:
+        CloudCredential.objects.filter(provider=provider).delete()
+        return
+    credential = CloudCredential.objects.filter(provider=provider).first()
+    credential = credential or CloudCredential(provider=provider)
+    credential.set_key(key, source_env=source_env)
+    credential.save()

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Page, expect, sync_playwright
 
-from .conftest import LiveServer, routed_gateway, run_in_shell
+from .conftest import LiveServer, fake_upstream, routed_gateway, run_in_shell
 from .test_dashboard_browser import CHROMIUM, CHROMIUM_ARGS, PASSWORD, USER, make_admin
 
 pytestmark = pytest.mark.e2e
@@ -94,3 +94,21 @@ def test_reloading_the_key_page_makes_no_second_key(gateway: LiveServer, page: P
     out = run_in_shell(gateway, _KEY_NAMES, doing="listing keys")
     names = next(x for x in out.splitlines() if x.startswith("NAMES=")).removeprefix("NAMES=")
     assert names.split(",").count("browser-reload") == 1
+
+
+def test_testing_a_providers_connection_from_its_form(gateway: LiveServer, page: Page) -> None:
+    key = "sk-browser-typed-5555"
+    with fake_upstream(key) as upstream:
+        page.goto(f"{gateway.url}/admin/routing/provider/")
+        page.click("#result_list >> text=cloud")
+        expect(page.locator(".field-api_key_status")).to_contain_text("key set, ends in …0001")
+        page.fill("#id_base_url", f"{upstream.url}/v1")
+        page.click("#test-connection")  # the stored key: refused by this upstream
+        result = page.locator("#test-connection-result")
+        expect(result).to_contain_text("the API key was refused")
+        page.fill("#id_api_key_input", key)
+        page.click("#test-connection")
+        expect(result).to_contain_text("OK (HTTP 200")
+        assert result.get_attribute("data-ok") == "yes"
+    page.reload()  # nothing was saved
+    expect(page.locator("#id_base_url")).to_have_value("http://127.0.0.1:9/v1")

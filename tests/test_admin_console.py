@@ -13,13 +13,24 @@ from django.utils import timezone
 
 from inference.local.chunks import EngineStats
 from routing import admin_keys, local_state
-from routing.models import ApiKey, BackendMapping, LocalModel, MappingTarget, Provider, RequestLog
+from routing.models import (
+    ApiKey,
+    BackendMapping,
+    CloudCredential,
+    LocalModel,
+    MappingTarget,
+    Provider,
+    RequestLog,
+)
 from routing.services_keys import create_api_key
 
-from .test_admin import demo, mapping_form, provider  # noqa: F401  (fixtures)
+from .conftest import fake_upstream
+from .test_admin import KEY, _change_form_data, demo, mapping_form, provider  # noqa: F401
 from .test_keys_units import SECRET
 
 pytestmark = pytest.mark.django_db
+
+NEW_KEY = "sk-replacement-key-4321"
 
 
 def chain_edit(mapping: BackendMapping, rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -211,3 +222,72 @@ def test_key_names_are_unique(admin_client: Client) -> None:
     assert response.status_code == 200
     assert "API key with this Name already exists" in response.content.decode()
     assert ApiKey.objects.count() == 1
+
+
+def provider_change(admin_client: Client, target: Provider, **changes: Any) -> Any:
+    """The provider's change form as the browser posts it back, with changes."""
+    data = _change_form_data(admin_client, target)
+    data.update({"enabled": "on", "extra_headers": "{}", **changes})
+    return admin_client.post(f"/admin/routing/provider/{target.pk}/change/", data)
+
+
+def stored_key(target: Provider) -> str | None:
+    credential = CloudCredential.objects.filter(provider=target).first()
+    return credential.reveal() if credential else None
+
+
+def test_a_providers_key_is_set_replaced_and_cleared_on_its_form(
+    admin_client: Client, provider: Provider  # noqa: F811
+) -> None:
+    assert provider_change(admin_client, provider, api_key_input=NEW_KEY).status_code == 302
+    assert stored_key(provider) == NEW_KEY
+    page = admin_client.get(f"/admin/routing/provider/{provider.pk}/change/").content.decode()
+    assert "key set, ends in …4321" in page and NEW_KEY not in page
+    both = provider_change(admin_client, provider, api_key_input="sk-x" * 5, clear_api_key="on")
+    assert both.status_code == 200 and "not both" in both.content.decode()
+    assert provider_change(admin_client, provider, clear_api_key="on").status_code == 302
+    assert stored_key(provider) is None
+    assert ">no key<" in admin_client.get("/admin/routing/provider/").content.decode()
+
+
+def test_a_typed_key_survives_a_validation_error(
+    admin_client: Client, provider: Provider  # noqa: F811
+) -> None:
+    failed = provider_change(
+        admin_client, provider, api_key_input=NEW_KEY, extra_headers='{"bad name": "x"}'
+    )
+    page = failed.content.decode()
+    assert failed.status_code == 200 and "not a valid header name" in page
+    assert NEW_KEY not in page and "is kept" in page and "…4321" in page
+    token = failed.context["adminform"].form.data["pending_api_key"]
+    assert token and NEW_KEY not in token
+    assert stored_key(provider) == KEY  # nothing saved yet
+    # Corrected and sent again, key field empty as the browser leaves it: the typed key is set.
+    assert provider_change(admin_client, provider, pending_api_key=token).status_code == 302
+    assert stored_key(provider) == NEW_KEY
+
+
+def test_connection_is_tested_from_the_form_before_saving(
+    admin_client: Client, provider: Provider  # noqa: F811
+) -> None:
+    url = f"/admin/routing/provider/test-connection/?id={provider.pk}"
+    with fake_upstream(NEW_KEY) as upstream:
+        data = _change_form_data(admin_client, provider)
+        data.update(enabled="on", extra_headers="{}", base_url=f"{upstream.url}/v1")
+        refused = admin_client.post(url, data).json()  # the stored key: not this upstream's
+        assert refused == {"ok": False, "message": refused["message"]}
+        assert "the API key was refused" in refused["message"]
+        tested = admin_client.post(url, data | {"api_key_input": NEW_KEY}).json()
+        assert tested["ok"] and tested["message"].startswith("OK (HTTP 200, ")
+        [_, seen] = upstream.find(path="/v1/models")
+        assert seen.headers["authorization"] == f"Bearer {NEW_KEY}"
+        # A provider not saved yet can be tested too.
+        data |= {"name": "new-one", "api_key_input": NEW_KEY}
+        new = admin_client.post("/admin/routing/provider/test-connection/", data).json()
+        assert new["ok"]
+    # Nothing was saved.
+    assert Provider.objects.get(pk=provider.pk).base_url == "http://127.0.0.1:9/v1"
+    assert stored_key(provider) == KEY and not Provider.objects.filter(name="new-one").exists()
+    invalid = admin_client.post(url, data | {"connect_timeout": "-1"}).json()
+    assert not invalid["ok"] and invalid["message"].startswith("Correct the form first.")
+    assert admin_client.get(url).status_code == 405
