@@ -10,6 +10,7 @@ anonymously; a known key still gets its models and limits.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from django.conf import settings
@@ -29,12 +30,21 @@ UNCHARGED_ENDPOINTS = frozenset({"messages.count_tokens"})
 
 
 def presented_key(request: HttpRequest) -> str:
-    return request.headers.get("x-api-key", "").strip() or bearer_token(request)
+    return key_in(request.headers)
+
+
+def key_in(headers: Mapping[str, str]) -> str:
+    """The key sent in these headers (Django's, or a dict with lower-case names)."""
+    return headers.get("x-api-key", "").strip() or _bearer(headers)
 
 
 def bearer_token(request: HttpRequest) -> str:
     """The token of an `Authorization: Bearer` header, or ""."""
-    scheme, _, value = request.headers.get("authorization", "").strip().partition(" ")
+    return _bearer(request.headers)
+
+
+def _bearer(headers: Mapping[str, str]) -> str:
+    scheme, _, value = headers.get("authorization", "").strip().partition(" ")
     return value.strip() if scheme.lower() == "bearer" else ""
 
 

@@ -17,6 +17,8 @@ from django.http import HttpRequest, HttpResponse
 
 from inference.errors import GatewayError
 
+from . import scrub
+
 logger = logging.getLogger(__name__)
 
 Protocol = Literal["openai", "anthropic"]
@@ -74,17 +76,24 @@ def _anthropic_type(error: GatewayError) -> str:
 
 
 def error_body(error: GatewayError, protocol: Protocol) -> dict[str, Any]:
+    # Upstream text may echo the provider key or name internal addresses; the
+    # gateway's own messages (which quote client-chosen names) only lose secrets.
+    backend = getattr(error, "backend", None)
+    if backend is None:
+        message = scrub.secrets(error.message)
+    else:
+        message = scrub.for_client(error.message, backend)
     if protocol == "anthropic":
         return {
             "type": "error",
             "error": {
                 "type": _anthropic_type(error),
-                "message": error.message,
+                "message": message,
             },
         }
     return {
         "error": {
-            "message": error.message,
+            "message": message,
             "type": _OPENAI_TYPES.get(error.kind, "server_error"),
             "param": error.param,
             "code": error.code,

@@ -33,6 +33,8 @@ from django.http import HttpResponse
 from django.urls import ResolverMatch, get_resolver, set_script_prefix
 
 from . import context
+from .edge import checks
+from .edge.refusals import refuse
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +65,10 @@ class ApiHandler(ASGIHandler):
         await self.handle(scope, receive, send)
 
     async def handle(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        refusal = checks.host_refusal(scope) or checks.content_type_refusal(scope)
+        if refusal is not None:
+            await refuse(scope, send, refusal)
+            return
         body = await _read_body(receive)
         if body is None:
             return  # the client left before its request was complete

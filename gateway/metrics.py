@@ -82,6 +82,12 @@ FALLBACKS = Counter(
     ["model"],
     registry=REGISTRY,
 )
+EDGE_REFUSALS = Counter(
+    "gateway_edge_refusals",
+    "Requests and connections refused at the edge, before routing (gateway.edge).",
+    ["reason", "status"],
+    registry=REGISTRY,
+)
 
 
 class BoundedLabel:

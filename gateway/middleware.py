@@ -4,18 +4,21 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
 from asgiref.sync import markcoroutinefunction
 from django.http import HttpRequest, HttpResponse
 
 from inference.errors import InvalidRequest, PayloadTooLarge
 
-from .errors import error_body, error_response, protocol_for, request_protocol
+from .edge.refusals import refuse
+from .errors import error_response, request_protocol
 
 Scope = dict[str, Any]
 
 
 class BodySizeLimit:
+    """The body limit at the ASGI level, for any server; under daphne the edge
+    guard (gateway.edge.guard) refuses first, before the body is spooled."""
+
     def __init__(self, app: Any, limit: int) -> None:
         self.app = app
         self.limit = limit
@@ -26,10 +29,9 @@ class BodySizeLimit:
         declared = next((v for k, v in scope["headers"] if k.lower() == b"content-length"), None)
         if declared is not None and declared.isdigit():
             if int(declared) > self.limit:
-                return await self._refuse(scope, _headers(scope), send)
+                return await refuse(scope, send, self._error())
             # The server reads exactly the declared length: nothing more to count.
             return await self.app(scope, receive, send)
-        headers = _headers(scope)
 
         received = 0
         refused = False
@@ -43,31 +45,14 @@ class BodySizeLimit:
                     # A chunked body with no length: answer now and make the app
                     # see a disconnect, so it stops reading and sends nothing.
                     refused = True
-                    await self._refuse(scope, headers, send)
+                    await refuse(scope, send, self._error())
                     return {"type": "http.disconnect"}
             return message
 
         await self.app(scope, counting_receive, send)
 
-    async def _refuse(self, scope: Scope, headers: dict[str, str], send: Any) -> None:
-        error = PayloadTooLarge(f"request body is larger than the limit of {self.limit} bytes")
-        body = orjson.dumps(error_body(error, protocol_for(scope["path"], headers)))
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"connection", b"close"),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
-
-
-def _headers(scope: Scope) -> dict[str, str]:
-    return {k.decode("latin1").lower(): v.decode("latin1") for k, v in scope["headers"]}
+    def _error(self) -> PayloadTooLarge:
+        return PayloadTooLarge(f"request body is larger than the limit of {self.limit} bytes")
 
 
 class ApiMethodNotAllowed:

@@ -40,7 +40,20 @@ def env_list(name: str, default: list[str]) -> list[str]:
 
 
 DATA_DIR = Path(os.environ.get("GATEWAY_DATA_DIR", BASE_DIR / "data")).resolve()
-DATA_DIR.mkdir(parents=True, exist_ok=True)
+
+
+def _private(path: Path, mode: int) -> None:
+    """Owner-only: the data dir holds the secret and Fernet keys and the SQLite
+    file with admin sessions. Tightened if it was created looser earlier."""
+    try:
+        if path.stat().st_mode & 0o077:
+            path.chmod(mode)
+    except (FileNotFoundError, PermissionError):  # not ours to change: leave it
+        pass
+
+
+DATA_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
+_private(DATA_DIR, 0o700)
 
 
 def _persisted_secret(filename: str, factory: callable) -> str:  # type: ignore[valid-type]
@@ -130,6 +143,11 @@ DATABASES = {
     )
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # Created here owner-only: SQLite gives its -wal and -shm files the same mode.
+    _sqlite = Path(DATABASES["default"]["NAME"])
+    if _sqlite.parent.is_dir():
+        os.close(os.open(_sqlite, os.O_WRONLY | os.O_CREAT, 0o600))
+        _private(_sqlite, 0o600)
     # WAL lets the request log writer and readers work side by side.
     DATABASES["default"].setdefault("OPTIONS", {})["init_command"] = (
         "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
@@ -156,6 +174,20 @@ STATIC_ROOT = DATA_DIR / "static"
 # Django buffers it, and Django's own check is aligned with it.
 GATEWAY_MAX_BODY_BYTES = env_int("GATEWAY_MAX_BODY_BYTES", 32 * 1024 * 1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = GATEWAY_MAX_BODY_BYTES
+# The edge guard in front of daphne (gateway.edge.guard): a request's head must
+# arrive within GATEWAY_HEADER_TIMEOUT seconds of its first byte and be at most
+# GATEWAY_MAX_HEADER_BYTES (431 past it), its body within GATEWAY_BODY_TIMEOUT
+# (408 past either); connections per process and per client address are capped
+# (503 past either; the process cap also stays below the open-file limit).
+GATEWAY_HEADER_TIMEOUT = env_float("GATEWAY_HEADER_TIMEOUT", 10.0)
+GATEWAY_BODY_TIMEOUT = env_float("GATEWAY_BODY_TIMEOUT", 60.0)
+GATEWAY_IDLE_TIMEOUT = env_float("GATEWAY_IDLE_TIMEOUT", 75.0)
+GATEWAY_MAX_HEADER_BYTES = env_int("GATEWAY_MAX_HEADER_BYTES", 16 * 1024)
+GATEWAY_MAX_CONNECTIONS = env_int("GATEWAY_MAX_CONNECTIONS", 1000)
+GATEWAY_MAX_CONNECTIONS_PER_CLIENT = env_int("GATEWAY_MAX_CONNECTIONS_PER_CLIENT", 256)
+# SIGTERM: stop taking requests, let those in flight finish for this long, then
+# end what is left with an in-band error (gateway.edge.drain).
+GATEWAY_SHUTDOWN_GRACE_SECONDS = env_float("GATEWAY_SHUTDOWN_GRACE_SECONDS", 30.0)
 
 # Local inference.
 GATEWAY_MODELS_DIR = Path(os.environ.get("GATEWAY_MODELS_DIR", DATA_DIR / "models")).resolve()
@@ -213,7 +245,11 @@ LOGGING = {
     "formatters": {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
     },
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    # Provider keys and bearer tokens never reach a log line (gateway.scrub).
+    "filters": {"redact": {"()": "gateway.scrub.RedactingFilter"}},
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["redact"]}
+    },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
         "django": {"handlers": ["console"], "level": "INFO", "propagate": False},

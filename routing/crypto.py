@@ -15,6 +15,8 @@ from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from django.conf import settings
 from django.db import models
 
+from gateway import scrub
+
 
 class DecryptionError(Exception):
     """A stored secret cannot be decrypted with the configured keys."""
@@ -72,11 +74,16 @@ class Secret:
 
     def reveal(self) -> str:
         if self._plain is not None:
-            return self._plain
-        try:
-            return fernet().decrypt(self.token.encode()).decode()
-        except (InvalidToken, ValueError) as exc:
-            raise DecryptionError("cannot be decrypted with the configured Fernet keys") from exc
+            plain = self._plain
+        else:
+            try:
+                plain = fernet().decrypt(self.token.encode()).decode()
+            except (InvalidToken, ValueError) as exc:
+                message = "cannot be decrypted with the configured Fernet keys"
+                raise DecryptionError(message) from exc
+        # Revealed to be sent upstream: from now on scrubbed from every error and log line.
+        scrub.remember(plain)
+        return plain
 
     def rotated_token(self) -> str:
         """The same secret encrypted with the newest key."""

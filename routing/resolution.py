@@ -22,6 +22,9 @@ from fnmatch import translate
 from typing import Literal
 
 _WILDCARDS = re.compile(r"\*|\?|\[[^\]]*\]")
+# Longer requested names are refused (400) before any lookup: real model names
+# are far shorter, and a name is held in caches, labels and log rows.
+MAX_MODEL_NAME = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,7 +116,12 @@ class Route:
 
 
 class RoutingTable:
-    """An immutable snapshot of the routing configuration, with a lookup cache."""
+    """An immutable snapshot of the routing configuration, with a lookup cache.
+
+    The cache belongs to the snapshot (per process, per routing version) and
+    holds only names that resolved: names are client-chosen, and an unknown one
+    costs a walk of the mappings, never memory that outlives its request.
+    """
 
     CACHE_SIZE = 4096
 
@@ -129,17 +137,21 @@ class RoutingTable:
         self.local_models = local_models
         self.cloud_routing = cloud_routing
         self.version = version
-        self._cache: dict[str, Route | None] = {}
+        self._cache: dict[str, Route] = {}
 
     def resolve(self, requested: str) -> Route | None:
         try:
             return self._cache[requested]
         except KeyError:
             pass
+        if len(requested) > MAX_MODEL_NAME:
+            return None  # the API refuses these first; other callers get no route
         route = self._resolve(requested)
+        if route is None:
+            return None
         if len(self._cache) >= self.CACHE_SIZE:
-            # Names are client-chosen: the cache stays bounded, and a stream of
-            # made-up names pushes out the oldest entry, not every entry.
+            # A wildcard mapping resolves any matching name: the cache stays
+            # bounded, and new names push out the oldest entry, not every entry.
             self._cache.pop(next(iter(self._cache), requested), None)
         self._cache[requested] = route
         return route

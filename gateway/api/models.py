@@ -10,6 +10,7 @@ from ninja import Router
 
 from inference.errors import InvalidRequest, ModelNotFound
 from routing import selectors
+from routing.resolution import MAX_MODEL_NAME
 
 from .. import auth, context
 from ..errors import request_protocol
@@ -80,6 +81,8 @@ def _page(request: HttpRequest, names: list[str]) -> tuple[list[str], bool]:
 async def get_model(request: HttpRequest, model_id: str) -> HttpResponse:
     protocol = request_protocol(request)
     ctx = await context.begin(request, protocol, "models.retrieve")
+    if len(model_id) > MAX_MODEL_NAME:
+        raise InvalidRequest(f"model names are at most {MAX_MODEL_NAME} characters", param="model")
     # Before the lookup, so a refused key learns nothing; a listing uses up no request.
     await context.admit(ctx, model_id, stream=False, count=False)
     snapshot = await selectors.asnapshot()

@@ -25,6 +25,7 @@ from inference.types import (
     WireEvent,
 )
 
+from .. import scrub
 from ..errors import error_body
 
 # Internal finish reason -> Anthropic stop_reason. Not the inverse of
@@ -142,6 +143,8 @@ class StreamEncoder:
             self._passthrough = True
             self._relayed_error = event.data.startswith(b"event: error\n")
             self._relayed_stop |= event.data.startswith(b"event: message_stop\n")
+            if self._relayed_error:  # the upstream's words: may echo its key
+                return scrub.for_client(event.data.decode(errors="replace")).encode()
             return event.data
         if self._passthrough:
             # The backend accepts an upstream stream that ends after message_delta;

@@ -2,6 +2,8 @@
 
 Unknown fields are kept (`extra="allow"`): a request forwarded to an Anthropic
 upstream must not lose them, and a backend that cannot honour one says so.
+Values are strict (`max_tokens: "5"` or `true` is a 400, not a 5 or a 1), as
+Anthropic's own API is.
 """
 
 from __future__ import annotations
@@ -10,9 +12,11 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
 
+from .common import ModelName
+
 
 class _Open(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
 
 
 class TextBlock(_Open):
@@ -43,7 +47,9 @@ def _tagged(known: set[str]) -> Any:
 
     def tag(value: Any) -> str:
         kind = value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
-        return kind if kind in known else "other"
+        # A client may send any JSON as `type`: a list or an object is no known
+        # kind (and unhashable), so it goes to `other`, whose `str` refuses it.
+        return kind if isinstance(kind, str) and kind in known else "other"
 
     return Discriminator(tag)
 
@@ -157,7 +163,7 @@ class ThinkingParam(_Open):
 class CountTokensRequest(_Open):
     """The body of /v1/messages/count_tokens: the prompt, without generation settings."""
 
-    model: str = Field(min_length=1)
+    model: ModelName
     messages: list[MessageParam] = Field(min_length=1)
     system: str | list[TextBlock] | None = None
     tools: list[ToolDef] | None = None

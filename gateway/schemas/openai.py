@@ -2,6 +2,9 @@
 
 Unknown fields are kept (`extra="allow"`): a request forwarded to an OpenAI
 upstream must not lose them, and a backend that cannot honour one says so.
+Values are strict (`max_tokens: "5"` or `true` is a 400), as OpenAI's own API
+is; the extensions the gateway passes on untouched are typed here too, so a
+backend never meets a string where it expects a number.
 """
 
 from __future__ import annotations
@@ -10,9 +13,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from .common import ModelName
+
 
 class _Open(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
 
 
 class FunctionCall(_Open):
@@ -51,7 +56,7 @@ class StreamOptions(_Open):
 
 
 class ChatCompletionRequest(_Open):
-    model: str = Field(min_length=1)
+    model: ModelName
     messages: list[ChatMessage] = Field(min_length=1)
     max_tokens: int | None = Field(default=None, ge=1)
     max_completion_tokens: int | None = Field(default=None, ge=1)
@@ -68,3 +73,8 @@ class ChatCompletionRequest(_Open):
     parallel_tool_calls: bool | None = None
     metadata: dict[str, Any] | None = None
     reasoning_effort: str | None = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = Field(default=None, ge=0, le=20)
+    presence_penalty: float | None = Field(default=None, ge=-2, le=2)
+    frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
+    logit_bias: dict[str, float] | None = None
