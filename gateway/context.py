@@ -46,6 +46,7 @@ class RequestContext:
     error_type: str = ""
     input_tokens: int = 0
     output_tokens: int = 0
+    cached_tokens: int = 0  # of input_tokens, read from a prompt cache
     first_token_at: float | None = None
     finished: bool = False
     ended: float | None = None  # when finish() was called
@@ -56,6 +57,7 @@ class RequestContext:
         if isinstance(event, Finish):
             self.input_tokens = event.usage.input_tokens
             self.output_tokens = event.usage.output_tokens
+            self.cached_tokens = event.usage.cached_tokens
 
     def fail(self, error: GatewayError, status: int) -> None:
         self.status = status

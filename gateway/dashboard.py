@@ -101,6 +101,7 @@ def row_of(ctx: RequestContext) -> dict[str, Any]:
         "stream": ctx.stream,
         "input_tokens": ctx.input_tokens,
         "output_tokens": ctx.output_tokens,
+        "cached_tokens": ctx.cached_tokens,
         "latency_ms": round(ctx.latency_ms, 1),
         "ttft_ms": None if ttft is None else round(ttft, 1),
         "source": SOURCE,
@@ -185,6 +186,9 @@ async def current_stats(*, backends: bool = True) -> dict[str, Any]:
             "active_sequences": engine.active_sequences,
             "resident_models": list(engine.resident_models),
             "loading_models": list(engine.loading_models),
+            "prompt_cache_lookups": engine.prompt_cache_lookups,
+            "prompt_cache_hits": engine.prompt_cache_hits,
+            "prompt_cache_tokens_reused": engine.prompt_cache_tokens_reused,
         },
         "backends": [{"name": b.name, "kind": b.kind, "breaker": b.breaker} for b in listed],
         # What this process last saw of each backend; the page keeps the newest.

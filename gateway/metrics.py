@@ -25,10 +25,11 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.http import require_http_methods
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
 
+from inference.local.chunks import EngineStats
 from routing.backends import get_engine
 
 from . import monitor
@@ -191,6 +192,25 @@ class LiveCollector(Collector):
             ("loading_models", "Models being loaded.", len(stats.loading_models)),
         ):
             yield GaugeMetricFamily(f"gateway_engine_{name}", f"Local engine: {doc}", value=value)
+        yield from prompt_cache_metrics(stats)
+
+
+def prompt_cache_metrics(stats: EngineStats) -> Iterator[Metric]:
+    """The local engine's prompt cache, all models of this process together."""
+    for name, doc, total in (
+        ("lookups", "Prompts looked up in the cache.", stats.prompt_cache_lookups),
+        ("hits", "Prompts that started from a cached prefix.", stats.prompt_cache_hits),
+        ("tokens_reused", "Prompt tokens read from the cache.", stats.prompt_cache_tokens_reused),
+    ):
+        yield CounterMetricFamily(f"gateway_prompt_cache_{name}", doc, value=total)
+    yield GaugeMetricFamily(
+        "gateway_prompt_cache_bytes", "Bytes of KV cache held.", value=stats.prompt_cache_bytes
+    )
+    yield GaugeMetricFamily(
+        "gateway_prompt_cache_max_bytes",
+        "The cap (GATEWAY_PROMPT_CACHE_BYTES).",
+        value=stats.prompt_cache_max_bytes,
+    )
 
 
 REGISTRY.register(LiveCollector())

@@ -74,6 +74,7 @@ def row(ctx: RequestContext) -> dict[str, Any]:
         "error_type": _text(ctx.error_type, 64),
         "input_tokens": _count(ctx.input_tokens, LARGE),
         "output_tokens": _count(ctx.output_tokens, LARGE),
+        "cached_tokens": _count(ctx.cached_tokens, LARGE),
         "latency_ms": round(ctx.latency_ms, 1),
         "ttft_ms": round(ttft, 1) if ttft is not None else None,
     }

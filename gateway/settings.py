@@ -194,6 +194,13 @@ GATEWAY_MODELS_DIR = Path(os.environ.get("GATEWAY_MODELS_DIR", DATA_DIR / "model
 GATEWAY_MAX_RESIDENT_MODELS = env_int("GATEWAY_MAX_RESIDENT_MODELS", 2)
 GATEWAY_MAX_BATCH_SIZE = env_int("GATEWAY_MAX_BATCH_SIZE", 32)
 GATEWAY_PREFILL_STEP_SIZE = env_int("GATEWAY_PREFILL_STEP_SIZE", 2048)
+# KV caches kept for prefix reuse, all local models together; unset: a quarter of
+# physical memory; 0 turns the prompt cache off.
+GATEWAY_PROMPT_CACHE_BYTES = (
+    env_int("GATEWAY_PROMPT_CACHE_BYTES", 0)
+    if os.environ.get("GATEWAY_PROMPT_CACHE_BYTES", "").strip()
+    else None
+)
 GATEWAY_DEFAULT_MAX_TOKENS = env_int("GATEWAY_DEFAULT_MAX_TOKENS", 512)
 
 # Routing: off, every model name is served by the local model of that name;

@@ -112,8 +112,9 @@ class ChatRequest:
 
 @dataclass(slots=True)
 class Usage:
-    input_tokens: int = 0
+    input_tokens: int = 0  # the whole prompt, cached part included
     output_tokens: int = 0
+    cached_tokens: int = 0  # of input_tokens, read from a prompt cache
 
 
 # Stream events, in the order a backend yields them.
@@ -146,6 +147,7 @@ class PromptUsage:
     before it is decoded): Anthropic's message_start reports it."""
 
     input_tokens: int
+    cached_tokens: int = 0
 
 
 @dataclass(slots=True)

@@ -33,6 +33,7 @@ class RequestLogAdmin(admin.ModelAdmin):
         "stream",
         "input_tokens",
         "output_tokens",
+        "cached_tokens",
         "latency_ms",
         "ttft_ms",
         "attempts",

@@ -38,6 +38,7 @@ def get_engine() -> Engine:
                     max_resident_models=settings.GATEWAY_MAX_RESIDENT_MODELS,
                     max_batch_size=settings.GATEWAY_MAX_BATCH_SIZE,
                     prefill_step_size=settings.GATEWAY_PREFILL_STEP_SIZE,
+                    prompt_cache_bytes=settings.GATEWAY_PROMPT_CACHE_BYTES,
                 )
     return _engine
 

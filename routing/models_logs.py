@@ -40,6 +40,9 @@ class RequestLog(models.Model):
     error_type = models.CharField(max_length=64, blank=True)
     input_tokens = models.PositiveIntegerField(default=0)
     output_tokens = models.PositiveIntegerField(default=0)
+    cached_tokens = models.PositiveIntegerField(
+        default=0, help_text="Of the input tokens, those read from a prompt cache."
+    )
     latency_ms = models.FloatField(verbose_name="latency (ms)")
     ttft_ms = models.FloatField(null=True, blank=True, verbose_name="time to first token (ms)")
 

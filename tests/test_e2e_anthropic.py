@@ -6,6 +6,7 @@ import asyncio
 import json
 import math
 from collections.abc import Iterator
+from typing import Any
 
 import anthropic
 import httpx
@@ -31,6 +32,17 @@ def client(live_gateway: LiveServer) -> anthropic.Anthropic:
 
 def text_of(message: anthropic.types.Message) -> str:
     return "".join(b.text for b in message.content if b.type == "text")
+
+
+def prompt_of(usage: Any) -> int:
+    """The whole prompt: Anthropic counts what the prompt cache read (or wrote)
+    apart from `input_tokens`, and the local engine reuses earlier prompts."""
+    if isinstance(usage, dict):
+        return int(sum(usage.get(k) or 0 for k in PROMPT_FIELDS))
+    return int(sum(getattr(usage, k) or 0 for k in PROMPT_FIELDS))
+
+
+PROMPT_FIELDS = ("input_tokens", "cache_read_input_tokens", "cache_creation_input_tokens")
 
 
 def test_non_streaming_message(client: anthropic.Anthropic) -> None:
@@ -86,7 +98,7 @@ def test_raw_stream_event_sequence(client: anthropic.Anthropic, live_gateway: Li
     assert set(names[3:-3]) == {"content_block_delta"}
     assert names[-3:] == ["content_block_stop", "message_delta", "message_stop"]
     usage = payloads[-2]["usage"]
-    assert usage["input_tokens"] > 5 and 1 <= usage["output_tokens"] <= 12
+    assert prompt_of(usage) > 5 and 1 <= usage["output_tokens"] <= 12
 
 
 def test_stop_sequences(client: anthropic.Anthropic) -> None:
@@ -112,7 +124,7 @@ def test_system_as_string_and_as_blocks(client: anthropic.Anthropic) -> None:
     def usage(**kw: object) -> int:
         message = client.messages.create(model="demo", max_tokens=4, **GREEDY, messages=HELLO, **kw)
         assert text_of(message) or message.stop_reason == "max_tokens"
-        return message.usage.input_tokens
+        return prompt_of(message.usage)
 
     plain = usage()
     as_string = usage(system="You are a lighthouse keeper who answers in verse.")
@@ -166,7 +178,7 @@ def test_count_tokens_is_exact_for_local_models(
     for kw in ({"messages": HELLO}, {"messages": conversation, "tools": tools, "system": "Hi"}):
         counted = client.messages.count_tokens(model="demo", **kw)  # type: ignore[arg-type]
         used = client.messages.create(model="demo", max_tokens=2, **kw)  # type: ignore[arg-type]
-        assert counted.input_tokens == used.usage.input_tokens
+        assert counted.input_tokens == prompt_of(used.usage)
     without_tools = client.messages.count_tokens(model="demo", messages=conversation)
     assert counted.input_tokens > without_tools.input_tokens
     response = httpx.post(
@@ -224,7 +236,7 @@ async def test_async_client(live_gateway: LiveServer) -> None:
             streamed = "".join([t async for t in stream.text_stream])
         assert streamed == texts.pop()
         counted = await client.messages.count_tokens(model="demo", messages=HELLO)
-        assert counted.input_tokens == results[0].usage.input_tokens
+        assert counted.input_tokens == prompt_of(results[0].usage)
 
 
 def test_sdk_raises_typed_errors(client: anthropic.Anthropic) -> None:
@@ -637,4 +649,4 @@ def test_message_start_reports_a_local_prompt(live_gateway: LiveServer) -> None:
         first, data = next(lines, ""), next(lines, "")
     assert first == "event: message_start"
     usage = json.loads(data.removeprefix("data: "))["message"]["usage"]
-    assert usage["input_tokens"] > 5  # counted before decoding began
+    assert prompt_of(usage) > 5  # counted before decoding began

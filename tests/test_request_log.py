@@ -97,10 +97,13 @@ def test_every_request_is_logged_and_nothing_is_lost_on_shutdown(
         assert usage is not None
         seen.append((usage.prompt_tokens, usage.completion_tokens))
         message = ant.messages.create(model="fallback", max_tokens=6, messages=HI)
-        seen.append((message.usage.input_tokens, message.usage.output_tokens))
+        # Anthropic counts prompt-cache reads apart; the log has the whole prompt.
+        reused = message.usage.cache_read_input_tokens or 0
+        seen.append((message.usage.input_tokens + reused, message.usage.output_tokens))
         with ant.messages.stream(model="fallback", max_tokens=6, messages=HI) as stream:
             final = stream.get_final_message()
-        seen.append((final.usage.input_tokens, final.usage.output_tokens))
+        reused = final.usage.cache_read_input_tokens or 0
+        seen.append((final.usage.input_tokens + reused, final.usage.output_tokens))
         failed = httpx.post(
             f"{server.url}/v1/chat/completions",
             json={"model": "alone-503", "messages": HI, "stream": True},

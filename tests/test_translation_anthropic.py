@@ -280,7 +280,12 @@ def test_message_body_stop_reasons(reason: str, expected: str) -> None:
     assert out["stop_sequence"] == ("END" if reason == "stop_sequence" else None)
     assert out["id"].startswith("msg_") and out["model"] == "served"
     assert (out["type"], out["role"]) == ("message", "assistant")
-    assert out["usage"] == {"input_tokens": 11, "output_tokens": 7}
+    assert out["usage"] == {
+        "input_tokens": 11,
+        "output_tokens": 7,
+        "cache_creation_input_tokens": 0,
+        "cache_read_input_tokens": 0,
+    }
 
 
 def test_message_body_blocks() -> None:
@@ -354,7 +359,12 @@ def test_stream_text_sequence() -> None:
     ]  # fmt: skip
     start = out[0]["message"]
     assert start["id"].startswith("msg_") and start["content"] == [] and start["model"] == "m"
-    assert start["usage"] == {"input_tokens": 0, "output_tokens": 0}
+    assert start["usage"] == {
+        "input_tokens": 0,
+        "output_tokens": 0,
+        "cache_creation_input_tokens": 0,
+        "cache_read_input_tokens": 0,
+    }
     assert out[1] == {
         "type": "content_block_start",
         "index": 0,
@@ -362,7 +372,12 @@ def test_stream_text_sequence() -> None:
     }
     assert out[4]["delta"] == {"type": "text_delta", "text": "lo"}
     assert out[6]["delta"] == {"stop_reason": "max_tokens", "stop_sequence": None}
-    assert out[6]["usage"] == {"input_tokens": 11, "output_tokens": 7}
+    assert out[6]["usage"] == {
+        "input_tokens": 11,
+        "output_tokens": 7,
+        "cache_creation_input_tokens": 0,
+        "cache_read_input_tokens": 0,
+    }
 
 
 def test_stream_blocks_split_by_kind_and_tool_call() -> None:

@@ -92,6 +92,18 @@ def stop_fields(finish: Finish) -> dict[str, Any]:
     }
 
 
+def usage_fields(usage: Usage) -> dict[str, int]:
+    """Anthropic's usage: `input_tokens` excludes what was read from the prompt
+    cache. The gateway's local cache keeps every prompt without a separate write
+    step or price, so nothing is reported as cache creation."""
+    return {
+        "input_tokens": usage.input_tokens - usage.cached_tokens,
+        "cache_creation_input_tokens": 0,
+        "cache_read_input_tokens": usage.cached_tokens,
+        "output_tokens": usage.output_tokens,
+    }
+
+
 def message_body(result: ChatResult, model: str) -> dict[str, Any]:
     """The `message` object of a non-streaming answer."""
     if result.raw is not None and result.raw_protocol == "anthropic":
@@ -104,7 +116,7 @@ def message_body(result: ChatResult, model: str) -> dict[str, Any]:
         "model": model,
         "content": content_blocks(result.content),
         **stop_fields(result.finish),
-        "usage": {"input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens},
+        "usage": usage_fields(usage),
     }
 
 
@@ -203,7 +215,7 @@ class StreamEncoder:
         # translated from OpenAI know it only at Finish. Either way it is
         # repeated in message_delta, whose usage the SDKs take over message_start's.
         if isinstance(first, PromptUsage):
-            usage = Usage(input_tokens=first.input_tokens)
+            usage = Usage(input_tokens=first.input_tokens, cached_tokens=first.cached_tokens)
         else:
             usage = first.usage if isinstance(first, Finish) else Usage()
         message = {
@@ -214,7 +226,7 @@ class StreamEncoder:
             "content": [],
             "stop_reason": None,
             "stop_sequence": None,
-            "usage": {"input_tokens": usage.input_tokens, "output_tokens": 0},
+            "usage": {**usage_fields(usage), "output_tokens": 0},
         }
         return sse("message_start", {"type": "message_start", "message": message})
 
@@ -254,10 +266,7 @@ class StreamEncoder:
         out: list[bytes] = []
         self._close(out)
         self._ping(out)
-        usage = {
-            "input_tokens": finish.usage.input_tokens,
-            "output_tokens": finish.usage.output_tokens,
-        }
+        usage = usage_fields(finish.usage)
         out.append(
             sse(
                 "message_delta",

@@ -47,10 +47,14 @@ class LocalBackend:
             if request.tool_choice is not None and request.tool_choice.mode == "none":
                 tools = None
             parser = OutputParser(model.tokenizer, tools=tools, prompt=prompt)
-            yield PromptUsage(len(prompt))
             chunks = self.engine.generate(model, prompt, params)
+            cached: int | None = None
             async with contextlib.aclosing(chunks):
                 async for chunk in chunks:
+                    if cached is None:
+                        # The engine's first chunk says how much of the prompt it reused.
+                        cached = chunk.cached_tokens or 0
+                        yield PromptUsage(len(prompt), cached_tokens=cached)
                     if chunk.text:
                         for event in parser.feed(chunk.text):
                             yield event
@@ -62,7 +66,11 @@ class LocalBackend:
                             reason = "tool_calls"
                         yield Finish(
                             reason=reason,  # type: ignore[arg-type]
-                            usage=Usage(input_tokens=len(prompt), output_tokens=chunk.tokens),
+                            usage=Usage(
+                                input_tokens=len(prompt),
+                                output_tokens=chunk.tokens,
+                                cached_tokens=cached,
+                            ),
                             stop_sequence=chunk.stop_sequence,
                         )
 

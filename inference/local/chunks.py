@@ -24,6 +24,7 @@ class Chunk:
     finish_reason: str | None = None  # "stop", "length" or "stop_sequence"
     stop_sequence: str | None = None
     error: BaseException | None = None
+    cached_tokens: int | None = None  # set once, when the engine accepts the sequence
 
 
 @dataclass(slots=True)
@@ -36,9 +37,16 @@ class EngineStats:
     prompt_tokens_processed: int  # prompt tokens run through a model (prefill)
     generated_tokens: int
     failed_models: dict[str, str] = field(default_factory=dict)  # name: last load error
+    # The prompt cache (process-wide, all models): lookups and hits since start.
+    prompt_cache_lookups: int = 0
+    prompt_cache_hits: int = 0
+    prompt_cache_tokens_reused: int = 0
+    prompt_cache_bytes: int = 0
+    prompt_cache_max_bytes: int = 0
 
 
 def merge(a: Chunk, b: Chunk) -> Chunk:
     if b.error is not None:
         return b
-    return Chunk(a.text + b.text, b.tokens, b.finish_reason, b.stop_sequence)
+    cached = a.cached_tokens if b.cached_tokens is None else b.cached_tokens
+    return Chunk(a.text + b.text, b.tokens, b.finish_reason, b.stop_sequence, None, cached)

@@ -9,6 +9,11 @@ thread that used MLX must not exit while the interpreter finalizes (its
 thread-local destructors would abort the process), so MLX lives on exactly one
 long-lived thread. A load therefore pauses the decoding of other resident
 models for its duration.
+
+A finished or cancelled sequence leaves its KV cache in the prompt cache
+(prompt_cache.py: per loaded model, one byte budget per process); a new
+sequence starts from the longest cached prefix of its prompt and prefills only
+the rest. Long prefills are cut into chunks between decode steps (prefill.py).
 """
 
 from __future__ import annotations
@@ -22,13 +27,15 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Future
-from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import BackendUnavailable, EngineError, ModelLoadError
+from ..errors import BackendUnavailable, ModelLoadError
 from .chunks import Chunk, EngineStats, GenerationParams, merge
 from .model import LoadedModel, ModelSpec, load_model
+from .prefill import PrefillPacer
+from .prompt_cache import PromptCache, default_max_bytes
 from .sampling import make_sampler
+from .sequence import Sequence, deliver, engine_error
 from .stops import StopMatcher
 
 __all__ = ["Chunk", "Engine", "EngineStats", "GenerationParams"]
@@ -39,20 +46,6 @@ logger = logging.getLogger(__name__)
 FRESH_SECONDS = 1.0
 
 
-@dataclass(eq=False, slots=True)
-class _Sequence:
-    model: LoadedModel
-    prompt: list[int]
-    params: GenerationParams
-    loop: asyncio.AbstractEventLoop
-    inbox: asyncio.Queue[Chunk] = field(default_factory=asyncio.Queue)
-    uid: int | None = None
-    detokenizer: Any = None
-    stops: StopMatcher | None = None
-    generated: int = 0
-    done: bool = False
-
-
 class Engine:
     def __init__(
         self,
@@ -61,6 +54,7 @@ class Engine:
         max_batch_size: int = 32,
         prefill_step_size: int = 2048,
         slot_wait_seconds: float = 300.0,
+        prompt_cache_bytes: int | None = None,
         loader: Callable[[ModelSpec], LoadedModel] = load_model,
     ) -> None:
         self.max_resident_models = max(1, max_resident_models)
@@ -75,13 +69,17 @@ class Engine:
         self._failures: dict[str, str] = {}
         self._commands: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
         self._queued = 0  # submitted, not yet inserted into a batch
-        self._active: dict[LoadedModel, dict[int, _Sequence]] = {}
+        self._active: dict[LoadedModel, dict[int, Sequence]] = {}
         self._thread: threading.Thread | None = None
         self._thread_lock = threading.Lock()  # not _lock: _post runs under it
         self._steps = 0
         self._prompt_tokens = 0
         self._generated = 0
         self._closed = False
+        self._prompt_cache = PromptCache(
+            default_max_bytes() if prompt_cache_bytes is None else prompt_cache_bytes
+        )
+        self._pacers: dict[LoadedModel, PrefillPacer] = {}
 
     # ----------------------------------------------------------- asyncio side
 
@@ -179,7 +177,7 @@ class Engine:
         """Generate from a leased model; closing the iterator cancels the sequence."""
         if self._closed:
             raise BackendUnavailable("the local engine is shutting down")
-        seq = _Sequence(model=model, prompt=prompt, params=params, loop=asyncio.get_running_loop())
+        seq = Sequence(model=model, prompt=prompt, params=params, loop=asyncio.get_running_loop())
         with self._lock:
             self._queued += 1
         self._post("submit", seq)
@@ -215,6 +213,11 @@ class Engine:
                 decode_steps=self._steps,
                 prompt_tokens_processed=self._prompt_tokens,
                 generated_tokens=self._generated,
+                prompt_cache_lookups=self._prompt_cache.lookups,
+                prompt_cache_hits=self._prompt_cache.hits,
+                prompt_cache_tokens_reused=self._prompt_cache.tokens_reused,
+                prompt_cache_bytes=self._prompt_cache.nbytes,
+                prompt_cache_max_bytes=self._prompt_cache.max_bytes,
             )
 
     def close(self) -> None:
@@ -252,6 +255,7 @@ class Engine:
             while command is not None:
                 if command == "stop":
                     self._fail_all(BackendUnavailable("the local engine is shutting down"))
+                    self._prompt_cache.clear()  # its arrays belong to this thread
                     return
                 try:
                     self._handle(command, payload)
@@ -262,17 +266,17 @@ class Engine:
                     command, payload = self._commands.get_nowait()
                 except queue.Empty:
                     command = None
-            outbox: dict[asyncio.AbstractEventLoop, list[tuple[_Sequence, Chunk]]] = {}
+            outbox: dict[asyncio.AbstractEventLoop, list[tuple[Sequence, Chunk]]] = {}
             for model in [m for m, seqs in self._active.items() if seqs]:
                 self._step(model, outbox)
             for loop, items in outbox.items():
                 self._dispatch(loop, items)
 
     def _dispatch(
-        self, loop: asyncio.AbstractEventLoop, items: list[tuple[_Sequence, Chunk]]
+        self, loop: asyncio.AbstractEventLoop, items: list[tuple[Sequence, Chunk]]
     ) -> None:
         try:
-            loop.call_soon_threadsafe(_deliver, items)
+            loop.call_soon_threadsafe(deliver, items)
         except RuntimeError:
             # The request's event loop is gone: nobody will read, stop generating.
             for seq, _ in items:
@@ -290,16 +294,18 @@ class Engine:
                 except Exception as exc:
                     future.set_exception(exc)
         elif command == "cancel":
-            seq: _Sequence = payload
+            seq: Sequence = payload
             seqs = self._active.get(seq.model, {})
             if seq.uid is not None and seqs.pop(seq.uid, None) is not None:
-                seq.model.generator.remove([seq.uid])
+                self._remove(seq)
         elif command == "unload":
             model: LoadedModel = payload
             self._active.pop(model, None)
+            self._pacers.pop(model, None)
+            self._prompt_cache.drop(model)
             model.release()
 
-    def _insert(self, seq: _Sequence) -> None:
+    def _insert(self, seq: Sequence) -> None:
         with self._lock:
             self._queued -= 1
         if seq.done:
@@ -314,20 +320,34 @@ class Engine:
             if params.temperature > 0:
                 seed = params.seed if params.seed is not None else secrets.randbits(62)
                 sampler = make_sampler(params.temperature, params.top_p, params.top_k, seed)
+            cache, seq.cached = self._prompt_cache.fetch(model, seq.prompt)
             (uid,) = generator.insert(
-                [seq.prompt], max_tokens=[params.max_tokens], samplers=[sampler]
+                [seq.prompt[seq.cached :]],
+                max_tokens=[params.max_tokens],
+                caches=[cache],
+                all_tokens=[seq.prompt[: seq.cached]],
+                samplers=[sampler],
             )
         except Exception as exc:
             logger.exception("engine failed to accept a request for %s", model.spec.name)
-            self._dispatch(seq.loop, [(seq, Chunk("", 0, error=_engine_error(exc)))])
+            self._dispatch(seq.loop, [(seq, Chunk("", 0, error=engine_error(exc)))])
             return
+        # Accepted: the reader learns how much of its prompt was reused before any text.
+        self._dispatch(seq.loop, [(seq, Chunk("", 0, cached_tokens=seq.cached))])
         seq.uid = uid
         seq.detokenizer = model.tokenizer.detokenizer
         seq.stops = StopMatcher(params.stop)
         self._active.setdefault(model, {})[uid] = seq
 
-    def _step(self, model: LoadedModel, outbox: dict[Any, list[tuple[_Sequence, Chunk]]]) -> None:
+    def _step(self, model: LoadedModel, outbox: dict[Any, list[tuple[Sequence, Chunk]]]) -> None:
         seqs = self._active[model]
+        pacer = self._pacers.get(model)
+        if pacer is None:
+            pacer = self._pacers[model] = PrefillPacer(self.prefill_step_size)
+        waiting = sum(1 for s in seqs.values() if s.generated == 0)
+        model.generator.prefill_step_size = pacer.chunk(
+            decoding=waiting < len(seqs), prefilling=waiting
+        )
         try:
             with model.generator.stats() as work:
                 _, responses = model.generator.next()
@@ -335,12 +355,13 @@ class Engine:
             # The batch state is unknown after a failure: fail its requests
             # and start the model over with a fresh generator.
             logger.exception("decoding step failed for %s", model.spec.name)
-            error = _engine_error(exc)
+            error = engine_error(exc)
             for seq in seqs.values():
                 outbox.setdefault(seq.loop, []).append((seq, Chunk("", 0, error=error)))
             seqs.clear()
             model.reset_generator()
             return
+        pacer.observe(work)
         self._steps += 1
         self._prompt_tokens += work.prompt_tokens
         self._generated += work.generation_tokens
@@ -349,48 +370,32 @@ class Engine:
             seq = seqs.get(response.uid)
             if seq is None:
                 continue
-            chunk = self._advance(seq, response.token, response.finish_reason)
+            chunk = seq.advance(response.token, response.finish_reason)
             if chunk.finish_reason is not None:
                 finished.append(response.uid)
                 if response.finish_reason is None:
                     # A stop string ended it; the generator does not know yet.
-                    model.generator.remove([response.uid])
+                    self._remove(seq)
+                else:
+                    self._prompt_cache.insert(model, response.all_tokens, response.prompt_cache)
             if chunk.text or chunk.finish_reason is not None:
                 outbox.setdefault(seq.loop, []).append((seq, chunk))
         for uid in finished:
             seqs.pop(uid, None)
 
-    def _advance(self, seq: _Sequence, token: int, finish: str | None) -> Chunk:
-        detok = seq.detokenizer
-        seq.generated += 1
-        n = seq.generated
-        eos = finish == "stop" and token in seq.model.eos_token_ids
-        if not eos:
-            detok.add_token(token)
-        if finish is not None:
-            detok.finalize()
-        assert seq.stops is not None
-        text, hit = seq.stops.feed(detok.last_segment)
-        if hit is not None:
-            return Chunk(text, n, finish_reason="stop_sequence", stop_sequence=hit)
-        if finish is not None:
-            return Chunk(text + seq.stops.flush(), n, finish_reason=finish)
-        return Chunk(text, n)
+    def _remove(self, seq: Sequence) -> None:
+        """Take a sequence out of its batch, keeping what it computed for reuse."""
+        kept = seq.model.generator.remove([seq.uid], return_prompt_caches=True)
+        for cache, tokens in kept.values():
+            # Still queued: its cache is the one it was given, already in the store.
+            if len(tokens) > seq.cached:
+                self._prompt_cache.insert(seq.model, tokens, cache)
 
     def _fail_all(self, error: BaseException) -> None:
-        outbox: dict[Any, list[tuple[_Sequence, Chunk]]] = {}
+        outbox: dict[Any, list[tuple[Sequence, Chunk]]] = {}
         for seqs in self._active.values():
             for seq in seqs.values():
                 outbox.setdefault(seq.loop, []).append((seq, Chunk("", 0, error=error)))
             seqs.clear()
         for loop, items in outbox.items():
             self._dispatch(loop, items)
-
-
-def _engine_error(exc: BaseException) -> EngineError:
-    return EngineError(f"local inference failed: {type(exc).__name__}: {exc}")
-
-
-def _deliver(items: list[tuple[_Sequence, Chunk]]) -> None:
-    for seq, chunk in items:
-        seq.inbox.put_nowait(chunk)
