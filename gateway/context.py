@@ -44,6 +44,7 @@ class RequestContext:
     served: Any = None  # routing.failover.Served
     status: int = 200
     error_type: str = ""
+    error_message: str = ""
     input_tokens: int = 0
     output_tokens: int = 0
     cached_tokens: int = 0  # of input_tokens, read from a prompt cache
@@ -62,6 +63,7 @@ class RequestContext:
     def fail(self, error: GatewayError, status: int) -> None:
         self.status = status
         self.error_type = error.code or error.kind
+        self.error_message = error.message
         self.served = getattr(error, "served", None) or self.served
 
     @property

@@ -72,6 +72,7 @@ def row(ctx: RequestContext) -> dict[str, Any]:
         "stream": ctx.stream,
         "status": _count(ctx.status, SMALL),
         "error_type": _text(ctx.error_type, 64),
+        "error_message": _text(ctx.error_message, 500),
         "input_tokens": _count(ctx.input_tokens, LARGE),
         "output_tokens": _count(ctx.output_tokens, LARGE),
         "cached_tokens": _count(ctx.cached_tokens, LARGE),

@@ -10,9 +10,12 @@ from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import path
+from django.utils.html import format_html
+from django.utils.safestring import SafeString
 
 from . import route_tester
 from .admin_chain import NamesChainsOnBlockedDelete, TargetInline
+from .admin_logs import log_url
 from .local_state import has_model_folder, local_state
 from .models import BackendMapping, LocalModel
 
@@ -61,8 +64,9 @@ class LocalModelAdmin(NamesChainsOnBlockedDelete, admin.ModelAdmin):
 
 @admin.register(BackendMapping)
 class BackendMappingAdmin(admin.ModelAdmin):
-    list_display = ("pattern", "priority", "enabled", "chain", "description")
+    list_display = ("pattern", "priority", "enabled", "chain", "description", "requests")
     list_filter = ("enabled", "targets__provider", "targets__local_model")
+    readonly_fields = ("requests",)
     search_fields = ("pattern", "description", "targets__upstream_model")
     list_editable = ("priority", "enabled")
     inlines = [TargetInline]
@@ -78,6 +82,12 @@ class BackendMappingAdmin(admin.ModelAdmin):
     @admin.display(description="chain (primary first)")
     def chain(self, obj: BackendMapping) -> str:
         return " → ".join(str(t) for t in obj.targets.all()) or "—"
+
+    @admin.display(description="requests")
+    def requests(self, obj: BackendMapping) -> SafeString | str:
+        if obj.pk is None:
+            return "—"
+        return format_html('<a href="{}">requests it routed</a>', log_url(mapping=obj.pattern))
 
     def get_urls(self) -> list[Any]:
         tester = self.admin_site.admin_view(self.route_tester_view)

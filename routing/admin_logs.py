@@ -1,50 +1,77 @@
-"""Django admin for the request log (read-only) and the usage page with its chart."""
+"""Django admin for the request log (read-only): a list that fits a 1400 px
+screen, a row page with everything else and links to what the row names, and
+the usage page (in admin_usage)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import date, timedelta
 from typing import Any
+from urllib.parse import urlencode
 
 from django.contrib import admin
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
-from django.template.response import TemplateResponse
-from django.urls import path
+from django.urls import path, reverse
+from django.utils import timezone
+from django.utils.html import format_html
+from django.utils.safestring import SafeString
 
-from .models import ApiKey, RequestLog
-from .selectors_usage import ANONYMOUS, DayTotal, daily_totals, usage
+from .admin_usage import usage_page
+from .models import BackendMapping, LocalModel, Provider, RequestLog
 
-PERIODS = (7, 14, 30, 90)
+LOCAL_PREFIX = "local:"
+
+
+def log_url(**filters: object) -> str:
+    """The request log list, filtered (the admin's own query parameters)."""
+    base = reverse("admin:routing_requestlog_changelist")
+    return f"{base}?{urlencode(filters)}" if filters else base
+
+
+def day_filters(day: date) -> dict[str, str]:
+    return {"created_at__gte": day.isoformat(), "created_at__lt": (day + timedelta(1)).isoformat()}
+
+
+def status_class(status: int) -> str:
+    if status == 499:
+        return "gone"  # the client left: not the gateway's failure
+    return {2: "ok", 4: "client", 5: "server"}.get(status // 100, "other")
+
+
+def _ms(value: float | None) -> str:
+    return "—" if value is None else f"{value:,.0f} ms"
+
+
+def _link(url: str, text: str) -> SafeString:
+    return format_html('<a href="{}">{}</a>', url, text)
 
 
 @admin.register(RequestLog)
 class RequestLogAdmin(admin.ModelAdmin):
-    list_display = (
-        "created_at",
-        "api_key",
-        "protocol",
-        "endpoint",
-        "requested_model",
-        "backend",
-        "served_model",
+    # What an operator scans; the rest is on the row page.
+    list_display = ("time", "key", "route", "status_badge", "tokens", "latency", "ttft")
+    list_display_links = ("time",)
+    list_filter = (
+        ("created_at", admin.DateFieldListFilter),
         "status",
-        "error_type",
+        "protocol",
+        "backend",
         "stream",
-        "input_tokens",
-        "output_tokens",
-        "cached_tokens",
-        "latency_ms",
-        "ttft_ms",
-        "attempts",
-        "fallbacks",
+        "api_key",
+        "endpoint",
     )
-    list_filter = ("protocol", "status", "backend", "stream", "api_key", "endpoint")
-    date_hierarchy = "created_at"
     search_fields = ("requested_model", "served_model", "error_type")
     list_select_related = ("api_key",)
     show_full_result_count = False  # a COUNT(*) over a large log on every page is slow
     change_list_template = "admin/routing/requestlog/change_list.html"
+    fieldsets = (
+        (None, {"fields": ("created_at", "key_link", "protocol", "endpoint", "stream")}),
+        ("Route", {"fields": ("requested_model", "mapping_link", "backend_link",
+                              "served_model", "attempts", "fallbacks", "attempt_trail")}),
+        ("Outcome", {"fields": ("status", "error_type", "error_message", "input_tokens",
+                                "output_tokens", "cached_tokens", "latency_ms", "ttft_ms")}),
+    )  # fmt: skip
+    readonly_fields = ("key_link", "mapping_link", "backend_link")
 
     # The log is a record: it is written by the gateway and pruned by retention only.
     def has_add_permission(self, request: HttpRequest) -> bool:
@@ -56,6 +83,86 @@ class RequestLogAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
+    @admin.display(description="time", ordering="created_at")
+    def time(self, obj: RequestLog) -> str:
+        return timezone.localtime(obj.created_at).strftime("%Y-%m-%d %H:%M:%S %Z")
+
+    @admin.display(description="key", ordering="api_key__name")
+    def key(self, obj: RequestLog) -> str:
+        return obj.api_key.name if obj.api_key else "—"
+
+    @admin.display(description="model → served by")
+    def route(self, obj: RequestLog) -> SafeString:
+        if not obj.backend:
+            return format_html("{} → —", obj.requested_model or "—")
+        served = obj.backend
+        if obj.served_model and obj.served_model != obj.requested_model:
+            served += f" ({obj.served_model})"
+        if obj.fallbacks:
+            return format_html(
+                '{} → {} <span class="fallbacks" title="{}">↪ {}</span>',
+                obj.requested_model, served, obj.attempt_trail, obj.fallbacks,
+            )  # fmt: skip
+        return format_html("{} → {}", obj.requested_model, served)
+
+    @admin.display(description="status", ordering="status")
+    def status_badge(self, obj: RequestLog) -> SafeString:
+        return format_html(
+            '<span class="status status-{}" title="{}">{}</span>{}',
+            status_class(obj.status),
+            obj.error_message or obj.error_type,
+            obj.status,
+            f" {obj.error_type}" if obj.error_type else "",
+        )
+
+    @admin.display(description="tokens in / out")
+    def tokens(self, obj: RequestLog) -> str:
+        cached = f" ({obj.cached_tokens:,} cached)" if obj.cached_tokens else ""
+        return f"{obj.input_tokens:,} / {obj.output_tokens:,}{cached}"
+
+    @admin.display(description="latency", ordering="latency_ms")
+    def latency(self, obj: RequestLog) -> str:
+        return _ms(obj.latency_ms)
+
+    @admin.display(description="TTFT", ordering="ttft_ms")
+    def ttft(self, obj: RequestLog) -> str:
+        return _ms(obj.ttft_ms)
+
+    @admin.display(description="API key")
+    def key_link(self, obj: RequestLog) -> SafeString | str:
+        if obj.api_key is None:
+            return "—"
+        change = reverse("admin:routing_apikey_change", args=[obj.api_key_id])
+        return format_html(
+            '{} · <a href="{}">all its requests</a>',
+            _link(change, str(obj.api_key)),
+            log_url(api_key__id__exact=obj.api_key_id),
+        )
+
+    @admin.display(description="mapping")
+    def mapping_link(self, obj: RequestLog) -> SafeString | str:
+        if not obj.mapping:
+            return "— (no mapping: the local model of that name)" if obj.backend else "—"
+        found = BackendMapping.objects.filter(pattern=obj.mapping).first()
+        others = _link(log_url(mapping=obj.mapping), "its requests")
+        if found is None:
+            return format_html("{} (deleted since) · {}", obj.mapping, others)
+        change = reverse("admin:routing_backendmapping_change", args=[found.pk])
+        return format_html("{} · {}", _link(change, obj.mapping), others)
+
+    @admin.display(description="served by")
+    def backend_link(self, obj: RequestLog) -> SafeString | str:
+        if not obj.backend:
+            return "—"
+        name = obj.backend.removeprefix(LOCAL_PREFIX)
+        model = LocalModel if obj.backend.startswith(LOCAL_PREFIX) else Provider
+        found = model.objects.filter(name=name).only("pk").first()
+        others = _link(log_url(backend=obj.backend), "its requests")
+        if found is None:
+            return format_html("{} · {}", obj.backend, others)
+        change = reverse(f"admin:routing_{model._meta.model_name}_change", args=[found.pk])
+        return format_html("{} · {}", _link(change, obj.backend), others)
+
     def get_urls(self) -> list[Any]:
         view = self.admin_site.admin_view(self.usage_view)
         return [path("usage/", view, name="routing_requestlog_usage"), *super().get_urls()]
@@ -65,77 +172,5 @@ class RequestLogAdmin(admin.ModelAdmin):
         # takes the log's own view permission.
         if not self.has_view_permission(request):
             raise PermissionDenied
-        raw = request.GET.get("days", "")
-        days = int(raw) if raw.isdigit() and int(raw) in PERIODS else 14
-        key = request.GET.get("key", "")
-        key = key if key == ANONYMOUS or key.isdigit() else ""
-        until = datetime.now(UTC).date()
-        since = until - timedelta(days=days - 1)
-        rows = usage(since, key)
-        totals = daily_totals(rows, since, until)
-        context = {
-            **self.admin_site.each_context(request),
-            "title": "Usage",
-            "opts": self.model._meta,
-            "rows": rows,
-            "chart": chart(totals),
-            "days": days,
-            "periods": PERIODS,
-            "key": key,
-            "anonymous": ANONYMOUS,
-            "keys": ApiKey.objects.only("id", "name", "prefix").order_by("name"),
-            "total_requests": sum(t.requests for t in totals),
-            "total_input": sum(t.input_tokens for t in totals),
-            "total_output": sum(t.output_tokens for t in totals),
-        }
-        return TemplateResponse(request, "admin/routing/usage.html", context)
-
-
-@dataclass(frozen=True, slots=True)
-class Bar:
-    x: float
-    width: float
-    input_y: float
-    input_height: float
-    output_y: float
-    output_height: float
-    label: str  # shown under the bar ("" for most, to stay readable)
-    title: str  # the tooltip
-
-
-@dataclass(frozen=True, slots=True)
-class Chart:
-    width: int
-    height: int
-    top: int
-    bottom: int
-    peak: int
-    bars: list[Bar]
-
-
-def chart(totals: list[DayTotal], width: int = 760, height: int = 220) -> Chart:
-    """Stacked bars of input and output tokens per day, laid out for inline SVG."""
-    top, bottom, left = 16, height - 24, 48
-    peak = max((t.tokens for t in totals), default=0)
-    scale = (bottom - top) / peak if peak else 0.0
-    slot = (width - left) / max(len(totals), 1)
-    every = max(1, len(totals) // 10)  # at most about ten date labels
-    bars = []
-    for i, total in enumerate(totals):
-        x = left + i * slot + slot * 0.15
-        output_h = total.output_tokens * scale
-        input_h = total.input_tokens * scale
-        bars.append(
-            Bar(
-                x=round(x, 1),
-                width=round(slot * 0.7, 1),
-                output_y=round(bottom - output_h, 1),
-                output_height=round(output_h, 1),
-                input_y=round(bottom - output_h - input_h, 1),
-                input_height=round(input_h, 1),
-                label=total.day.strftime("%m-%d") if i % every == 0 else "",
-                title=f"{total.day}: {total.requests} requests, {total.input_tokens} input "
-                f"+ {total.output_tokens} output tokens",
-            )
-        )
-    return Chart(width, height, top, bottom, peak, bars)
+        context = {**self.admin_site.each_context(request), "opts": self.model._meta}
+        return usage_page(request, context)

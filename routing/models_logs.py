@@ -38,6 +38,15 @@ class RequestLog(models.Model):
     stream = models.BooleanField(default=False)
     status = models.PositiveSmallIntegerField(db_index=True)
     error_type = models.CharField(max_length=64, blank=True)
+    error_message = models.CharField(
+        max_length=500, blank=True, help_text="What the caller was told (cut to 500 characters)."
+    )
+    mapping = models.CharField(
+        max_length=200,
+        blank=True,
+        help_text="The pattern of the mapping that routed the name (empty: served by the "
+        "local model of that name, or no route), as routing stood when the row was written.",
+    )
     input_tokens = models.PositiveIntegerField(default=0)
     output_tokens = models.PositiveIntegerField(default=0)
     cached_tokens = models.PositiveIntegerField(

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import openai
 import pytest
 from playwright.sync_api import Page, expect, sync_playwright
 
@@ -112,3 +113,31 @@ def test_testing_a_providers_connection_from_its_form(gateway: LiveServer, page:
         assert result.get_attribute("data-ok") == "yes"
     page.reload()  # nothing was saved
     expect(page.locator("#id_base_url")).to_have_value("http://127.0.0.1:9/v1")
+
+
+def test_the_request_log_fits_1400_px(gateway: LiveServer, page: Page) -> None:
+    client = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key="sk-any", max_retries=0)
+    client.chat.completions.create(
+        model="gpt-browser", messages=[{"role": "user", "content": "Hi"}], max_tokens=4
+    )
+    with pytest.raises(openai.NotFoundError):
+        client.chat.completions.create(model="no-such-model", messages=[{"role": "user",
+                                                                         "content": "Hi"}])
+    # Rows are written off the request path: reload until both are there.
+    rows = page.locator("#result_list tbody tr")
+    for _ in range(60):
+        page.goto(f"{gateway.url}/admin/routing/requestlog/")
+        if rows.filter(has_text="no-such-model").count() and rows.filter(
+            has_text="gpt-browser"
+        ).count():
+            break
+        page.wait_for_timeout(250)
+    expect(rows.filter(has_text="gpt-browser")).to_have_count(1)
+    for column in ("status_badge", "latency", "tokens", "ttft"):
+        box = page.locator(f"#result_list th.column-{column}").bounding_box()
+        assert box is not None and box["x"] + box["width"] <= WIDTH, column
+    assert page.evaluate("() => document.documentElement.scrollWidth") <= WIDTH
+    failed = rows.filter(has_text="no-such-model")
+    expect(failed.locator(".status-client")).to_have_text("404")
+    failed.locator("th a, td a").first.click()
+    expect(page.locator(".field-error_message")).to_contain_text("no-such-model")
