@@ -20,6 +20,7 @@ import logging
 import threading
 import time
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,7 +45,11 @@ def _names(key_id: int) -> tuple[str, str]:
 
 
 class MemoryLimiter:
-    def __init__(self) -> None:
+    """Windows of one process (per key). `clock` (seconds, monotonic) is injectable
+    so tests can move past a window without waiting a minute."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
         self._lock = threading.Lock()
         self._windows: dict[str, list[float]] = {}  # name -> [ends_at, count]
 
@@ -61,7 +66,7 @@ class MemoryLimiter:
     ) -> Refusal | None:
         """Refuse a key over a limit; else let the request in (and count it, unless not)."""
         requests, tokens = _names(key_id)
-        now = time.monotonic()
+        now = self._clock()
         with self._lock:
             if tpm is not None:
                 used = self._windows.get(tokens)
@@ -77,7 +82,7 @@ class MemoryLimiter:
     def charge(self, key_id: int, tokens: int) -> None:
         """Add a finished request's tokens to the key's window."""
         with self._lock:
-            self._window(_names(key_id)[1], time.monotonic())[1] += tokens
+            self._window(_names(key_id)[1], self._clock())[1] += tokens
 
 
 # Both checks in one round trip. Tokens first: a refusal for tokens must not

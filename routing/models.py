@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -11,8 +12,10 @@ from django.db import models
 
 from inference.cloud.config import ProviderConfig, RetryPolicy, Timeouts
 from inference.errors import GatewayError
-from inference.local.backend import Defaults
 from inference.local.model import ModelSpec
+
+if TYPE_CHECKING:
+    from inference.local.backend import Defaults
 
 from .crypto import DecryptionError, EncryptedSecretField, Secret
 from .validators import (
@@ -89,6 +92,10 @@ class LocalModel(models.Model):
         )
 
     def defaults(self) -> Defaults:
+        # Imported here: inference.local.backend loads mlx-lm, which every
+        # management command (import_config, createsuperuser...) would pay for.
+        from inference.local.backend import Defaults
+
         return Defaults(
             max_tokens=self.default_max_tokens or settings.GATEWAY_DEFAULT_MAX_TOKENS,
             temperature=self.default_temperature,

@@ -1,4 +1,7 @@
-"""Shared fixtures: the demo model, and a live daphne-served gateway."""
+"""Shared fixtures: the test database, the demo model, live daphne-served gateways
+(their data dirs copied from templates made once per session: tests/data_templates.py),
+their routing (imported from YAML by the project's own import_config), the fake
+upstream, Redis."""
 
 from __future__ import annotations
 
@@ -16,7 +19,34 @@ from typing import Any
 import httpx
 import pytest
 
+from .data_templates import TEMPLATES, manage_command
+from .routing_spec import routing_document
+
 ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(
+    django_db_modify_db_settings_parallel_suffix: None, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """On SQLite the test database is a file, in WAL mode (gateway/settings.py's
+    init_command), as in production: Django's default in-memory shared-cache
+    database fails a reader at once while a thread writes ("database table is
+    locked"), where a file waits for the lock as the gateway's threads do."""
+    from django.db import connections
+
+    settings = connections["default"].settings_dict
+    if settings["ENGINE"] == "django.db.backends.sqlite3":
+        settings.setdefault("TEST", {})["NAME"] = str(
+            tmp_path_factory.mktemp("database") / "test.sqlite3"
+        )
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _data_templates(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Gateway data dirs are copied from templates made once in this session (lazily:
+    a run without live gateways makes none)."""
+    TEMPLATES.start(tmp_path_factory.mktemp("templates"), server_env)
 
 
 @pytest.fixture(autouse=True)
@@ -37,10 +67,10 @@ def _api_keys_optional(settings: Any) -> None:
 
 
 @pytest.fixture(scope="session")
-def demo_model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from inference.demo_model import build_demo_model
-
-    return build_demo_model(tmp_path_factory.mktemp("models") / "demo", seed=0)
+def demo_model_path() -> Path:
+    """The demo model's folder, built once per session (the live gateways' copies
+    come from it too). Read-only: copy it to change anything."""
+    return TEMPLATES.demo_model()
 
 
 def wait_healthy(
@@ -68,7 +98,13 @@ def free_port() -> int:
 
 @dataclass
 class LiveServer:
-    """A daphne process serving the gateway on a loopback port."""
+    """A daphne process serving the gateway on a loopback port.
+
+    `manage("migrate", "--noinput")` on a new SQLite data dir, then
+    `manage("build_demo_model")`, copy the session's templates instead of running
+    (the same files, in milliseconds instead of about ten seconds); any other
+    command, or a PostgreSQL database, runs for real (data_templates.intercept).
+    """
 
     data_dir: Path
     env: dict[str, str]
@@ -79,7 +115,15 @@ class LiveServer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    def prepare(self, *, demo: bool = False) -> None:
+        """A migrated database, and with `demo` the demo model built and registered."""
+        self.manage("migrate", "--noinput")
+        if demo:
+            self.manage("build_demo_model")
+
     def manage(self, *args: str) -> subprocess.CompletedProcess[str]:
+        if TEMPLATES.intercept(self.env, self.data_dir, args):
+            return subprocess.CompletedProcess(["manage.py", *args], 0, "(from a template)\n", "")
         return subprocess.run(
             [sys.executable, "manage.py", *args],
             cwd=ROOT,
@@ -132,45 +176,27 @@ def server_env(data_dir: Path, **extra: str) -> dict[str, str]:
 def live_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     data_dir = tmp_path_factory.mktemp("gateway")
     server = LiveServer(data_dir=data_dir, env=server_env(data_dir))
-    server.manage("migrate", "--noinput")
-    server.manage("build_demo_model")
+    server.prepare(demo=True)
     server.start()
     yield server
     server.stop()
 
 
-_APPLY_SPEC = """
-import json, os
-from routing.models import BackendMapping, CloudCredential, LocalModel, MappingTarget, Provider
-spec = json.loads(os.environ["ROUTING_SPEC"])
-for p in spec.get("providers", []):
-    key = p.pop("key", None)
-    provider, _ = Provider.objects.update_or_create(name=p.pop("name"), defaults=p)
-    if key:
-        cred = CloudCredential.objects.filter(provider=provider).first()
-        cred = cred or CloudCredential(provider=provider)
-        cred.set_key(key)
-        cred.save()
-for m in spec.get("local_models", []):
-    LocalModel.objects.update_or_create(name=m.pop("name"), defaults=m)
-for m in spec.get("mappings", []):
-    mapping, _ = BackendMapping.objects.update_or_create(
-        pattern=m["pattern"], defaults={"priority": m.get("priority", 0)})
-    mapping.targets.all().delete()
-    for i, t in enumerate(m["chain"]):
-        if "local" in t:
-            MappingTarget.objects.create(mapping=mapping, position=i,
-                local_model=LocalModel.objects.get(name=t["local"]))
-        else:
-            MappingTarget.objects.create(mapping=mapping, position=i,
-                provider=Provider.objects.get(name=t["provider"]),
-                upstream_model=t.get("model", ""))
-"""
-
-
 def configure_routing(server: LiveServer, spec: dict[str, object]) -> None:
-    """Create providers, keys and mappings in a server's database (another process)."""
-    run_in_shell(server, _APPLY_SPEC, ROUTING_SPEC=spec, doing="configuring routing")
+    """Create or update local models, providers (with their keys) and mappings in a
+    server's database through `manage.py import_config`, as an operator would.
+
+    The spec names model fields flat (`max_retries`, `breaker_fail_max`, ...) and a
+    provider's key as `key`; chains as in the YAML (`{"local": name}` or
+    `{"provider": name, "model": upstream model}`). Keys travel in environment
+    variables, as import_config reads them, never in the file.
+    """
+    from routing.config_schema import dump_yaml
+
+    document, keys = routing_document(spec)
+    path = server.data_dir / f"routing-{time.monotonic_ns()}.yaml"
+    path.write_text(dump_yaml(document))
+    manage_command({**server.env, **keys}, "import_config", str(path))
 
 
 def run_in_shell(server: LiveServer, script: str, *, doing: str, **payload: object) -> str:
@@ -186,6 +212,21 @@ def run_in_shell(server: LiveServer, script: str, *, doing: str, **payload: obje
     if result.returncode:
         raise RuntimeError(f"{doing} failed:\n{result.stderr[-3000:]}")
     return result.stdout
+
+
+def create_admin(
+    server: LiveServer, username: str, password: str, *, exist_ok: bool = False
+) -> None:
+    """A superuser in a server's database, made as a script would: Django's
+    `createsuperuser --noinput` with the password in DJANGO_SUPERUSER_PASSWORD.
+    `exist_ok`: a user of that name already there is kept as it is."""
+    env = {**server.env, "DJANGO_SUPERUSER_PASSWORD": password}
+    try:
+        manage_command(env, "createsuperuser", "--noinput", "--username", username,
+                       "--email", f"{username}@example.com")  # fmt: skip
+    except RuntimeError as failed:
+        if not (exist_ok and "already taken" in str(failed)):
+            raise
 
 
 @contextlib.contextmanager
@@ -290,6 +331,27 @@ def single_try_provider(key: str, **fields: object) -> dict[str, object]:
     }  # fmt: skip
 
 
+UPSTREAM_KEYS = ("sk-upstream-test", "sk-ant-upstream-test")
+
+
+@pytest.fixture(scope="module")
+def upstream(request: pytest.FixtureRequest) -> Iterator[Any]:
+    """The project's fake upstream, in a thread of this process, for one module's
+    tests and gateways. It takes the keys the module lists in `UPSTREAM_KEYS`
+    (default: conftest's). Counters and fail rules are the module's: a test that
+    counts resets it first (or takes `fresh_upstream`)."""
+    keys = getattr(request.module, "UPSTREAM_KEYS", UPSTREAM_KEYS)
+    with fake_upstream(*keys) as server:
+        yield server
+
+
+@pytest.fixture
+def fresh_upstream(upstream: Any) -> Any:
+    """The module's fake upstream with its counters and fail rules reset."""
+    upstream.reset()
+    return upstream
+
+
 @contextlib.contextmanager
 def fake_upstream(*api_keys: str) -> Iterator[Any]:
     """The project's fake upstream in a thread of this process, taking these keys."""
@@ -308,9 +370,7 @@ def routed_gateway(
 ) -> Iterator[LiveServer]:
     """A live gateway with cloud routing on and this routing configuration."""
     server = LiveServer(data_dir=data, env=server_env(data, ENABLE_CLOUD_ROUTING="1", **env))
-    server.manage("migrate", "--noinput")
-    if demo:
-        server.manage("build_demo_model")
+    server.prepare(demo=demo)
     configure_routing(server, spec)
     server.start()
     try:

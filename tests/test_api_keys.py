@@ -56,8 +56,7 @@ ENDPOINT_IDS = [f"{m} {p} {e}" for m, p, _, _, e in ENDPOINTS]
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     data = tmp_path_factory.mktemp("keyed")
     server = LiveServer(data_dir=data, env=server_env(data, GATEWAY_REQUIRE_API_KEYS="1"))
-    server.manage("migrate", "--noinput")
-    server.manage("build_demo_model")
+    server.prepare(demo=True)
     server.start()
     yield server
     server.stop()
@@ -248,8 +247,7 @@ def test_limits_hold_across_two_gateway_processes_through_redis(
 ) -> None:
     env = server_env(tmp_path, GATEWAY_REQUIRE_API_KEYS="1", REDIS_URL=redis_url)
     first = LiveServer(data_dir=tmp_path, env=env)
-    first.manage("migrate", "--noinput")
-    first.manage("build_demo_model")
+    first.prepare(demo=True)
     made = make_api_keys(first, {"shared-rpm": {"requests_per_minute": 3},
                                  "shared-tpm": {"tokens_per_minute": 5}})  # fmt: skip
     second = LiveServer(data_dir=tmp_path, env=env)  # same database, another process
@@ -271,7 +269,9 @@ def test_limits_hold_across_two_gateway_processes_through_redis(
 
         tpm = made["shared-tpm"]
         assert chat(first, tpm).status_code == 200
-        time.sleep(0.3)  # the tokens are added to Redis right after the answer
+        # The tokens reach Redis right after the answer: until then the second
+        # process lists models (which spends nothing) for this key.
+        assert wait_for_status(second, tpm, 429) == 429
         refused = chat(second, tpm)
         assert_error(refused, "openai", 429, "rate_limit_error")
         assert "tokens per minute" in refused.json()["error"]["message"]

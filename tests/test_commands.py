@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import json
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +27,10 @@ from routing.models import (
     RoutingState,
 )
 
-from .conftest import fake_upstream, free_port
+from .conftest import free_port
 
 pytestmark = pytest.mark.django_db
+UPSTREAM_KEYS = ("sk-good-key",)  # the fake upstream takes these (conftest.upstream)
 
 
 def run(*args: str, **options: Any) -> tuple[str, str]:
@@ -76,12 +76,6 @@ def reveal(provider: Provider) -> str:
 
 
 # ---------------------------------------------------------------- healthcheck
-
-
-@pytest.fixture
-def upstream() -> Iterator[FakeUpstream]:
-    with fake_upstream("sk-good-key") as server:
-        yield server
 
 
 class TestHealthcheck:

@@ -20,7 +20,7 @@ import pytest
 # Debian, by .ci/system-deps): a missing browser is a failure, not a skip.
 from playwright.sync_api import Page, expect, sync_playwright
 
-from .conftest import LiveServer, redis_server, run_in_shell, server_env
+from .conftest import LiveServer, create_admin, redis_server, server_env
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -31,20 +31,11 @@ USER, PASSWORD = "dash-admin", "dash-Pa55word-7731"
 
 pytestmark = pytest.mark.e2e
 
-_MAKE_ADMIN = """
-import json, os
-from django.contrib.auth import get_user_model
-user, _ = get_user_model().objects.get_or_create(username=json.loads(os.environ["DASH_USER"]))
-user.is_staff = user.is_superuser = user.is_active = True
-user.set_password(json.loads(os.environ["DASH_PASSWORD"]))
-user.save()
-"""
-
 
 def make_admin(server: LiveServer) -> str:
-    run_in_shell(
-        server, _MAKE_ADMIN, DASH_USER=USER, DASH_PASSWORD=PASSWORD, doing="making an admin"
-    )
+    """A staff login, made as the README says: Django's createsuperuser, scripted
+    (the same user and password every time: one already there is kept)."""
+    create_admin(server, USER, PASSWORD, exist_ok=True)
     return USER
 
 
@@ -143,8 +134,7 @@ def shared_pair(tmp_path: Path) -> Iterator[tuple[LiveServer, LiveServer]]:
         env = server_env(data, REDIS_URL=redis_url)
         first, second = LiveServer(data_dir=data, env=env), LiveServer(data_dir=data, env=env)
         try:
-            first.manage("migrate", "--noinput")
-            first.manage("build_demo_model")
+            first.prepare(demo=True)
             make_admin(first)
             first.start()
             second.start()

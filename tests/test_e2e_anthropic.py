@@ -15,7 +15,7 @@ from anthropic.types import MessageParam
 
 from inference.fake_upstream import FakeUpstream
 
-from .conftest import LiveServer, fake_upstream, routed_gateway
+from .conftest import LiveServer, routed_gateway
 
 pytestmark = pytest.mark.e2e
 
@@ -342,6 +342,7 @@ def test_context_length_exceeded(live_gateway: LiveServer) -> None:
 # ------------------------------------------------ routed to cloud providers (fake upstream)
 
 OAI_KEY, ANT_KEY = "sk-test-oai", "sk-ant-test-ant"
+UPSTREAM_KEYS = (OAI_KEY, ANT_KEY)  # the fake upstream takes these (conftest.upstream)
 PROVIDER = {
     "connect_timeout": 1.0, "first_byte_timeout": 2.0, "stream_idle_timeout": 2.0,
     "total_timeout": 8.0, "max_retries": 0, "retry_backoff": 0.05, "retry_after_cap": 1.0,
@@ -364,12 +365,6 @@ WEATHER = {
         "required": ["city"],
     },
 }
-
-
-@pytest.fixture(scope="module")
-def upstream() -> Iterator[FakeUpstream]:
-    with fake_upstream(OAI_KEY, ANT_KEY) as server:
-        yield server
 
 
 @pytest.fixture(scope="module")

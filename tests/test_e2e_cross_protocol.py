@@ -13,7 +13,7 @@ import pytest
 from inference.fake_upstream import FakeUpstream
 
 from .conftest import LiveServer
-from .test_e2e_failover import gateway, upstream  # noqa: F401  (module fixtures)
+from .test_e2e_failover import UPSTREAM_KEYS, gateway  # noqa: F401  (its gateway, its keys)
 
 pytestmark = pytest.mark.e2e
 
@@ -45,7 +45,7 @@ def sdk(gateway: LiveServer, upstream: FakeUpstream) -> openai.OpenAI:  # noqa: 
     return openai.OpenAI(base_url=f"{gateway.url}/v1", api_key="x", max_retries=0, timeout=30)
 
 
-def test_tool_call_and_result_round_trip(sdk: openai.OpenAI, upstream: FakeUpstream) -> None:  # noqa: F811
+def test_tool_call_and_result_round_trip(sdk: openai.OpenAI, upstream: FakeUpstream) -> None:
     first = sdk.chat.completions.create(
         model="claude-direct", messages=ASK, tools=[WEATHER], max_tokens=50, temperature=0.5,
         top_p=0.9, stop=["END"],
@@ -122,7 +122,7 @@ def test_streamed_and_whole_answers_agree(sdk: openai.OpenAI) -> None:
     assert whole.choices[0].finish_reason == "length"
 
 
-def test_images_pass_as_data_and_as_urls(sdk: openai.OpenAI, upstream: FakeUpstream) -> None:  # noqa: F811
+def test_images_pass_as_data_and_as_urls(sdk: openai.OpenAI, upstream: FakeUpstream) -> None:
     content = [
         {"type": "text", "text": "compare"},
         {"type": "image_url", "image_url": {"url": "data:image/jpeg;base64,/9j/AAAA"}},
@@ -156,7 +156,7 @@ BOTH = [{"role": "user", "content": "use all tools for Oslo"}]
 @pytest.mark.parametrize("stream", [False, True])
 def test_parallel_tool_calls_keep_their_indices(
     sdk: openai.OpenAI,
-    upstream: FakeUpstream,  # noqa: F811
+    upstream: FakeUpstream,
     stream: bool,
 ) -> None:
     """Two tool_use blocks upstream -> two OpenAI tool calls, 0 and 1, args valid JSON."""
@@ -211,7 +211,7 @@ def test_parallel_tool_calls_keep_their_indices(
     ]
 
 
-def test_parallel_calls_can_be_turned_off(sdk: openai.OpenAI, upstream: FakeUpstream) -> None:  # noqa: F811
+def test_parallel_calls_can_be_turned_off(sdk: openai.OpenAI, upstream: FakeUpstream) -> None:
     reply = sdk.chat.completions.create(
         model="claude-direct", messages=BOTH, tools=[WEATHER, CLOCK], parallel_tool_calls=False
     )
@@ -222,7 +222,7 @@ def test_parallel_calls_can_be_turned_off(sdk: openai.OpenAI, upstream: FakeUpst
 
 def test_reasoning_effort_becomes_a_thinking_budget(
     sdk: openai.OpenAI,
-    upstream: FakeUpstream,  # noqa: F811
+    upstream: FakeUpstream,
 ) -> None:
     sdk.chat.completions.create(
         model="claude-direct", messages=BOTH, max_completion_tokens=20000, reasoning_effort="low"

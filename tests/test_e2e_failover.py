@@ -19,11 +19,12 @@ import pytest
 
 from inference.fake_upstream import FakeUpstream
 
-from .conftest import LiveServer, fake_upstream, routed_gateway
+from .conftest import LiveServer, routed_gateway
 
 pytestmark = pytest.mark.e2e
 
 OPENAI_KEY, ANTHROPIC_KEY = "sk-test-123", "sk-ant-test-456"
+UPSTREAM_KEYS = (OPENAI_KEY, ANTHROPIC_KEY)  # the fake upstream takes these (conftest.upstream)
 HI = [{"role": "user", "content": "hello there"}]
 
 PROVIDER = {
@@ -75,12 +76,6 @@ def routing_spec(upstream: FakeUpstream) -> dict[str, object]:
         "local_models": [{"name": "broken", "path": "/nonexistent/model"}],
         "mappings": [{"pattern": name, "chain": chain(items)} for name, items in CHAINS.items()],
     }
-
-
-@pytest.fixture(scope="module")
-def upstream() -> Iterator[FakeUpstream]:
-    with fake_upstream(OPENAI_KEY, ANTHROPIC_KEY) as server:
-        yield server
 
 
 @pytest.fixture(scope="module")

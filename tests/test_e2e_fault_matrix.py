@@ -20,11 +20,12 @@ import pytest
 
 from inference.fake_upstream import FakeUpstream
 
-from .conftest import LiveServer, fake_upstream, routed_gateway
+from .conftest import LiveServer, routed_gateway
 
 pytestmark = pytest.mark.e2e
 
 OAI_KEY, ANT_KEY = "sk-matrix-oai", "sk-ant-matrix"
+UPSTREAM_KEYS = (OAI_KEY, ANT_KEY)  # the fake upstream takes these (conftest.upstream)
 HI = [{"role": "user", "content": "hello there"}]
 FIRST_BYTE, IDLE, CAP = 0.5, 0.4, 0.5
 PROVIDER = {
@@ -159,12 +160,6 @@ def routing_spec(upstream: FakeUpstream) -> dict[str, object]:
         chain = [{"provider": kind, "model": "fault-slow-tokens:0.1"}]
         mappings.append({"pattern": f"slow@{kind}", "chain": chain})
     return {"providers": providers, "mappings": mappings}
-
-
-@pytest.fixture(scope="module")
-def upstream() -> Iterator[FakeUpstream]:
-    with fake_upstream(OAI_KEY, ANT_KEY) as server:
-        yield server
 
 
 @pytest.fixture(scope="module")

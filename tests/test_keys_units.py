@@ -118,10 +118,9 @@ async def test_auth_rules(settings: Any) -> None:
         await auth.authenticate(request_with(x_api_key=off), ctx())
 
 
-async def test_memory_limiter_windows(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_memory_limiter_windows() -> None:
     now = [1000.0]
-    monkeypatch.setattr("gateway.ratelimit.time.monotonic", lambda: now[0])
-    limiter = MemoryLimiter()
+    limiter = MemoryLimiter(clock=lambda: now[0])
     assert await limiter.admit(1, 2, None) is None
     now[0] += 20
     assert await limiter.admit(1, 2, None) is None

@@ -17,20 +17,15 @@ from prometheus_client.parser import text_string_to_metric_families
 from gateway import metrics
 from inference.fake_upstream import FakeUpstream
 
-from .conftest import LiveServer, fake_upstream, routed_gateway, single_try_provider
+from .conftest import LiveServer, routed_gateway, single_try_provider
 
 TOKEN = "metrics-secret-123"
 UPSTREAM_KEY = "sk-upstream-789"
+UPSTREAM_KEYS = (UPSTREAM_KEY,)  # the fake upstream takes these (conftest.upstream)
 CLIENT_KEY = {"Authorization": "Bearer sk-client-anything"}
 HI = [{"role": "user", "content": "hello there"}]
 
 PROVIDER = single_try_provider(UPSTREAM_KEY)
-
-
-@pytest.fixture(scope="module")
-def upstream() -> Iterator[FakeUpstream]:
-    with fake_upstream(UPSTREAM_KEY) as server:
-        yield server
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,6 @@ from inference.fake_upstream import FakeUpstream
 from .conftest import (
     LiveServer,
     configure_routing,
-    fake_upstream,
     make_api_keys,
     server_env,
     single_try_provider,
@@ -31,14 +30,9 @@ from .conftest import (
 pytestmark = pytest.mark.e2e
 
 UPSTREAM_KEY = "sk-upstream-log-321"
+UPSTREAM_KEYS = (UPSTREAM_KEY,)  # the fake upstream takes these (conftest.upstream)
 HI = [{"role": "user", "content": "hello there"}]
 PROVIDER = single_try_provider(UPSTREAM_KEY)
-
-
-@pytest.fixture(scope="module")
-def upstream() -> Iterator[FakeUpstream]:
-    with fake_upstream(UPSTREAM_KEY) as server:
-        yield server
 
 
 def start_gateway(data: Path, upstream: FakeUpstream, **env: str) -> tuple[LiveServer, str]:
@@ -46,8 +40,7 @@ def start_gateway(data: Path, upstream: FakeUpstream, **env: str) -> tuple[LiveS
     the fake upstream's fault-503 to the local demo model."""
     settings = server_env(data, GATEWAY_REQUIRE_API_KEYS="1", ENABLE_CLOUD_ROUTING="1", **env)
     server = LiveServer(data_dir=data, env=settings)
-    server.manage("migrate", "--noinput")
-    server.manage("build_demo_model")
+    server.prepare(demo=True)
     configure_routing(
         server,
         {
@@ -147,47 +140,58 @@ def test_every_request_is_logged_and_nothing_is_lost_on_shutdown(
     assert all(0 < r["ttft_ms"] <= r["latency_ms"] for r in rows if r["ttft_ms"] is not None)
 
 
+@pytest.fixture(scope="module")
+def running(
+    tmp_path_factory: pytest.TempPathFactory, upstream: FakeUpstream
+) -> Iterator[tuple[LiveServer, str]]:
+    """One gateway for the tests that read rows while it runs (each its own model
+    names): rows written every 50 ms."""
+    server, secret = start_gateway(
+        tmp_path_factory.mktemp("request-log"), upstream, GATEWAY_REQUEST_LOG_FLUSH_MS="50"
+    )
+    yield server, secret
+    server.stop()
+
+
+def rows_of(data: Path, *models: str, count: int) -> list[dict[str, Any]]:
+    """The rows for these requested models, once `count` of them are written."""
+    deadline = time.monotonic() + 10
+    while True:
+        rows = [r for r in read_rows(data) if r["requested_model"] in models]
+        if len(rows) >= count or time.monotonic() > deadline:
+            return rows
+        time.sleep(0.05)
+
+
 def test_rows_are_written_in_batches_while_the_gateway_runs(
-    tmp_path: Path, upstream: FakeUpstream
+    running: tuple[LiveServer, str],
 ) -> None:
-    server, secret = start_gateway(tmp_path, upstream, GATEWAY_REQUEST_LOG_FLUSH_MS="200")
-    try:
-        body = {"model": "demo", "messages": HI, "max_tokens": 4}
-        for _ in range(3):
-            response = httpx.post(f"{server.url}/v1/chat/completions", json=body,
-                                  headers={"x-api-key": secret}, timeout=30)  # fmt: skip
-            assert response.status_code == 200
-        deadline = time.monotonic() + 10
-        while len(read_rows(tmp_path)) < 3 and time.monotonic() < deadline:
-            time.sleep(0.1)
-        rows = read_rows(tmp_path)
-        assert [(r["status"], r["key_name"]) for r in rows] == [(200, "app")] * 3
-        with sqlite3.connect(tmp_path / "gateway.sqlite3") as db:
-            (last_used,) = db.execute("SELECT last_used_at FROM routing_apikey").fetchone()
-        assert last_used is not None  # stamped by the writer, not per request
-    finally:
-        server.stop()
+    server, secret = running
+    body = {"model": "demo", "messages": HI, "max_tokens": 4}
+    for _ in range(3):
+        response = httpx.post(f"{server.url}/v1/chat/completions", json=body,
+                              headers={"x-api-key": secret}, timeout=30)  # fmt: skip
+        assert response.status_code == 200
+    rows = rows_of(server.data_dir, "demo", count=3)
+    assert [(r["status"], r["key_name"]) for r in rows] == [(200, "app")] * 3
+    with sqlite3.connect(server.data_dir / "gateway.sqlite3") as db:
+        (last_used,) = db.execute("SELECT last_used_at FROM routing_apikey").fetchone()
+    assert last_used is not None  # stamped by the writer, not per request
 
 
-def test_a_client_that_leaves_is_logged_as_499(tmp_path: Path, upstream: FakeUpstream) -> None:
+def test_a_client_that_leaves_is_logged_as_499(running: tuple[LiveServer, str]) -> None:
     """Waiting for an answer or in the middle of a stream: either way one row, 499."""
-    server, secret = start_gateway(tmp_path, upstream, GATEWAY_REQUEST_LOG_FLUSH_MS="50")
+    server, secret = running
     headers = {"authorization": f"Bearer {secret}"}
     url = f"{server.url}/v1/chat/completions"
-    try:
-        with pytest.raises(httpx.ReadTimeout):  # the client gives up waiting
-            httpx.post(url, json={"model": "hang", "messages": HI}, headers=headers, timeout=0.5)
-        body = {"model": "slow", "messages": HI, "stream": True}
-        with httpx.stream("POST", url, json=body, headers=headers, timeout=10) as response:
-            for line in response.iter_lines():
-                if '"content":"' in line and "echo" in line:
-                    break  # the first content, then the client goes away
-        deadline = time.monotonic() + 10
-        while len(read_rows(tmp_path)) < 2 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        rows = read_rows(tmp_path)
-    finally:
-        server.stop()
+    with pytest.raises(httpx.ReadTimeout):  # the client gives up waiting
+        httpx.post(url, json={"model": "hang", "messages": HI}, headers=headers, timeout=0.5)
+    body = {"model": "slow", "messages": HI, "stream": True}
+    with httpx.stream("POST", url, json=body, headers=headers, timeout=10) as response:
+        for line in response.iter_lines():
+            if '"content":"' in line and "echo" in line:
+                break  # the first content, then the client goes away
+    rows = rows_of(server.data_dir, "hang", "slow", count=2)
     assert [(r["requested_model"], r["status"], r["error_type"]) for r in rows] == [
         ("hang", 499, "client_disconnected"),
         ("slow", 499, "client_disconnected"),

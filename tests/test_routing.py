@@ -23,7 +23,7 @@ from routing.models import (
 )
 from routing.resolution import Mapping, RoutingTable, Target
 
-from .conftest import LiveServer, run_in_shell
+from .conftest import LiveServer, configure_routing
 
 OPENAI = Target("provider", "openai")
 ANTHROPIC = Target("provider", "anthropic", "claude-x")
@@ -230,8 +230,7 @@ def routed_gateway(tmp_path_factory: pytest.TempPathFactory):
     with fresh_database("gateway_routed") as database:
         env = server_env(data, ENABLE_CLOUD_ROUTING="1", **database)
         server = LiveServer(data_dir=data, env=env)
-        server.manage("migrate", "--noinput")
-        server.manage("build_demo_model")
+        server.prepare(demo=True)
         server.start()
         yield server
         server.stop()
@@ -240,11 +239,9 @@ def routed_gateway(tmp_path_factory: pytest.TempPathFactory):
 def test_change_in_another_process_reaches_the_server(routed_gateway: LiveServer) -> None:
     url = f"{routed_gateway.url}/v1/models/alias-7"
     assert httpx.get(url).status_code == 404
-    script = (
-        "from routing.models import *; m = BackendMapping.objects.create(pattern='alias-*'); "
-        "MappingTarget.objects.create(mapping=m, local_model=LocalModel.objects.get(name='demo'))"
+    configure_routing(
+        routed_gateway, {"mappings": [{"pattern": "alias-*", "chain": [{"local": "demo"}]}]}
     )
-    run_in_shell(routed_gateway, script, doing="adding a mapping")
     deadline = time.monotonic() + 5
     while httpx.get(url).status_code != 200 and time.monotonic() < deadline:
         time.sleep(0.1)

@@ -1,0 +1,107 @@
+"""The test suite's own set-up: shortcuts must give what the real commands give.
+
+Gateways' data dirs are copied from templates (tests/data_templates.py) and their
+routing is imported from YAML built from a flat spec (conftest.configure_routing);
+the test database is a file in WAL mode. Each is checked against the real thing.
+"""
+
+from __future__ import annotations
+
+import filecmp
+import io
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.core.management import call_command
+from django.db import connection
+
+from routing.config_schema import dump_yaml
+from routing.models import BackendMapping, CloudCredential, LocalModel, Provider
+
+from .conftest import LiveServer, server_env, single_try_provider
+from .data_templates import DATABASE, TEMPLATES
+from .routing_spec import routing_document
+
+
+@pytest.mark.django_db
+def test_the_sqlite_test_database_is_a_file_in_wal_mode() -> None:
+    if connection.vendor != "sqlite":
+        pytest.skip("the PostgreSQL run has no SQLite database")
+    assert not connection.is_in_memory_db()
+    with connection.cursor() as cursor:
+        cursor.execute("PRAGMA journal_mode")
+        assert cursor.fetchone()[0] == "wal"
+
+
+def rows(database: Path, query: str) -> list[tuple[Any, ...]]:
+    with sqlite3.connect(database) as db:
+        return db.execute(query).fetchall()
+
+
+def test_a_prepared_data_dir_is_what_the_commands_make(tmp_path: Path) -> None:
+    copied, real = tmp_path / "copied", tmp_path / "real"
+    prepared = LiveServer(data_dir=copied, env=server_env(copied))
+    prepared.prepare(demo=True)
+    assert TEMPLATES.holds("demo", copied)  # the shortcut was taken
+    # The real commands (a models dir of its own turns the shortcut off).
+    real_env = server_env(real, GATEWAY_MODELS_DIR=str(real / "models"))
+    server = LiveServer(data_dir=real, env=real_env)
+    server.prepare(demo=True)
+
+    schema = "SELECT type, name, sql FROM sqlite_master ORDER BY name"
+    assert rows(copied / DATABASE, schema) == rows(real / DATABASE, schema)
+    migrations = "SELECT app, name FROM django_migrations ORDER BY id"
+    assert rows(copied / DATABASE, migrations) == rows(real / DATABASE, migrations)
+    columns = [c[1] for c in rows(real / DATABASE, "PRAGMA table_info(routing_localmodel)")]
+    kept = ", ".join(c for c in columns if not c.endswith("_at"))
+    local = f"SELECT {kept} FROM routing_localmodel"
+    assert rows(copied / DATABASE, local) == rows(real / DATABASE, local)  # times aside
+    compared = filecmp.dircmp(copied / "models" / "demo", real / "models" / "demo")
+    assert compared.left_list == compared.right_list and compared.left_list
+    _, mismatch, errors = filecmp.cmpfiles(
+        copied / "models" / "demo", real / "models" / "demo", compared.common_files, shallow=False
+    )
+    assert mismatch == errors == []
+
+
+@pytest.mark.django_db
+def test_a_routing_spec_imports_as_the_fields_it_names(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spec = {
+        "local_models": [{"name": "small", "path": "small", "default_max_tokens": 7}],
+        "providers": [
+            {**single_try_provider("sk-spec-1"), "name": "p", "base_url": "http://up:1/v1",
+             "connect_timeout": 0.5, "retry_backoff": 0.1},
+            {"name": "q", "kind": "anthropic"},
+        ],
+        "mappings": [
+            {"pattern": "m-*", "priority": 3, "chain": [
+                {"provider": "p", "model": "up-model"}, {"local": "small"}]},
+        ],
+    }  # fmt: skip
+    document, keys = routing_document(spec)
+    path = tmp_path / "routing.yaml"
+    path.write_text(dump_yaml(document))
+    for name, value in keys.items():
+        monkeypatch.setenv(name, value)
+    call_command("import_config", str(path), stdout=io.StringIO(), stderr=io.StringIO())
+
+    assert LocalModel.objects.get(name="small").default_max_tokens == 7
+    p = Provider.objects.select_related("credential").get(name="p")
+    assert (p.kind, p.base_url, p.max_retries, p.breaker_fail_max, p.breaker_reset_timeout) == (
+        "openai", "http://up:1/v1", 0, 1000, 60.0)  # fmt: skip
+    assert (p.connect_timeout, p.first_byte_timeout, p.total_timeout, p.retry_backoff) == (
+        0.5, 5.0, 20.0, 0.1)  # fmt: skip
+    assert p.credential.reveal() == "sk-spec-1"
+    assert "sk-spec-1" not in path.read_text()  # keys travel in the environment only
+    assert not CloudCredential.objects.filter(provider__name="q").exists()
+    mapping = BackendMapping.objects.get(pattern="m-*")
+    targets = mapping.targets.select_related("provider", "local_model").order_by("position")
+    assert (mapping.priority, len(targets)) == (3, 2)
+    assert (targets[0].provider.name, targets[0].upstream_model) == ("p", "up-model")
+    assert targets[1].local_model.name == "small" and targets[1].provider is None
+    with pytest.raises(ValueError, match="no_such_field"):
+        routing_document({"providers": [{"name": "x", "kind": "openai", "no_such_field": 1}]})
