@@ -15,7 +15,7 @@ from django.utils.safestring import SafeString
 
 from . import route_tester
 from .admin_chain import NamesChainsOnBlockedDelete, TargetInline
-from .admin_logs import log_url
+from .admin_links import log_url
 from .local_state import has_model_folder, local_state
 from .models import BackendMapping, LocalModel
 

@@ -9,8 +9,9 @@ from typing import Any
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 
+from .admin_links import log_url, period_filters
 from .models import ApiKey
-from .selectors_usage import ANONYMOUS, DayTotal, daily_totals, usage
+from .selectors_usage import ANONYMOUS, DayTotal, UsageRow, daily_totals, usage_by_key_and_model
 
 PERIODS = (7, 14, 30, 90)
 
@@ -22,12 +23,23 @@ def usage_page(request: HttpRequest, context: dict[str, Any]) -> HttpResponse:
     key = key if key == ANONYMOUS or key.isdigit() else ""
     until = datetime.now(UTC).date()
     since = until - timedelta(days=days - 1)
-    rows = usage(since, key)
-    totals = daily_totals(rows, since, until)
+    totals = daily_totals(since, until, key)
+    key_filter = _key_filter(key)
+    period = period_filters(since, until)
     context = {
         **context,
         "title": "Usage",
-        "rows": rows,
+        # Each row with the log filtered to it: the period (or day), the key, the model.
+        "rows": [
+            (row, log_url(**period, **_row_key_filter(row), requested_model=row.model))
+            for row in usage_by_key_and_model(since, until, key)
+        ],
+        "days_rows": [
+            (t, log_url(**period_filters(t.day, t.day), **key_filter))
+            for t in reversed(totals)
+            if t.requests
+        ],
+        "period_log": log_url(**period, **key_filter),
         "chart": chart(totals),
         "days": days,
         "periods": PERIODS,
@@ -39,6 +51,16 @@ def usage_page(request: HttpRequest, context: dict[str, Any]) -> HttpResponse:
         "total_output": sum(t.output_tokens for t in totals),
     }
     return TemplateResponse(request, "admin/routing/usage.html", context)
+
+
+def _key_filter(key: str) -> dict[str, str]:
+    if key == ANONYMOUS:
+        return {"api_key__isnull": "True"}
+    return {"api_key__id__exact": key} if key else {}
+
+
+def _row_key_filter(row: UsageRow) -> dict[str, str]:
+    return {"api_key__id__exact": str(row.key_id)} if row.key_id else {"api_key__isnull": "True"}
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,22 +1,23 @@
-"""Reads of the request log for the usage page: per key, model and day."""
+"""Reads for the usage page, from the daily rollup (`UsageDay`), never the log:
+a month is a few hundred rollup rows, where the log holds hundreds of thousands."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, timedelta
 
-from django.db.models import Count, Q, Sum
-from django.db.models.functions import TruncDate
+from django.db.models import QuerySet, Sum
 
-from .models import RequestLog
+from .models import ApiKey, UsageDay
+from .models_usage import ANONYMOUS_KEY
 
 ANONYMOUS = "none"  # the key filter's value for requests made without a key
+_SUMS = {name: Sum(name) for name in ("requests", "errors", "input_tokens", "output_tokens")}
 
 
 @dataclass(frozen=True, slots=True)
 class UsageRow:
-    day: date
-    key_id: int | None
+    key_id: int | None  # None: requests made without a key
     key: str
     model: str
     requests: int
@@ -33,6 +34,7 @@ class UsageRow:
 class DayTotal:
     day: date
     requests: int
+    errors: int
     input_tokens: int
     output_tokens: int
 
@@ -41,55 +43,48 @@ class DayTotal:
         return self.input_tokens + self.output_tokens
 
 
-def usage(since: date, key: str = "") -> list[UsageRow]:
-    """Requests and tokens from `since` (UTC days), newest day first.
-
-    `key`: a key id, ANONYMOUS for requests made without a key, or "" for all.
-    """
-    start = datetime.combine(since, datetime.min.time(), tzinfo=UTC)
-    query = RequestLog.objects.filter(created_at__gte=start)
+def _period(since: date, until: date, key: str) -> QuerySet[UsageDay]:
+    """`key`: a key id, ANONYMOUS for requests made without a key, or "" for all."""
+    query = UsageDay.objects.filter(day__gte=since, day__lte=until)
     if key == ANONYMOUS:
-        query = query.filter(api_key__isnull=True)
-    elif key:
-        query = query.filter(api_key_id=int(key))
-    grouped = (
-        query.annotate(day=TruncDate("created_at", tzinfo=UTC))
-        .values("day", "api_key_id", "api_key__name", "api_key__prefix", "requested_model")
-        .annotate(
-            requests=Count("id"),
-            errors=Count("id", filter=Q(status__gte=400)),
-            input_tokens=Sum("input_tokens"),
-            output_tokens=Sum("output_tokens"),
-        )
-        .order_by("-day", "api_key__name", "requested_model")
+        return query.filter(key_id=ANONYMOUS_KEY)
+    return query.filter(key_id=int(key)) if key else query
+
+
+def daily_totals(since: date, until: date, key: str = "") -> list[DayTotal]:
+    """One total per UTC day from `since` to `until`, days without requests included."""
+    found = {
+        row["day"]: row
+        for row in _period(since, until, key).values("day").annotate(**_SUMS).order_by()
+    }
+    totals = []
+    for offset in range((until - since).days + 1):
+        day = since + timedelta(days=offset)
+        row = found.get(day, {})
+        totals.append(DayTotal(day, *(int(row.get(name) or 0) for name in _SUMS)))
+    return totals
+
+
+def usage_by_key_and_model(since: date, until: date, key: str = "") -> list[UsageRow]:
+    """The period's totals per key and requested model, most tokens first."""
+    grouped = list(
+        _period(since, until, key).values("key_id", "model").annotate(**_SUMS).order_by()
     )
-    return [
+    names = {
+        k.pk: f"{k.name} ({k.prefix}…)"
+        for k in ApiKey.objects.filter(pk__in={r["key_id"] for r in grouped}).only(
+            "name", "prefix"
+        )
+    }
+    rows = [
         UsageRow(
-            day=row["day"],
-            key_id=row["api_key_id"],
-            key=f"{row['api_key__name']} ({row['api_key__prefix']}…)"
-            if row["api_key_id"]
+            key_id=row["key_id"] or None,
+            key=names.get(row["key_id"], f"deleted key #{row['key_id']}")
+            if row["key_id"] != ANONYMOUS_KEY
             else "(no key)",
-            model=row["requested_model"] or "—",
-            requests=row["requests"],
-            errors=row["errors"],
-            input_tokens=row["input_tokens"] or 0,
-            output_tokens=row["output_tokens"] or 0,
+            model=row["model"],
+            **{name: int(row[name] or 0) for name in _SUMS},
         )
         for row in grouped
     ]
-
-
-def daily_totals(rows: list[UsageRow], since: date, until: date) -> list[DayTotal]:
-    """One total per day from `since` to `until`, days without requests included."""
-    totals: dict[date, list[int]] = {}
-    for row in rows:
-        total = totals.setdefault(row.day, [0, 0, 0])
-        total[0] += row.requests
-        total[1] += row.input_tokens
-        total[2] += row.output_tokens
-    days = (until - since).days + 1
-    return [
-        DayTotal(day, *totals.get(day, (0, 0, 0)))
-        for day in (since + timedelta(days=i) for i in range(days))
-    ]
+    return sorted(rows, key=lambda r: (-r.tokens, -r.requests, r.key, r.model))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from django.db import connection, transaction
@@ -11,9 +11,11 @@ from django.db.models import Field, Q
 from django.utils import timezone
 
 from . import selectors
-from .models import ApiKey, RequestLog
+from .models import ApiKey, RequestLog, UsageDay
+from .models_usage import ANONYMOUS_KEY
 
 PRUNE_CHUNK = 10_000
+USAGE_KEEP_DAYS = 400
 
 
 def write_request_logs(rows: Sequence[dict[str, Any]]) -> int:
@@ -47,6 +49,7 @@ def write_request_logs(rows: Sequence[dict[str, Any]]) -> int:
         ]
         with connection.cursor() as cursor:
             cursor.executemany(_insert_sql(fields), params)
+            cursor.executemany(_ROLLUP_SQL, _rollup(rows, existing))
         # An update, not save(): no signal, so the cached keyring stays valid.
         for key_id in existing:
             stale = Q(last_used_at__isnull=True) | Q(last_used_at__lt=used[key_id])
@@ -63,6 +66,35 @@ def _mapping_patterns(rows: Sequence[dict[str, Any]]) -> None:
         if "mapping" not in row and row.get("backend"):
             route = table.resolve(row["requested_model"])
             row["mapping"] = route.mapping.pattern if route and route.mapping else ""
+
+
+# The same statement on SQLite (3.24+) and PostgreSQL: add to a day's totals,
+# creating the row if needed; concurrent writers cannot lose an increment.
+_TOTALS = ("requests", "errors", "input_tokens", "output_tokens")
+_ROLLUP_SQL = (
+    f"INSERT INTO {UsageDay._meta.db_table} (day, key_id, model, {', '.join(_TOTALS)}) "
+    "VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (day, key_id, model) DO UPDATE SET "
+    + ", ".join(f"{c} = {UsageDay._meta.db_table}.{c} + excluded.{c}" for c in _TOTALS)
+)
+
+
+def _rollup(rows: Sequence[dict[str, Any]], existing: set[int]) -> list[list[Any]]:
+    """A batch's totals per UTC day, key and requested model."""
+    totals: dict[tuple[date, int, str], list[int]] = {}
+    for row in rows:
+        key_id = row.get("api_key_id")
+        key = (
+            row["created_at"].astimezone(UTC).date(),
+            key_id if key_id in existing else ANONYMOUS_KEY,
+            row.get("requested_model", ""),
+        )
+        total = totals.setdefault(key, [0, 0, 0, 0])
+        total[0] += 1
+        total[1] += row.get("status", 200) >= 400
+        total[2] += row.get("input_tokens", 0)
+        total[3] += row.get("output_tokens", 0)
+    adapt = connection.ops.adapt_datefield_value
+    return [[adapt(day), key_id, model, *t] for (day, key_id, model), t in totals.items()]
 
 
 def _insert_fields() -> list[Field[Any, Any]]:
@@ -86,8 +118,14 @@ def _insert_sql(fields: list[Field[Any, Any]]) -> str:
 
 
 def prune_request_log(older_than_days: int, *, now: datetime | None = None) -> int:
-    """Delete rows older than that many days, in chunks so no transaction grows huge."""
+    """Delete rows older than that many days, in chunks so no transaction grows huge.
+
+    The daily usage rollup is small (a row per day, key and model) and is kept
+    for at least USAGE_KEEP_DAYS, so the usage page can look further back.
+    """
     cutoff = (now or timezone.now()) - timedelta(days=older_than_days)
+    usage_cutoff = (now or timezone.now()) - timedelta(days=max(older_than_days, USAGE_KEEP_DAYS))
+    UsageDay.objects.filter(day__lt=usage_cutoff.astimezone(UTC).date()).delete()
     deleted = 0
     while True:
         ids = list(

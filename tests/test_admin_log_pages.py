@@ -3,6 +3,7 @@ through Django's test client."""
 
 from __future__ import annotations
 
+from datetime import UTC, timedelta
 from typing import Any
 
 import pytest
@@ -91,3 +92,52 @@ def test_the_writer_names_the_mapping_that_routed_a_row(
     ])  # fmt: skip
     rows = RequestLog.objects.order_by("id").values_list("requested_model", "mapping")
     assert list(rows) == [("gpt-4o", "gpt-*"), ("demo", ""), ("nothing", "")]
+
+
+def test_the_usage_rollup_adds_up_to_the_log_across_batches() -> None:
+    import random
+
+    from routing.models import UsageDay
+
+    key, _ = create_api_key("rollup")
+    rng = random.Random(3)
+    now = timezone.now()
+    for _ in range(5):  # batches that add to the same days, keys and models
+        write_request_logs([
+            {"created_at": now - timedelta(hours=rng.randint(0, 72)), "protocol": "openai",
+             "endpoint": "chat.completions", "requested_model": rng.choice(["a", "b"]),
+             "api_key_id": rng.choice([key.pk, None, 999_999]),  # 999999: no such key
+             "status": rng.choice([200, 200, 503]), "latency_ms": 1.0,
+             "input_tokens": rng.randint(0, 100), "output_tokens": rng.randint(0, 100)}
+            for _ in range(40)
+        ])  # fmt: skip
+    from django.db.models import Count, Q, Sum
+    from django.db.models.functions import TruncDate
+
+    expected = {
+        (r["day"], r["api_key_id"] or 0, r["requested_model"]): (
+            r["n"], r["e"], r["i"], r["o"])
+        for r in RequestLog.objects.annotate(day=TruncDate("created_at", tzinfo=UTC))
+        .values("day", "api_key_id", "requested_model")
+        .annotate(n=Count("id"), e=Count("id", filter=Q(status__gte=400)),
+                  i=Sum("input_tokens"), o=Sum("output_tokens"))
+    }  # fmt: skip
+    actual = {
+        (u.day, u.key_id, u.model): (u.requests, u.errors, u.input_tokens, u.output_tokens)
+        for u in UsageDay.objects.all()
+    }
+    assert actual == expected and sum(v[0] for v in actual.values()) == 200
+
+
+def test_pruning_keeps_the_usage_rollup_longer(admin_client: Client) -> None:
+    from routing.models import UsageDay
+    from routing.services_logs import USAGE_KEEP_DAYS, prune_request_log
+
+    log_row(40)
+    log_row(USAGE_KEEP_DAYS + 5)
+    assert prune_request_log(30) == 2
+    assert not RequestLog.objects.exists()
+    [kept] = UsageDay.objects.all()
+    assert kept.day == (timezone.now() - timedelta(days=40)).astimezone(UTC).date()
+    page = admin_client.get("/admin/routing/requestlog/usage/?days=90")
+    assert [r.requests for r, _ in page.context["rows"]] == [1]

@@ -120,9 +120,10 @@ def test_rows_of_a_deleted_key_are_kept_without_it() -> None:
 
 
 def log_row(age_days: float, key: ApiKey | None = None, **fields: Any) -> RequestLog:
+    """A row written as the gateway writes it (the log writer, which keeps the usage rollup)."""
     values: dict[str, Any] = {
         "created_at": timezone.now() - timedelta(days=age_days),
-        "api_key": key,
+        "api_key_id": key.pk if key else None,
         "protocol": "openai",
         "endpoint": "chat.completions",
         "requested_model": "demo",
@@ -132,7 +133,8 @@ def log_row(age_days: float, key: ApiKey | None = None, **fields: Any) -> Reques
         "input_tokens": 10,
         "output_tokens": 5,
     }
-    return RequestLog.objects.create(**{**values, **fields})
+    write_request_logs([{**values, **fields}])
+    return RequestLog.objects.latest("id")
 
 
 @pytest.mark.django_db
@@ -191,25 +193,35 @@ def test_usage_page_per_key_model_and_day(admin_client: Client) -> None:
     log_row(0, key, input_tokens=1, output_tokens=2, status=500)
     log_row(0, key, requested_model="gpt-4o", input_tokens=7, output_tokens=3)
     log_row(2, None, input_tokens=4, output_tokens=4)
+    log_row(2, key, input_tokens=1000, output_tokens=1)
     log_row(60, key)  # outside every period shown
     page = admin_client.get("/admin/routing/requestlog/usage/?days=7")
     assert page.status_code == 200
-    rows = page.context["rows"]
-    today = datetime.now(UTC).date()
-    assert [(r.day, r.key_id, r.model, r.requests, r.errors, r.input_tokens, r.output_tokens)
+    rows = [row for row, _ in page.context["rows"]]
+    assert [(r.key_id, r.model, r.requests, r.errors, r.input_tokens, r.output_tokens)
             for r in rows] == [
-        (today, key.pk, "demo", 2, 1, 101, 52),
-        (today, key.pk, "gpt-4o", 1, 0, 7, 3),
-        (today - timedelta(days=2), None, "demo", 1, 0, 4, 4),
-    ]  # fmt: skip
+        (key.pk, "demo", 3, 1, 1101, 53),
+        (key.pk, "gpt-4o", 1, 0, 7, 3),
+        (None, "demo", 1, 0, 4, 4),
+    ]  # fmt: skip, most tokens first
+    today = datetime.now(UTC).date()
+    days = [(t.day, t.requests) for t, _ in page.context["days_rows"]]
+    assert days == [(today, 3), (today - timedelta(days=2), 2)]
     html = page.content.decode()
     assert '<svg id="usage-chart"' in html and html.count("<rect") == 14  # 7 days x 2
-    assert "4 requests, 112 input and 59 output tokens" in " ".join(html.split())
+    assert "5 requests, 1112 input and 60 output tokens" in " ".join(html.split())
+    # Each row opens the log filtered to it: the same rows.
+    _, url = page.context["rows"][0]
+    assert admin_client.get(url).context["cl"].result_count == 3
+    _, url = page.context["days_rows"][1]
+    assert admin_client.get(url).context["cl"].result_count == 2
     only_key = admin_client.get(f"/admin/routing/requestlog/usage/?key={key.pk}&days=90")
-    assert {r.key_id for r in only_key.context["rows"]} == {key.pk}
-    assert sum(r.requests for r in only_key.context["rows"]) == 4
+    assert {r.key_id for r, _ in only_key.context["rows"]} == {key.pk}
+    assert sum(r.requests for r, _ in only_key.context["rows"]) == 5
     anonymous = admin_client.get("/admin/routing/requestlog/usage/?key=none")
-    assert [r.key_id for r in anonymous.context["rows"]] == [None]
+    assert [r.key_id for r, _ in anonymous.context["rows"]] == [None]
+    _, url = anonymous.context["rows"][0]
+    assert admin_client.get(url).context["cl"].result_count == 1
     # Reachable from the key list too.
     assert b"/admin/routing/requestlog/usage/" in admin_client.get("/admin/routing/apikey/").content
 
