@@ -20,6 +20,8 @@ from inference.errors import AuthenticationFailed, PermissionDenied, RateLimited
 from routing import selectors_keys
 from routing.selectors_keys import KeyRecord
 
+from . import budgets
+from .costs import cost_of
 from .ratelimit import limiter
 
 if TYPE_CHECKING:
@@ -95,6 +97,9 @@ async def within_limits(ctx: RequestContext, *, count: bool = True) -> None:
     """Refuse a key over its limits. `count=False` (listing models): a key over
     its limit is refused, but the listing does not use up one of its requests."""
     key: KeyRecord | None = ctx.api_key
+    if key is not None and key.budgeted:
+        budget = {"day": key.budget_per_day, "month": key.budget_per_month}
+        await budgets.check(key.id, key.prefix, budget)
     if key is None or not key.limited:
         return
     refusal = await limiter().admit(
@@ -110,8 +115,11 @@ async def within_limits(ctx: RequestContext, *, count: bool = True) -> None:
 
 
 def charge(ctx: RequestContext) -> None:
-    """Finish listener: a finished request's tokens count against its key's limit."""
+    """Finish listener: a finished request's tokens count against its key's limit,
+    its cost against the key's budgets."""
     key: KeyRecord | None = ctx.api_key
+    if key is not None and key.budgeted:
+        budgets.charge(key.id, cost_of(ctx))
     if key is None or key.tokens_per_minute is None or ctx.endpoint in UNCHARGED_ENDPOINTS:
         return
     tokens = ctx.input_tokens + ctx.output_tokens

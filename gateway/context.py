@@ -14,6 +14,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 from django.http import HttpRequest
@@ -45,6 +46,7 @@ class RequestContext:
     status: int = 200
     error_type: str = ""
     error_message: str = ""
+    cost: Decimal | None = None  # USD, once computed (gateway.costs)
     input_tokens: int = 0
     output_tokens: int = 0
     cached_tokens: int = 0  # of input_tokens, read from a prompt cache

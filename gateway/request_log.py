@@ -23,6 +23,8 @@ from django.db import DatabaseError, DataError, IntegrityError, close_old_connec
 
 from routing.services_logs import prune_request_log, write_request_logs
 
+from .costs import cost_of
+
 if TYPE_CHECKING:
     from .context import RequestContext
 
@@ -76,6 +78,7 @@ def row(ctx: RequestContext) -> dict[str, Any]:
         "input_tokens": _count(ctx.input_tokens, LARGE),
         "output_tokens": _count(ctx.output_tokens, LARGE),
         "cached_tokens": _count(ctx.cached_tokens, LARGE),
+        "cost": cost_of(ctx),
         "latency_ms": round(ctx.latency_ms, 1),
         "ttft_ms": round(ttft, 1) if ttft is not None else None,
     }

@@ -24,7 +24,8 @@ class TargetForm(forms.ModelForm):
 
     class Meta:
         model = MappingTarget
-        fields = ("position", "local_model", "provider", "upstream_model")
+        fields = ("position", "local_model", "provider", "upstream_model", "input_price",
+                  "output_price")  # fmt: skip
 
     def clean(self) -> dict[str, Any]:
         data = super().clean()
@@ -53,6 +54,9 @@ class TargetForm(forms.ModelForm):
             if data.get("upstream_model"):
                 message = "Only provider targets take an upstream model name."
                 self.add_error("upstream_model", message)
+            for price in ("input_price", "output_price"):
+                if data.get(price) is not None:
+                    self.add_error(price, "A local target costs its local model's prices.")
         return data
 
 

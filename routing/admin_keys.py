@@ -68,7 +68,8 @@ class ApiKeyForm(forms.ModelForm):
 
     class Meta:
         model = ApiKey
-        fields = ("name", "enabled", "expires_at", "requests_per_minute", "tokens_per_minute")
+        fields = ("name", "enabled", "expires_at", "requests_per_minute", "tokens_per_minute",
+                  "budget_per_day", "budget_per_month")  # fmt: skip
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -130,6 +131,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
             (None, {"fields": main}),
             ("Rate limits (per minute; empty: unlimited)", {"fields": ("requests_per_minute",
                                                                        "tokens_per_minute")}),
+            ("Budgets (USD; empty: none)", {"fields": ("budget_per_day", "budget_per_month")}),
         ]  # fmt: skip
         if obj is not None:
             fieldsets.append(("Key", {"fields": ("key_display", "created_at", "last_used_at")}))

@@ -38,7 +38,8 @@ def _link(url: str, text: str) -> SafeString:
 @admin.register(RequestLog)
 class RequestLogAdmin(admin.ModelAdmin):
     # What an operator scans; the rest is on the row page.
-    list_display = ("time", "key", "route", "status_badge", "tokens", "latency", "ttft")
+    list_display = ("time", "key", "route", "status_badge", "tokens", "latency", "ttft",
+                    "cost_usd")  # fmt: skip
     list_display_links = ("time",)
     list_filter = (
         ("created_at", admin.DateFieldListFilter),
@@ -59,7 +60,8 @@ class RequestLogAdmin(admin.ModelAdmin):
         ("Route", {"fields": ("requested_model", "mapping_link", "backend_link",
                               "served_model", "attempts", "fallbacks", "attempt_trail")}),
         ("Outcome", {"fields": ("status", "error_type", "error_message", "input_tokens",
-                                "output_tokens", "cached_tokens", "latency_ms", "ttft_ms")}),
+                                "output_tokens", "cached_tokens", "cost", "latency_ms",
+                                "ttft_ms")}),
     )  # fmt: skip
     readonly_fields = ("key_link", "mapping_link", "backend_link")
 
@@ -117,6 +119,10 @@ class RequestLogAdmin(admin.ModelAdmin):
     @admin.display(description="TTFT", ordering="ttft_ms")
     def ttft(self, obj: RequestLog) -> str:
         return _ms(obj.ttft_ms)
+
+    @admin.display(description="cost (USD)", ordering="cost")
+    def cost_usd(self, obj: RequestLog) -> str:
+        return f"{obj.cost:.4f}" if obj.cost else "—"
 
     @admin.display(description="API key")
     def key_link(self, obj: RequestLog) -> SafeString | str:

@@ -49,6 +49,7 @@ def usage_page(request: HttpRequest, context: dict[str, Any]) -> HttpResponse:
         "total_requests": sum(t.requests for t in totals),
         "total_input": sum(t.input_tokens for t in totals),
         "total_output": sum(t.output_tokens for t in totals),
+        "total_cost": sum(t.cost for t in totals),
     }
     return TemplateResponse(request, "admin/routing/usage.html", context)
 

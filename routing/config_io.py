@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping as MappingABC
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any, NamedTuple
 
 from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
@@ -118,10 +119,11 @@ def _check_type(value: Any, key: Key) -> tuple[bool, Any]:
         return isinstance(value, bool), value
     if key.type is int:
         return isinstance(value, int) and not isinstance(value, bool), value
-    if key.type is float:
+    if key.type in (float, Decimal):
         ok = isinstance(value, int | float) and not isinstance(value, bool)
         # MinValueValidator lets NaN through (every comparison is False).
-        return ok and math.isfinite(value), float(value) if ok else value
+        ok = ok and math.isfinite(value)
+        return ok, (key.type(str(value)) if key.type is Decimal else float(value)) if ok else value
     if key.type is dict:
         ok = isinstance(value, dict) and all(
             isinstance(k, str) and isinstance(v, str) for k, v in value.items()

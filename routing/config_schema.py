@@ -6,6 +6,7 @@ what a valid document looks like and how it is read and written as YAML.
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any, NamedTuple
 
 import yaml
@@ -16,7 +17,7 @@ TOP_KEYS = ("version", "local_models", "providers", "mappings")
 
 class Key(NamedTuple):
     field: str  # model field the YAML key maps to
-    type: type  # str, bool, int, float, or dict (string-to-string headers)
+    type: type  # str, bool, int, float, Decimal (prices), or dict (string-to-string headers)
     nullable: bool = False
     required: bool = False
 
@@ -33,6 +34,8 @@ LOCAL_SPEC: Spec = {
     "default_max_tokens": Key("default_max_tokens", int, nullable=True),
     "default_temperature": Key("default_temperature", float, nullable=True),
     "default_top_p": Key("default_top_p", float, nullable=True),
+    # USD per million tokens.
+    "prices": {"input": Key("input_price", Decimal), "output": Key("output_price", Decimal)},
     "description": Key("description", str),
 }
 PROVIDER_SPEC: Spec = {
@@ -70,6 +73,7 @@ _TYPE_NAMES = {
     bool: "true or false",
     int: "an integer",
     float: "a number",
+    Decimal: "a number",
     dict: "a mapping of strings to strings",
 }
 
@@ -96,6 +100,7 @@ class _Dumper(yaml.SafeDumper):
         super().increase_indent(flow, False)  # indent list items under their key, as people do
 
 
+_Dumper.add_representer(Decimal, lambda d, data: d.represent_float(float(data)))
 _Dumper.add_representer(
     _Flow, lambda d, data: d.represent_mapping("tag:yaml.org,2002:map", data, flow_style=True)
 )

@@ -37,6 +37,18 @@ class CredentialError(GatewayError):
     code = "credential_error"
 
 
+def price_field(direction: str, **options: object) -> models.DecimalField:  # type: ignore[type-arg]
+    """A price in USD per million tokens (what a request's cost is computed from)."""
+    return models.DecimalField(
+        max_digits=12,
+        decimal_places=4,
+        validators=[MinValueValidator(0)],
+        verbose_name=f"{direction} price",
+        help_text=f"USD per million {direction} tokens.",
+        **options,  # type: ignore[arg-type]
+    )
+
+
 class LocalModel(models.Model):
     """A model folder (MLX / Hugging Face layout) served by the local MLX engine."""
 
@@ -70,6 +82,8 @@ class LocalModel(models.Model):
     default_top_p = models.FloatField(
         null=True, blank=True, validators=[MinValueValidator(0.0), MaxValueValidator(1.0)]
     )
+    input_price = price_field("input", default=0)
+    output_price = price_field("output", default=0)
     description = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -256,6 +270,10 @@ class MappingTarget(models.Model):
         blank=True,
         help_text="Model name sent upstream; empty = the requested name.",
     )
+    # Optional for providers (empty: not priced, its requests cost 0); a local
+    # target costs its local model's prices.
+    input_price = price_field("input", null=True, blank=True)
+    output_price = price_field("output", null=True, blank=True)
 
     class Meta:
         ordering = ["position", "id"]

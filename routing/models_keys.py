@@ -74,6 +74,14 @@ class ApiKey(models.Model):
     tokens_per_minute = models.PositiveIntegerField(
         null=True, blank=True, help_text="Input and output tokens together. Empty: unlimited."
     )
+    budget_per_day = models.DecimalField(
+        max_digits=12, decimal_places=2, null=True, blank=True,
+        help_text="USD per UTC day; once spent, requests get 429 budget_exceeded. Empty: none.",
+    )  # fmt: skip
+    budget_per_month = models.DecimalField(
+        max_digits=12, decimal_places=2, null=True, blank=True,
+        help_text="USD per calendar month (UTC). Empty: none.",
+    )  # fmt: skip
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     last_used_at = models.DateTimeField(null=True, blank=True, editable=False)

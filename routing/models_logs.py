@@ -52,6 +52,10 @@ class RequestLog(models.Model):
     cached_tokens = models.PositiveIntegerField(
         default=0, help_text="Of the input tokens, those read from a prompt cache."
     )
+    cost = models.DecimalField(
+        max_digits=14, decimal_places=8, default=0,
+        help_text="USD, from the serving target's prices at the time.",
+    )  # fmt: skip
     latency_ms = models.FloatField(verbose_name="latency (ms)")
     ttft_ms = models.FloatField(null=True, blank=True, verbose_name="time to first token (ms)")
 

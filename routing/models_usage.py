@@ -1,4 +1,4 @@
-"""The daily usage rollup: requests and tokens per UTC day, key and model.
+"""The daily usage rollup: requests, tokens and spend per UTC day, key and model.
 
 Maintained by the request log writer in the same transaction as the rows it
 adds (`services_logs`), so the usage page reads a few hundred rows instead of
@@ -21,6 +21,7 @@ class UsageDay(models.Model):
     errors = models.PositiveBigIntegerField(default=0)
     input_tokens = models.PositiveBigIntegerField(default=0)
     output_tokens = models.PositiveBigIntegerField(default=0)
+    cost = models.DecimalField(max_digits=16, decimal_places=8, default=0, help_text="USD.")
 
     class Meta:
         verbose_name = "usage per day"

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from decimal import Decimal
 from fnmatch import translate
 from typing import Literal
 
@@ -32,6 +33,8 @@ class Target:
     kind: Literal["local", "provider"]
     name: str  # the local model's or the provider's name
     upstream_model: str = ""  # empty: the requested name
+    # USD per million tokens (None: not priced); not part of the target's identity.
+    prices: tuple[Decimal, Decimal] | None = field(default=None, compare=False)
 
     def model_for(self, requested: str) -> str:
         if self.kind == "local":

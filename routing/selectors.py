@@ -9,6 +9,7 @@ GATEWAY_ROUTING_REFRESH_SECONDS, through the version stamp in `RoutingState`.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from decimal import Decimal
 
 from django.conf import settings
 
@@ -43,9 +44,12 @@ def load_snapshot() -> Snapshot:
         for t in row.targets.all():
             # Disabled targets drop out of the chain; the admin warns about them.
             if t.local_model_id and t.local_model.name in local:
-                targets.append(Target("local", t.local_model.name))
+                targets.append(Target("local", t.local_model.name))  # priced by the model
             elif t.provider_id and t.provider.name in providers:
-                targets.append(Target("provider", t.provider.name, t.upstream_model))
+                priced = t.input_price is not None or t.output_price is not None
+                prices = (t.input_price or Decimal(0), t.output_price or Decimal(0))
+                name, model = t.provider.name, t.upstream_model
+                targets.append(Target("provider", name, model, prices if priced else None))
         mappings.append(Mapping(row.id, row.pattern, row.priority, tuple(targets)))
     table = RoutingTable(
         mappings,
@@ -62,6 +66,12 @@ _cache: StampedCache[Snapshot] = StampedCache(
 invalidate = _cache.invalidate
 snapshot = _cache.get
 asnapshot = _cache.aget
+
+
+def last_snapshot() -> Snapshot | None:
+    """The snapshot this process holds, however old, without a query (or None):
+    for finish listeners, which run on the event loop after the answer."""
+    return _cache.last()
 
 
 async def enabled_local_models() -> list[LocalModel]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 from fnmatch import translate
 
 from .models import ApiKey, ApiKeyState
@@ -28,6 +29,8 @@ class KeyRecord:
     expires_at: datetime | None
     requests_per_minute: int | None
     tokens_per_minute: int | None
+    budget_per_day: Decimal | None
+    budget_per_month: Decimal | None
     matcher: re.Pattern[str] | None  # None: every model
 
     @classmethod
@@ -42,6 +45,8 @@ class KeyRecord:
             expires_at=key.expires_at,
             requests_per_minute=key.requests_per_minute,
             tokens_per_minute=key.tokens_per_minute,
+            budget_per_day=key.budget_per_day,
+            budget_per_month=key.budget_per_month,
             matcher=matcher,
         )
 
@@ -50,6 +55,10 @@ class KeyRecord:
 
     def is_expired(self, now: datetime | None = None) -> bool:
         return expired(self.expires_at, now)
+
+    @property
+    def budgeted(self) -> bool:
+        return self.budget_per_day is not None or self.budget_per_month is not None
 
     @property
     def limited(self) -> bool:

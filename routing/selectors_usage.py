@@ -5,14 +5,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date, timedelta
+from decimal import Decimal
+from typing import Any
 
 from django.db.models import QuerySet, Sum
 
 from .models import ApiKey, UsageDay
 from .models_usage import ANONYMOUS_KEY
 
+CENTS = Decimal("0.0001")  # spend is shown to a hundredth of a cent
 ANONYMOUS = "none"  # the key filter's value for requests made without a key
-_SUMS = {name: Sum(name) for name in ("requests", "errors", "input_tokens", "output_tokens")}
+_COUNTS = ("requests", "errors", "input_tokens", "output_tokens")
+_SUMS = {name: Sum(name) for name in (*_COUNTS, "cost")}
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,6 +28,7 @@ class UsageRow:
     errors: int
     input_tokens: int
     output_tokens: int
+    cost: Decimal  # USD
 
     @property
     def tokens(self) -> int:
@@ -37,10 +42,17 @@ class DayTotal:
     errors: int
     input_tokens: int
     output_tokens: int
+    cost: Decimal  # USD
 
     @property
     def tokens(self) -> int:
         return self.input_tokens + self.output_tokens
+
+
+def _sums(row: dict[str, Any]) -> dict[str, Any]:
+    sums: dict[str, Any] = {name: int(row.get(name) or 0) for name in _COUNTS}
+    sums["cost"] = Decimal(row.get("cost") or 0).quantize(CENTS)
+    return sums
 
 
 def _period(since: date, until: date, key: str) -> QuerySet[UsageDay]:
@@ -61,7 +73,7 @@ def daily_totals(since: date, until: date, key: str = "") -> list[DayTotal]:
     for offset in range((until - since).days + 1):
         day = since + timedelta(days=offset)
         row = found.get(day, {})
-        totals.append(DayTotal(day, *(int(row.get(name) or 0) for name in _SUMS)))
+        totals.append(DayTotal(day, **_sums(row)))
     return totals
 
 
@@ -83,7 +95,7 @@ def usage_by_key_and_model(since: date, until: date, key: str = "") -> list[Usag
             if row["key_id"] != ANONYMOUS_KEY
             else "(no key)",
             model=row["model"],
-            **{name: int(row[name] or 0) for name in _SUMS},
+            **_sums(row),
         )
         for row in grouped
     ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from decimal import Decimal
 
 from django.db import transaction
 from django.db.models import QuerySet
@@ -19,6 +20,8 @@ def create_api_key(
     requests_per_minute: int | None = None,
     tokens_per_minute: int | None = None,
     expires_at: datetime | None = None,
+    budget_per_day: Decimal | str | None = None,
+    budget_per_month: Decimal | str | None = None,
 ) -> tuple[ApiKey, str]:
     """A new enabled key and its secret: the only time the secret exists in clear."""
     key = ApiKey(
@@ -27,6 +30,8 @@ def create_api_key(
         requests_per_minute=requests_per_minute,
         tokens_per_minute=tokens_per_minute,
         expires_at=expires_at,
+        budget_per_day=budget_per_day,
+        budget_per_month=budget_per_month,
     )
     secret = key.set_secret()
     key.full_clean()

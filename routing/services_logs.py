@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 from django.db import connection, transaction
@@ -70,17 +71,17 @@ def _mapping_patterns(rows: Sequence[dict[str, Any]]) -> None:
 
 # The same statement on SQLite (3.24+) and PostgreSQL: add to a day's totals,
 # creating the row if needed; concurrent writers cannot lose an increment.
-_TOTALS = ("requests", "errors", "input_tokens", "output_tokens")
+_TOTALS = ("requests", "errors", "input_tokens", "output_tokens", "cost")
 _ROLLUP_SQL = (
     f"INSERT INTO {UsageDay._meta.db_table} (day, key_id, model, {', '.join(_TOTALS)}) "
-    "VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (day, key_id, model) DO UPDATE SET "
+    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (day, key_id, model) DO UPDATE SET "
     + ", ".join(f"{c} = {UsageDay._meta.db_table}.{c} + excluded.{c}" for c in _TOTALS)
 )
 
 
 def _rollup(rows: Sequence[dict[str, Any]], existing: set[int]) -> list[list[Any]]:
     """A batch's totals per UTC day, key and requested model."""
-    totals: dict[tuple[date, int, str], list[int]] = {}
+    totals: dict[tuple[date, int, str], list[Any]] = {}
     for row in rows:
         key_id = row.get("api_key_id")
         key = (
@@ -88,11 +89,12 @@ def _rollup(rows: Sequence[dict[str, Any]], existing: set[int]) -> list[list[Any
             key_id if key_id in existing else ANONYMOUS_KEY,
             row.get("requested_model", ""),
         )
-        total = totals.setdefault(key, [0, 0, 0, 0])
+        total = totals.setdefault(key, [0, 0, 0, 0, Decimal(0)])
         total[0] += 1
         total[1] += row.get("status", 200) >= 400
         total[2] += row.get("input_tokens", 0)
         total[3] += row.get("output_tokens", 0)
+        total[4] += row.get("cost") or 0
     adapt = connection.ops.adapt_datefield_value
     return [[adapt(day), key_id, model, *t] for (day, key_id, model), t in totals.items()]
 

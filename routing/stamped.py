@@ -38,6 +38,9 @@ class StampedCache(Generic[T]):
     def invalidate(self) -> None:
         self._value = None
 
+    def last(self) -> T | None:
+        return self._value
+
     def fresh(self) -> T | None:
         value = self._value
         refresh = getattr(settings, self._refresh_setting)

@@ -94,7 +94,7 @@ def test_a_local_model_and_a_provider_in_one_row_is_a_plain_form_error(
 
 
 def local_model_form(name: str, path: str, enabled: bool = True) -> dict[str, Any]:
-    data = {"name": name, "path": path, "description": ""}
+    data = {"name": name, "path": path, "description": "", "input_price": "0", "output_price": "0"}
     return data | ({"enabled": "on"} if enabled else {})
 
 

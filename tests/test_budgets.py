@@ -1,0 +1,167 @@
+"""Prices, costs and per-key budgets: the pricing of a served request, the budget
+counters (in memory and in Redis, seeded from the usage rollup), and a live
+gateway refusing a key over its budget with 429 budget_exceeded in both SDKs'
+envelopes."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import anthropic
+import httpx
+import openai
+import pytest
+from django.utils import timezone
+
+from gateway import budgets
+from routing import pricing, selectors
+from routing.models import BackendMapping, LocalModel, MappingTarget, Provider
+from routing.services_keys import create_api_key
+from routing.services_logs import write_request_logs
+
+from .conftest import LiveServer, make_api_keys, redis_server, routed_gateway, run_in_shell
+
+PRICES = {"input_price": 100_000, "output_price": 200_000}  # USD per million: a few USD a call
+
+
+@pytest.mark.django_db
+def test_a_request_costs_its_tokens_at_the_serving_targets_prices(
+    settings: Any, demo_model_path: Path
+) -> None:
+    settings.ENABLE_CLOUD_ROUTING = True
+    LocalModel.objects.create(name="demo", path=str(demo_model_path), input_price="0.5",
+                              output_price="1.5")  # fmt: skip
+    cloud = Provider.objects.create(name="cloud", kind="openai")
+    mapping = BackendMapping.objects.create(pattern="gpt-*")
+    MappingTarget.objects.create(mapping=mapping, provider=cloud, upstream_model="gpt-4o",
+                                 input_price="2.5", output_price="10", position=0)  # fmt: skip
+    MappingTarget.objects.create(mapping=mapping, provider=cloud, position=1)  # not priced
+    snapshot = selectors.load_snapshot()
+    priced = pricing.prices_for(snapshot, "gpt-x", "cloud", "gpt-4o")
+    assert priced == (Decimal("2.5"), Decimal("10"))
+    assert pricing.cost(priced, 1_000_000, 100_000) == Decimal("3.5")
+    assert pricing.prices_for(snapshot, "gpt-x", "cloud", "gpt-x") is None
+    assert pricing.cost(None, 10**6, 10**6) == 0
+    local = pricing.prices_for(snapshot, "demo", "local:demo", "demo")
+    assert pricing.cost(local, 2000, 1000) == Decimal("0.0025")
+
+
+def rollup_spend(key_id: int, usd: str) -> None:
+    write_request_logs([{
+        "created_at": timezone.now(), "api_key_id": key_id, "protocol": "openai",
+        "endpoint": "chat.completions", "requested_model": "demo", "status": 200,
+        "latency_ms": 1.0, "cost": Decimal(usd),
+    }])  # fmt: skip
+
+
+async def _check(key_id: int, **budget: Decimal | None) -> str | None:
+    try:
+        await budgets.check(key_id, "gw-test", budget)
+    except budgets.RateLimited as refusal:
+        assert refusal.code == "budget_exceeded" and refusal.status == 429
+        return refusal.message
+    return None
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("backend", ["memory", "redis"])
+async def test_budget_counters_are_seeded_from_the_log_and_charged(
+    backend: str, settings: Any, tmp_path: Path
+) -> None:
+    from asgiref.sync import sync_to_async
+
+    key, _ = await sync_to_async(create_api_key)("spender")
+    await sync_to_async(rollup_spend)(key.pk, "4.00")  # spent before this process started
+    with redis_server(tmp_path) as url:
+        settings.REDIS_URL = url if backend == "redis" else ""
+        budgets.reset()
+        try:
+            assert await _check(key.pk, day=Decimal(5)) is None  # 4 of 5: admitted
+            budgets.charge(key.pk, Decimal("0.75"))
+            await _drain()
+            assert await _check(key.pk, day=Decimal(5)) is None  # 4.75
+            budgets.charge(key.pk, Decimal("0.25"))
+            await _drain()
+            message = await _check(key.pk, day=Decimal(5))
+            assert message is not None and "budget_exceeded" in message and "per day" in message
+            assert await _check(key.pk, day=Decimal(6), month=Decimal(5)) is not None
+            assert await _check(key.pk, month=Decimal(100)) is None
+        finally:
+            budgets.reset()
+
+
+async def _drain() -> None:
+    store = budgets.store()
+    if isinstance(store, budgets.RedisSpend):
+        import asyncio
+
+        await asyncio.gather(*list(store._tasks))
+
+
+def test_periods_end_at_utc_midnight_and_month_end() -> None:
+    day, month = budgets.periods(datetime(2026, 12, 31, 23, 0, tzinfo=UTC)).values()
+    assert day[0] == "2026-12-31" and day[1] == datetime(2027, 1, 1, tzinfo=UTC)
+    assert month[0] == "2026-12" and month[1] == datetime(2027, 1, 1, tzinfo=UTC)
+
+
+@pytest.fixture(scope="module")
+def priced_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    data = tmp_path_factory.mktemp("budgets")
+    spec = {"local_models": [{"name": "demo", "path": "demo", **PRICES}]}
+    with redis_server(data) as url, routed_gateway(
+        data, spec, demo=True, REDIS_URL=url, GATEWAY_REQUIRE_API_KEYS="1"
+    ) as server:
+        yield server
+
+
+_COSTS = """
+import json
+from routing.models import RequestLog, UsageDay
+print("COSTS=" + json.dumps([str(c) for c in RequestLog.objects.values_list("cost", flat=True)]))
+"""
+
+
+def test_a_key_over_its_budget_gets_429_budget_exceeded_in_both_protocols(
+    priced_gateway: LiveServer,
+) -> None:
+    base = priced_gateway.url
+    [secret] = make_api_keys(priced_gateway, {"capped": {"budget_per_day": "3"}}).values()
+    client = openai.OpenAI(base_url=f"{base}/v1", api_key=secret, max_retries=0)
+    refused = None
+    for _ in range(20):  # each call costs a few USD: the budget runs out within a few
+        try:
+            client.chat.completions.create(
+                model="demo", messages=[{"role": "user", "content": "Hello"}], max_tokens=4
+            )
+        except openai.RateLimitError as exc:
+            refused = exc
+            break
+    assert refused is not None, "the budget was never enforced"
+    body = refused.response.json()
+    assert body["error"]["code"] == "budget_exceeded"
+    assert body["error"]["type"] == "rate_limit_error"
+    assert int(refused.response.headers["retry-after"]) > 0
+    claude = anthropic.Anthropic(base_url=base, api_key=secret, max_retries=0)
+    with pytest.raises(anthropic.RateLimitError) as caught:
+        claude.messages.create(model="demo", max_tokens=4,
+                               messages=[{"role": "user", "content": "Hello"}])  # fmt: skip
+    error = caught.value.response.json()
+    assert error["type"] == "error" and error["error"]["type"] == "rate_limit_error"
+    assert error["error"]["message"].startswith("budget_exceeded")
+    # Another key is not held back, and the log priced what was served.
+    [other] = make_api_keys(priced_gateway, {"free": {}}).values()
+    ok = httpx.post(f"{base}/v1/chat/completions", headers={"Authorization": f"Bearer {other}"},
+                    json={"model": "demo", "max_tokens": 2,
+                          "messages": [{"role": "user", "content": "Hi"}]}, timeout=60)  # fmt: skip
+    assert ok.status_code == 200
+    for _ in range(30):  # rows are written off the request path
+        out = run_in_shell(priced_gateway, _COSTS, doing="reading costs")
+        costs = json.loads(next(x for x in out.splitlines() if x.startswith("COSTS="))[6:])
+        if any(Decimal(c) > 1 for c in costs):
+            break
+    assert any(Decimal(c) > 1 for c in costs), costs
