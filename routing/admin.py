@@ -5,19 +5,21 @@ from __future__ import annotations
 from typing import Any
 
 from django import forms
+from django.conf import settings
 from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import path
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
-from . import route_tester
+from . import route_tester, selectors
 from .admin_chain import NamesChainsOnBlockedDelete, TargetInline
 from .admin_links import log_url
 from .local_state import has_model_folder, local_state
-from .models import BackendMapping, LocalModel
+from .models import BackendMapping, LocalModel, RoutingSwitch
 
 # The gateway has no public site: Django's "View site" link would lead to a 404.
 admin.site.site_url = None
@@ -103,6 +105,37 @@ class BackendMappingAdmin(admin.ModelAdmin):
             "result": route_tester.explain(name) if name else None,
         }
         return TemplateResponse(request, "admin/routing/route_tester.html", context)
+
+
+@admin.register(RoutingSwitch)
+class RoutingSwitchAdmin(admin.ModelAdmin):
+    """One row, edited in place: each change lands in its history (the audit log)."""
+
+    fields = ("cloud_routing", "effective", "updated_at")
+    readonly_fields = ("effective", "updated_at")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def changelist_view(self, request: HttpRequest, extra_context: Any = None) -> HttpResponse:
+        switch, _ = RoutingSwitch.objects.get_or_create(pk=1)
+        return redirect("admin:routing_routingswitch_change", switch.pk)
+
+    @admin.display(description="in force")
+    def effective(self, obj: RoutingSwitch) -> str:
+        on = selectors.cloud_routing()
+        source = "ENABLE_CLOUD_ROUTING" if obj.cloud_routing is None else "this switch"
+        return f"{'on' if on else 'off'} (from {source}); every process follows within " \
+            f"{settings.GATEWAY_ROUTING_REFRESH_SECONDS:g} s of a change"
+
+    def response_change(self, request: HttpRequest, obj: RoutingSwitch) -> HttpResponse:
+        self.message_user(
+            request, f"Cloud routing is now {'ON' if selectors.cloud_routing() else 'OFF'}."
+        )
+        return redirect("admin:routing_routingswitch_change", obj.pk)
 
 
 # Providers, keys and the request log have their own admin modules; importing

@@ -363,4 +363,5 @@ def provider_config(provider: Provider, api_key: str | None = None) -> ProviderC
 # Django registers them with this app.
 from .models_keys import ApiKey, ApiKeyState  # noqa: E402, F401
 from .models_logs import RequestLog  # noqa: E402, F401
+from .models_runtime import RoutingSwitch  # noqa: E402, F401
 from .models_usage import UsageDay  # noqa: E402, F401

@@ -13,7 +13,7 @@ from decimal import Decimal
 
 from django.conf import settings
 
-from .models import BackendMapping, LocalModel, Provider, RoutingState
+from .models import BackendMapping, LocalModel, Provider, RoutingState, RoutingSwitch
 from .resolution import Mapping, RoutingTable, Target
 from .stamped import StampedCache
 
@@ -27,6 +27,12 @@ class Snapshot:
     @property
     def version(self) -> int:
         return self.table.version
+
+
+def cloud_routing() -> bool:
+    """The admin's switch, or ENABLE_CLOUD_ROUTING until the switch is set."""
+    chosen = RoutingSwitch.current()
+    return bool(settings.ENABLE_CLOUD_ROUTING if chosen is None else chosen)
 
 
 def load_snapshot() -> Snapshot:
@@ -54,7 +60,7 @@ def load_snapshot() -> Snapshot:
     table = RoutingTable(
         mappings,
         frozenset(local),
-        cloud_routing=settings.ENABLE_CLOUD_ROUTING,
+        cloud_routing=cloud_routing(),
         version=version,
     )
     return Snapshot(table, local, providers)

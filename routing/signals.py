@@ -18,6 +18,7 @@ from .models import (
     MappingTarget,
     Provider,
     RoutingState,
+    RoutingSwitch,
 )
 
 
@@ -51,7 +52,8 @@ def _setting_changed(setting: str, **kwargs: Any) -> None:
 
 def connect() -> None:
     setting_changed.connect(_setting_changed, dispatch_uid="routing-settings")
-    for model in (LocalModel, Provider, CloudCredential, BackendMapping, MappingTarget):
+    routing = (LocalModel, Provider, CloudCredential, BackendMapping, MappingTarget, RoutingSwitch)
+    for model in routing:
         post_save.connect(_changed, sender=model, dispatch_uid=f"routing-{model.__name__}-save")
         post_delete.connect(_changed, sender=model, dispatch_uid=f"routing-{model.__name__}-del")
     post_save.connect(_key_changed, sender=ApiKey, dispatch_uid="keys-save")

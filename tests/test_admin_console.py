@@ -291,3 +291,34 @@ def test_connection_is_tested_from_the_form_before_saving(
     invalid = admin_client.post(url, data | {"connect_timeout": "-1"}).json()
     assert not invalid["ok"] and invalid["message"].startswith("Correct the form first.")
     assert admin_client.get(url).status_code == 405
+
+
+def test_the_cloud_routing_switch_is_flipped_in_the_admin_and_audited(
+    admin_client: Client, settings: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    from django.contrib.admin.models import LogEntry
+
+    from routing import selectors
+    from routing.models import RoutingState, RoutingSwitch
+
+    settings.ENABLE_CLOUD_ROUTING = False  # the initial value, until the switch is set
+    assert "Cloud routing: OFF" in admin_client.get("/admin/").content.decode()
+    page = admin_client.get("/admin/routing/routingswitch/", follow=True)
+    assert "off (from ENABLE_CLOUD_ROUTING)" in page.content.decode()
+    before = RoutingState.current()
+    with django_capture_on_commit_callbacks(execute=True):
+        response = admin_client.post("/admin/routing/routingswitch/1/change/",
+                                     {"cloud_routing": "True"}, follow=True)  # fmt: skip
+    assert "Cloud routing is now ON." in response.content.decode()
+    assert RoutingSwitch.current() is True and RoutingState.current() > before
+    assert selectors.snapshot().table.cloud_routing  # what requests see
+    assert "Cloud routing: ON" in admin_client.get("/admin/").content.decode()
+    [entry] = LogEntry.objects.filter(object_repr="cloud routing")
+    assert entry.is_change() and entry.user.username == "admin"
+    history = admin_client.get("/admin/routing/routingswitch/1/history/").content.decode()
+    assert "Changed Cloud routing." in history
+    # Back to "as ENABLE_CLOUD_ROUTING says": the environment decides again.
+    admin_client.post("/admin/routing/routingswitch/1/change/", {"cloud_routing": ""})
+    settings.ENABLE_CLOUD_ROUTING = True
+    assert RoutingSwitch.current() is None and selectors.cloud_routing()
+    assert admin_client.get("/admin/routing/routingswitch/1/delete/").status_code == 403

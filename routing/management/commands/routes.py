@@ -36,12 +36,14 @@ class Command(BaseCommand):
     def mode(self, table: RoutingTable) -> None:
         if table.cloud_routing:
             self.stdout.write(
-                "Cloud routing: ON (ENABLE_CLOUD_ROUTING=on): names go through the mappings, "
+                "Cloud routing: ON (the admin's switch, or ENABLE_CLOUD_ROUTING): names go "
+                "through the mappings, "
                 "then to the local model of that name"
             )
         else:
             self.stdout.write(
-                "Cloud routing: OFF (ENABLE_CLOUD_ROUTING=off): each name is served by the local "
+                "Cloud routing: OFF (the admin's switch, or ENABLE_CLOUD_ROUTING): each name is "
+                "served by the local "
                 "model of that name; mappings are ignored"
             )
 
