@@ -4,6 +4,7 @@ from django.urls import path
 
 from inference.errors import GatewayError
 
+from . import playground
 from .api import api
 from .dashboard import dashboard_view
 from .errors import error_response, request_protocol
@@ -15,6 +16,8 @@ urlpatterns = [
     # Outside /v1: scraped with its own token (or from loopback), not an API key.
     path("metrics", metrics_view, name="gateway-metrics"),
     path("admin/dashboard/", admin.site.admin_view(dashboard_view), name="gateway-dashboard"),
+    path("admin/playground/", admin.site.admin_view(playground.page), name="gateway-playground"),
+    path("admin/playground/stream/", playground.stream, name="gateway-playground-stream"),
     path("admin/", admin.site.urls),
 ]
 

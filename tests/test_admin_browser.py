@@ -141,3 +141,27 @@ def test_the_request_log_fits_1400_px(gateway: LiveServer, page: Page) -> None:
     expect(failed.locator(".status-client")).to_have_text("404")
     failed.locator("th a, td a").first.click()
     expect(page.locator(".field-error_message")).to_contain_text("no-such-model")
+
+
+def test_the_playground_streams_an_answer_and_shows_the_route(
+    gateway: LiveServer, page: Page
+) -> None:
+    page.goto(f"{gateway.url}/admin/")
+    page.click("#gateway-monitoring >> text=Playground")
+    page.fill("#pg-model", "demo")
+    page.fill("#pg-max", "12")
+    page.fill("#pg-prompt", "Say something")
+    # Mark the answer box: it must fill in place, in pieces, not by a page load.
+    page.evaluate("""() => { window.__pieces = 0; new MutationObserver(() => window.__pieces++)
+        .observe(document.getElementById('answer'), {childList: true}); }""")
+    page.click("#pg-send")
+    expect(page.locator("#pg-backend")).to_have_text("local:demo")
+    expect(page.locator("#pg-tokens")).to_contain_text(" out (")
+    expect(page.locator("#pg-attempts")).to_contain_text("local:demo/demo=ok")
+    assert page.locator("#answer").inner_text().strip()
+    assert page.evaluate("() => window.__pieces") >= 1
+    expect(page.locator("#answer-error")).to_have_text("")
+    # A name that does not route: the gateway's own refusal, shown as such.
+    page.fill("#pg-model", "no-such-model")
+    page.click("#pg-send")
+    expect(page.locator("#answer-error")).to_contain_text("404")

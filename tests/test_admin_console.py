@@ -322,3 +322,25 @@ def test_the_cloud_routing_switch_is_flipped_in_the_admin_and_audited(
     settings.ENABLE_CLOUD_ROUTING = True
     assert RoutingSwitch.current() is None and selectors.cloud_routing()
     assert admin_client.get("/admin/routing/routingswitch/1/delete/").status_code == 403
+
+
+@pytest.mark.django_db(transaction=True)  # the view's thread hop closes old connections
+def test_the_playground_applies_the_chosen_keys_rules(
+    admin_client: Client, client: Client
+) -> None:
+    import json
+
+    key, _ = create_api_key("only-gpt", allowed_models=["gpt-*"])
+    url = "/admin/playground/stream/"
+    body = {"model": "demo", "prompt": "Hi", "key": str(key.pk)}
+    refused = admin_client.post(url, json.dumps(body), content_type="application/json")
+    assert refused.status_code == 403 and "demo" in refused.json()["error"]
+    bad = admin_client.post(url, json.dumps(body | {"key": "999999"}),
+                            content_type="application/json")  # fmt: skip
+    assert bad.status_code == 401
+    empty = admin_client.post(url, json.dumps({"model": ""}), content_type="application/json")
+    assert empty.status_code == 400
+    # Staff only: anyone else is sent to the login page.
+    assert client.post(url, json.dumps(body), content_type="application/json").status_code == 302
+    page = admin_client.get("/admin/playground/").content.decode()
+    assert 'id="pg-model"' in page and "only-gpt" in page
