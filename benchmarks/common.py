@@ -250,6 +250,8 @@ class StreamResult:
     first: float | None  # first chunk with content
     last: float | None  # last chunk with content
     ended: float
+    text: str = ""  # the content, for a conversation's next turn
+    cached_tokens: int | None = None  # usage.prompt_tokens_details.cached_tokens, if reported
 
     @property
     def decode_tps(self) -> float:
@@ -264,6 +266,7 @@ async def stream_chat(
     base_url: str,
     body: dict[str, Any],
     on_first: Callable[[], None] | None = None,
+    on_chunk: Callable[[float, str], None] | None = None,
 ) -> StreamResult:
     """POST a streaming chat completion and read the SSE stream to its end."""
     payload = {**body, "stream": True, "stream_options": {"include_usage": True}}
@@ -272,6 +275,8 @@ async def stream_chat(
     last: float | None = None
     chunks = 0
     usage_tokens: int | None = None
+    cached: int | None = None
+    parts: list[str] = []
     finish: str | None = None
     async with client.stream("POST", f"{base_url}/v1/chat/completions", json=payload) as resp:
         if resp.status_code != 200:
@@ -289,9 +294,13 @@ async def stream_chat(
             usage = event.get("usage")
             if usage and usage.get("completion_tokens") is not None:
                 usage_tokens = int(usage["completion_tokens"])
+                cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens")
             for choice in event.get("choices") or []:
-                if (choice.get("delta") or {}).get("content"):
+                if content := (choice.get("delta") or {}).get("content"):
                     now = time.perf_counter()
+                    parts.append(content)
+                    if on_chunk is not None:
+                        on_chunk(now, content)
                     if first is None:
                         first = now
                         if on_first is not None:
@@ -308,6 +317,8 @@ async def stream_chat(
         first=first,
         last=last,
         ended=time.perf_counter(),
+        text="".join(parts),
+        cached_tokens=cached,
     )
 
 

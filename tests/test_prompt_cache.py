@@ -315,12 +315,16 @@ class Work:
         self.decode_time = kw.get("decode_time", 0.0)
 
 
-def test_pacer_slices_prefill_only_while_streams_decode() -> None:
+def test_pacer_slices_prefill_while_streams_decode_and_ramps_after_arrivals() -> None:
     pacer = PrefillPacer(2048)
-    assert pacer.chunk(decoding=False, prefilling=1) == 2048
+    # Nobody decoding: full-size chunks, reached in a ramp so a burst can join.
+    sizes = [pacer.chunk(decoding=False, prefilling=1) for _ in range(8)]
+    assert sizes == [MIN_CHUNK, 64, 128, 256, 512, 1024, 2048, 2048]
     assert pacer.chunk(decoding=True, prefilling=1) == MIN_CHUNK  # rate not known yet
     pacer.observe(Work(prompt_tokens=2000, prompt_time=1.0, generation_steps=1, decode_time=0.1))
     assert pacer.chunk(decoding=True, prefilling=1) == 200  # one decode step's worth
-    assert pacer.chunk(decoding=True, prefilling=4) == 50  # shared by the prompts
+    assert pacer.chunk(decoding=True, prefilling=4) == MIN_CHUNK  # newcomers: ramp anew
+    assert pacer.chunk(decoding=True, prefilling=4) == 50  # the slice, shared by 4
+    assert pacer.chunk(decoding=True, prefilling=3) == 66
     assert pacer.chunk(decoding=True, prefilling=100) == MIN_CHUNK
-    assert pacer.chunk(decoding=False, prefilling=1) == 2048
+    assert pacer.chunk(decoding=False, prefilling=100) == 64
