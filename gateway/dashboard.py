@@ -36,6 +36,7 @@ from routing.backends import get_engine
 
 from . import monitor
 from .context import RequestContext
+from .history import history
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +45,7 @@ WS_PATH = "ws/dashboard/"
 TICK_SECONDS = 1.0
 WINDOW_SECONDS = 5.0  # rates are averaged over this much recent time
 RECENT_ROWS = 50
+HISTORY_EVERY_TICKS = 10  # the last hour's buckets travel every 10 s
 SOURCE = f"{socket.gethostname()}:{os.getpid()}"
 
 
@@ -60,6 +62,7 @@ class Activity:
         self.window.append((time.monotonic(), ctx.input_tokens, ctx.output_tokens))
         for attempt in ctx.served.attempts if ctx.served is not None else ():
             self.last_outcome[attempt.backend] = (attempt.outcome, row["time"])
+        history.note(row["backend"], row["status"], row["fallbacks"], row["latency_ms"])
         self._trim()
 
     def rates(self) -> dict[str, float]:
@@ -145,15 +148,18 @@ async def _flush() -> None:
 async def _tick_forever() -> None:
     layer = get_channel_layer()
     shared = not isinstance(layer, InMemoryChannelLayer)
+    ticks = 0
     while layer is not None:
         await asyncio.sleep(TICK_SECONDS)
+        ticks += 1
         # In-process layer and nobody watching here: nobody can receive this.
         if not shared and _watchers == 0:
             continue
         try:
             # Breakers and the backend list cost a database and Redis read: only
             # a process with a page open sends them (breakers are shared anyway).
-            stats = await current_stats(backends=_watchers > 0)
+            every = ticks % HISTORY_EVERY_TICKS == 0
+            stats = await current_stats(backends=_watchers > 0, with_history=every)
             await layer.group_send(GROUP, {"type": "dashboard.stats", "stats": stats})
         except Exception as exc:
             _trouble("stats", exc)
@@ -174,7 +180,7 @@ def _trouble(what: str, exc: Exception | None) -> None:
         logger.info("dashboard: publishing %s again", what)
 
 
-async def current_stats(*, backends: bool = True) -> dict[str, Any]:
+async def current_stats(*, backends: bool = True, with_history: bool = True) -> dict[str, Any]:
     # Breakers may live in Redis and the backend list in the database.
     listed = await database_sync_to_async(monitor.backend_states)() if backends else []
     engine = get_engine().stats()
@@ -191,6 +197,8 @@ async def current_stats(*, backends: bool = True) -> dict[str, Any]:
             "prompt_cache_tokens_reused": engine.prompt_cache_tokens_reused,
         },
         "backends": [{"name": b.name, "kind": b.kind, "breaker": b.breaker} for b in listed],
+        # The last hour per minute (not every tick: it is the larger part).
+        **({"history": history.export()} if with_history else {}),
         # What this process last saw of each backend; the page keeps the newest.
         "outcomes": {
             name: {"outcome": outcome, "time": when}

@@ -165,3 +165,18 @@ def test_the_playground_streams_an_answer_and_shows_the_route(
     page.fill("#pg-model", "no-such-model")
     page.click("#pg-send")
     expect(page.locator("#answer-error")).to_contain_text("404")
+
+
+def test_the_dashboard_shows_the_last_hour_per_backend(gateway: LiveServer, page: Page) -> None:
+    client = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key="sk-any", max_retries=0)
+    client.chat.completions.create(
+        model="demo", messages=[{"role": "user", "content": "Hi"}], max_tokens=2
+    )
+    page.goto(f"{gateway.url}/admin/dashboard/")
+    row = page.locator('#history-backends tr[data-backend="local:demo"]')
+    expect(row).to_have_count(1)  # the page's first message carries the hour
+    requests = int(row.locator("td").nth(1).inner_text())
+    assert requests >= 1
+    expect(page.locator("#chart-rps polyline")).to_have_count(1)
+    page.select_option("#history-backend", "local:demo")
+    assert float(page.locator("#peak-rps").inner_text()) > 0
