@@ -17,10 +17,12 @@ from typing import Any, NamedTuple
 from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.db import models, transaction
 
+from .config_export import export_document  # noqa: F401  (export_config imports it here)
 from .config_schema import (
     _TYPE_NAMES,
     LOCAL_SPEC,
     MAPPING_SPEC,
+    PRICE_KEYS,
     PROVIDER_SPEC,
     TARGET_KEYS,
     TOP_KEYS,
@@ -29,7 +31,6 @@ from .config_schema import (
     Key,
     Link,
     Spec,
-    _Flow,
 )
 from .models import (
     BackendMapping,
@@ -38,65 +39,7 @@ from .models import (
     MappingTarget,
     Provider,
 )
-from .resolution import Mapping
 from .services import set_provider_key
-
-# ---------------------------------------------------------------- export
-
-
-def _dump(instance: models.Model, spec: Spec) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for name, key in spec.items():
-        if isinstance(key, dict):
-            out[name] = _Flow(_dump(instance, key))
-        else:
-            value = getattr(instance, key.field)
-            out[name] = _Flow(value) if key.type is dict else value
-    return out
-
-
-def _link(target: MappingTarget) -> _Flow:
-    if target.local_model_id:
-        return _Flow(local=target.local_model.name)  # type: ignore[union-attr]
-    link = _Flow(provider=target.provider.name)  # type: ignore[union-attr]
-    if target.upstream_model:
-        link["model"] = target.upstream_model
-    return link
-
-
-def export_document() -> tuple[dict[str, Any], list[str]]:
-    """The document, and warnings about keys an import could not restore."""
-    warnings: list[str] = []
-    providers = []
-    for provider in Provider.objects.select_related("credential").order_by("name"):
-        credential = getattr(provider, "credential", None)
-        env = (credential.source_env or None) if credential else None
-        if credential and env is None:
-            warnings.append(
-                f"provider {provider.name!r}: its key was set in the admin, so no environment "
-                "variable is known (api_key_env: null); set one before importing elsewhere"
-            )
-        entry = _dump(provider, PROVIDER_SPEC)
-        # api_key_env sits next to base_url: the two things that say where to connect.
-        providers.append(
-            {k: v for k, v in entry.items() if k in ("name", "kind", "base_url")}
-            | {"api_key_env": env}
-            | {k: v for k, v in entry.items() if k not in ("name", "kind", "base_url")}
-        )
-    rows = BackendMapping.objects.prefetch_related("targets__local_model", "targets__provider")
-    # Resolution order, so a fresh import creates ties in the same id order (rule 4).
-    ordered = sorted(rows, key=lambda m: Mapping(m.id, m.pattern, m.priority, ()).sort_key())
-    mappings = [
-        _dump(m, MAPPING_SPEC) | {"chain": [_link(t) for t in m.targets.all()]} for m in ordered
-    ]
-    document = {
-        "version": VERSION,
-        "local_models": [_dump(m, LOCAL_SPEC) for m in LocalModel.objects.order_by("name")],
-        "providers": providers,
-        "mappings": mappings,
-    }
-    return document, warnings
-
 
 # ---------------------------------------------------------------- import: reading
 
@@ -229,12 +172,15 @@ def _sections(document: Any, problems: list[str]) -> dict[str, list[Any]]:
 
 def _link_of(target: MappingTarget) -> Link:
     if target.local_model_id:
-        return ("local", target.local_model.name, "")  # type: ignore[union-attr]
-    return ("provider", target.provider.name, target.upstream_model)  # type: ignore[union-attr]
+        return ("local", target.local_model.name, "", None, None)  # type: ignore[union-attr]
+    provider = target.provider.name  # type: ignore[union-attr]
+    return ("provider", provider, target.upstream_model, target.input_price, target.output_price)
 
 
 def _show(links: list[Link]) -> str:
-    return " -> ".join(f"local:{n}" if k == "local" else f"{n}:{m or '*'}" for k, n, m in links)
+    return " -> ".join(
+        f"local:{n}" if k == "local" else f"{n}:{m or '*'}" for k, n, m, *_ in links
+    )
 
 
 class _Planner:
@@ -351,10 +297,14 @@ class _Planner:
         self.problems.extend(f"{where}: unknown key {k!r}" for k in item if k not in TARGET_KEYS)
         kind = "local" if "local" in item else "provider"
         name, model = item.get(kind), item.get("model") or ""
+        prices = tuple(self.price(f"{where}.{k}", item.get(k)) for k in PRICE_KEYS)
         if ("local" in item) == ("provider" in item):
             self.problems.append(f"{where}: needs exactly one of 'provider' or 'local'")
-        elif kind == "local" and "model" in item:
-            self.problems.append(f"{where}.model: only provider targets take a model name")
+        elif kind == "local" and ("model" in item or any(k in item for k in PRICE_KEYS)):
+            self.problems.append(
+                f"{where}: only provider targets take a model name and prices "
+                "(a local target costs its local model's prices)"
+            )
         elif not isinstance(name, str) or not isinstance(model, str) or len(model) > 200:
             self.problems.append(f"{where}: expected string names (model: 200 chars at most)")
         elif (kind, name) not in self.targets:
@@ -362,8 +312,15 @@ class _Planner:
         else:
             if not self.targets[(kind, name)]:
                 self.plan.warnings.append(f"{where}: {_KIND_LABEL[kind]} {name!r} is disabled")
-            return (kind, name, model)
+            return (kind, name, model, *prices)  # type: ignore[return-value]
         return None
+
+    def price(self, where: str, value: Any) -> Decimal | None:
+        ok, price = _check_type(value, Key("", Decimal, nullable=True))
+        if not ok or (price is not None and price < 0):
+            self.problems.append(f"{where}: expected a number, at least 0")
+            return None
+        return price
 
 
 # ---------------------------------------------------------------- import: writing
@@ -379,13 +336,15 @@ def _apply(plan: ImportPlan) -> None:
     for mapping, links in plan.chains:
         # Replaced as a whole: a chain's order is its meaning, so no per-link merge.
         MappingTarget.objects.filter(mapping=mapping).delete()
-        for position, (kind, name, model) in enumerate(links):
+        for position, (kind, name, model, input_price, output_price) in enumerate(links):
             MappingTarget.objects.create(
                 mapping=mapping,
                 position=position,
                 local_model=local[name] if kind == "local" else None,
                 provider=providers[name] if kind == "provider" else None,
                 upstream_model=model,
+                input_price=input_price,
+                output_price=output_price,
             )
 
 

@@ -67,7 +67,8 @@ MAPPING_SPEC: Spec = {
     "enabled": Key("enabled", bool),
     "description": Key("description", str),
 }
-TARGET_KEYS = ("provider", "model", "local")
+PRICE_KEYS = ("input_price", "output_price")  # USD per million tokens, provider links only
+TARGET_KEYS = ("provider", "model", "local", *PRICE_KEYS)
 _TYPE_NAMES = {
     str: "a string",
     bool: "true or false",
@@ -77,7 +78,8 @@ _TYPE_NAMES = {
     dict: "a mapping of strings to strings",
 }
 
-Link = tuple[str, str, str]  # ("local" | "provider", name, upstream model or "")
+# ("local" | "provider", name, upstream model or "", input price, output price)
+Link = tuple[str, str, str, Decimal | None, Decimal | None]
 
 
 class ConfigError(Exception):

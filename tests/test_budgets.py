@@ -165,3 +165,42 @@ def test_a_key_over_its_budget_gets_429_budget_exceeded_in_both_protocols(
         if any(Decimal(c) > 1 for c in costs):
             break
     assert any(Decimal(c) > 1 for c in costs), costs
+
+
+@pytest.mark.django_db
+def test_prices_travel_in_the_yaml(demo_model_path: Path) -> None:
+    from routing.config_io import export_document, import_document
+
+    document = {
+        "version": 1,
+        "local_models": [{"name": "demo", "path": str(demo_model_path),
+                          "prices": {"input": 0.5, "output": 1.25}}],
+        "providers": [{"name": "cloud", "kind": "openai", "api_key_env": None}],
+        "mappings": [{"pattern": "gpt-*", "chain": [
+            {"provider": "cloud", "model": "gpt-4o", "input_price": 2.5, "output_price": 10},
+            {"provider": "cloud"},
+            {"local": "demo"},
+        ]}],
+    }  # fmt: skip
+    import_document(document, {}, dry_run=False)
+    local = LocalModel.objects.get(name="demo")
+    assert (local.input_price, local.output_price) == (Decimal("0.5"), Decimal("1.25"))
+    first, unpriced, _ = MappingTarget.objects.order_by("position")
+    assert (first.input_price, first.output_price) == (Decimal("2.5"), Decimal("10"))
+    assert unpriced.input_price is None and unpriced.output_price is None
+    exported, _ = export_document()
+    chain = exported["mappings"][0]["chain"]
+    assert chain[0]["input_price"] == Decimal("2.5") and "input_price" not in chain[1]
+    assert exported["local_models"][0]["prices"] == {"input": Decimal("0.5"),
+                                                     "output": Decimal("1.25")}  # fmt: skip
+    from routing.config_schema import dump_yaml, load_yaml
+
+    again = import_document(load_yaml(dump_yaml(exported)), {}, dry_run=True)
+    assert again.changes == []  # a round trip changes nothing
+    document["mappings"][0]["chain"][2]["input_price"] = 1
+    document["mappings"][0]["chain"][0]["output_price"] = -1
+    with pytest.raises(Exception) as failed:
+        import_document(document, {}, dry_run=True)
+    problems = "\n".join(getattr(failed.value, "problems", [str(failed.value)]))
+    assert "mappings[0].chain[2]: only provider targets take a model name and prices" in problems
+    assert "mappings[0].chain[0].output_price: expected a number, at least 0" in problems
