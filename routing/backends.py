@@ -12,14 +12,15 @@ from inference.cloud.anthropic import AnthropicBackend
 from inference.cloud.config import ProviderConfig
 from inference.cloud.openai import OpenAIBackend
 from inference.errors import ModelNotFound
-from inference.local.backend import LocalBackend
-from inference.local.engine import Engine
 
 from .breakers import BreakerSettings
 from .models import LocalModel, provider_config
 from .resolution import Hop
 
 if TYPE_CHECKING:
+    from inference.local.backend import LocalBackend
+    from inference.local.engine import Engine
+
     from .selectors import Snapshot
 
 _engine: Engine | None = None
@@ -32,6 +33,10 @@ def get_engine() -> Engine:
     """The one MLX engine of this process, created on first use."""
     global _engine
     if _engine is None:
+        # Imported on first use: the engine loads mlx-lm (about a second), which a
+        # management command that never serves a local model should not wait for.
+        from inference.local.engine import Engine
+
         with _engine_lock:
             if _engine is None:
                 _engine = Engine(
@@ -44,6 +49,8 @@ def get_engine() -> Engine:
 
 
 def local_backend(model: LocalModel) -> LocalBackend:
+    from inference.local.backend import LocalBackend
+
     return LocalBackend(get_engine(), model.spec(), model.defaults())
 
 

@@ -196,7 +196,9 @@ def configure_routing(server: LiveServer, spec: dict[str, object]) -> None:
     document, keys = routing_document(spec)
     path = server.data_dir / f"routing-{time.monotonic_ns()}.yaml"
     path.write_text(dump_yaml(document))
-    manage_command({**server.env, **keys}, "import_config", str(path))
+    # --skip-checks: the system checks import the whole API (mlx-lm included),
+    # a second per call; they have tests of their own.
+    manage_command({**server.env, **keys}, "import_config", str(path), "--skip-checks")
 
 
 def run_in_shell(server: LiveServer, script: str, *, doing: str, **payload: object) -> str:
@@ -214,6 +216,15 @@ def run_in_shell(server: LiveServer, script: str, *, doing: str, **payload: obje
     return result.stdout
 
 
+def start_together(*servers: LiveServer) -> None:
+    """Start gateway processes side by side (each start waits for its /health)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(len(servers)) as pool:
+        for started in [pool.submit(server.start) for server in servers]:
+            started.result()
+
+
 def create_admin(
     server: LiveServer, username: str, password: str, *, exist_ok: bool = False
 ) -> None:
@@ -222,8 +233,8 @@ def create_admin(
     `exist_ok`: a user of that name already there is kept as it is."""
     env = {**server.env, "DJANGO_SUPERUSER_PASSWORD": password}
     try:
-        manage_command(env, "createsuperuser", "--noinput", "--username", username,
-                       "--email", f"{username}@example.com")  # fmt: skip
+        manage_command(env, "createsuperuser", "--noinput", "--skip-checks",
+                       "--username", username, "--email", f"{username}@example.com")  # fmt: skip
     except RuntimeError as failed:
         if not (exist_ok and "already taken" in str(failed)):
             raise

@@ -20,7 +20,7 @@ import httpx
 import openai
 import pytest
 
-from .conftest import ROOT, LiveServer, make_api_keys, server_env
+from .conftest import ROOT, LiveServer, make_api_keys, server_env, start_together
 
 pytestmark = pytest.mark.e2e
 
@@ -252,8 +252,7 @@ def test_limits_hold_across_two_gateway_processes_through_redis(
                                  "shared-tpm": {"tokens_per_minute": 5}})  # fmt: skip
     second = LiveServer(data_dir=tmp_path, env=env)  # same database, another process
     try:
-        first.start()
-        second.start()
+        start_together(first, second)
 
         def chat(server: LiveServer, secret: str) -> httpx.Response:
             body = {"model": "demo", "messages": HI, "max_tokens": 4}

@@ -20,7 +20,7 @@ import pytest
 # Debian, by .ci/system-deps): a missing browser is a failure, not a skip.
 from playwright.sync_api import Page, expect, sync_playwright
 
-from .conftest import LiveServer, create_admin, redis_server, server_env
+from .conftest import LiveServer, create_admin, redis_server, server_env, start_together
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -136,8 +136,7 @@ def shared_pair(tmp_path: Path) -> Iterator[tuple[LiveServer, LiveServer]]:
         try:
             first.prepare(demo=True)
             make_admin(first)
-            first.start()
-            second.start()
+            start_together(first, second)
             yield first, second
         finally:
             first.stop()

@@ -7,9 +7,11 @@ import sys
 from typing import Any
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.core.management import call_command
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from gateway.addresses import allow_host, python_command, reachable_host, url_host
 from routing.models import ApiKey, LocalModel
 from routing.services_keys import create_api_key
 
@@ -27,6 +29,15 @@ class Command(BaseCommand):
         parser.add_argument(
             "--dry-run", action="store_true", help="prepare everything but do not start daphne"
         )
+        parser.add_argument(
+            "--admin",
+            metavar="USERNAME",
+            help="make this admin login if it does not exist (password from "
+            "DJANGO_SUPERUSER_PASSWORD, else asked in a terminal)",
+        )
+        parser.add_argument(
+            "--no-admin", action="store_true", help="do not offer to make an admin login"
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         self.stdout.write("applying migrations ...")
@@ -38,9 +49,21 @@ class Command(BaseCommand):
             self.stdout.write("building the demo model (first run) ...")
             call_command("build_demo_model", stdout=self.stdout)
         host, port = options["host"], options["port"]
-        base = f"http://{host}:{port}"
+        shown = reachable_host(host)
+        base = f"http://{url_host(shown)}:{port}"
+        admin = self._admin(options)
         model = "demo" if LocalModel.objects.filter(name="demo", enabled=True).exists() else "MODEL"
         self.stdout.write(self.style.SUCCESS(f"\nThe gateway is starting on {base}\n"))
+        if shown != host:
+            self.stdout.write(
+                f"  (listening on every interface, {host}; on this machine "
+                f"http://127.0.0.1:{port} works too)\n"
+            )
+        if allow_host(shown):
+            self.stdout.write(
+                f"  {shown} added to the allowed hosts for this run; clients that use another "
+                "name for this machine need it in GATEWAY_ALLOWED_HOSTS\n"
+            )
         secret = self._first_key()
         if secret:
             key, py_key = secret, f'"{secret}"'
@@ -51,7 +74,7 @@ class Command(BaseCommand):
             key, py_key = "$GATEWAY_API_KEY", 'os.environ["GATEWAY_API_KEY"]'  # import os
             self.stdout.write(
                 "  API key: the one printed on the first run (only its hash is kept), "
-                "or a new one from: python manage.py create_api_key NAME\n"
+                f"or a new one from: {python_command()} manage.py create_api_key NAME\n"
             )
         if not settings.GATEWAY_REQUIRE_API_KEYS:
             self.stdout.write("  (keys are not required: GATEWAY_REQUIRE_API_KEYS is off)\n")
@@ -67,8 +90,14 @@ class Command(BaseCommand):
             "  Anthropic SDK (Python):\n"
             f'    Anthropic(base_url="{base}", api_key={py_key}).messages.create('
             f'model="{model}", max_tokens=32, messages={hello})\n'
-            f"  admin: {base}/admin/  (create a login with: python manage.py createsuperuser)\n"
         )
+        if admin:
+            self.stdout.write(f"  admin: {base}/admin/  (log in as {admin})\n")
+        else:
+            self.stdout.write(
+                f"  admin: {base}/admin/  (no login yet: {python_command()} manage.py "
+                "createsuperuser, or serve --admin NAME)\n"
+            )
         if options["dry_run"]:
             return
         sys.stdout.flush()
@@ -83,6 +112,41 @@ class Command(BaseCommand):
             "gateway.asgi:application",
         ]
         os.execv(sys.executable, argv)
+
+    def _admin(self, options: dict[str, Any]) -> str | None:
+        """The admin login to name: the one asked for with --admin (made if new), else
+        the first superuser; on a first run in a terminal, offers to make one."""
+        users = get_user_model().objects
+        name = options["admin"]
+        if name:
+            if not users.filter(username=name).exists():
+                self._create_admin(name)
+            return str(name)
+        first = users.filter(is_superuser=True).order_by("pk").first()
+        if first is not None:
+            return first.get_username()
+        if options["no_admin"] or not sys.stdin.isatty():
+            return None
+        answer = input("No admin login yet. Make one now? [Y/n] ").strip().lower()
+        if answer not in ("", "y", "yes"):
+            return None
+        call_command("createsuperuser", interactive=True)
+        first = users.filter(is_superuser=True).order_by("pk").first()
+        return first.get_username() if first is not None else None
+
+    def _create_admin(self, name: str) -> None:
+        """Django's createsuperuser: scripted when DJANGO_SUPERUSER_PASSWORD is set,
+        else asking for the password in a terminal."""
+        if os.environ.get("DJANGO_SUPERUSER_PASSWORD"):
+            email = None if os.environ.get("DJANGO_SUPERUSER_EMAIL") else f"{name}@localhost"
+            call_command("createsuperuser", interactive=False, username=name, email=email)
+        elif sys.stdin.isatty():
+            call_command("createsuperuser", interactive=True, username=name)
+        else:
+            raise CommandError(
+                f"--admin {name}: set DJANGO_SUPERUSER_PASSWORD (not in a terminal, "
+                "nobody can be asked for the password)"
+            )
 
     def _first_key(self) -> str:
         """A key for this machine when there is none yet; its secret, or "" if keys exist."""
