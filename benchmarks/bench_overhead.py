@@ -208,7 +208,9 @@ def wrk(
             "sys_ms": system / r["requests"] * 1e3}  # fmt: skip
 
 
-def start_gateway(workdir: Path, upstream_url: str) -> tuple[ServerProcess, str]:
+def start_gateway(
+    workdir: Path, upstream_url: str, module: str = "gateway.edge.server"
+) -> tuple[ServerProcess, str]:
     """A migrated, configured gateway, and a client API key for it."""
     data, env = workdir / "gateway", {"ENABLE_CLOUD_ROUTING": "1", "GATEWAY_LOG_LEVEL": "WARNING"}
     provider = {"name": "bench", "kind": "openai", "base_url": f"{upstream_url}/v1",
@@ -218,7 +220,7 @@ def start_gateway(workdir: Path, upstream_url: str) -> tuple[ServerProcess, str]
     manage(data, "migrate", "--noinput", **env)
     manage(data, "shell", "-c", _APPLY_SPEC, ROUTING_SPEC=json.dumps(spec), **env)
     secret = manage(data, "create_api_key", "bench", **env).split()[-1]  # printed last
-    server = gateway_server(data, **env)
+    server = gateway_server(data, module=module, **env)
     server.start()
     return server, secret
 
@@ -336,7 +338,7 @@ def run(args: argparse.Namespace, workdir: Path, servers: list[ServerProcess]) -
     servers.append(upstream)
     upstream.start()
     say("migrating, configuring routing and a client key, starting one daphne gateway process")
-    gateway, key = start_gateway(workdir, upstream.url)
+    gateway, key = start_gateway(workdir, upstream.url, args.server)
     servers.append(gateway)
     urls, n = [upstream.url, gateway.url], args.requests
     say(f"c=1 non-streaming: {n} requests per target after {args.warmup} warm-up, interleaved")
@@ -378,6 +380,13 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0, help="each c=32 wrk run")
     parser.add_argument("--profile", type=Path, help="py-spy: raw stacks here, and a summary")
     parser.add_argument("--profile-seconds", type=float, default=12.0)
+    parser.add_argument(
+        "--server",
+        choices=["gateway.edge.server", "daphne"],
+        default="gateway.edge.server",
+        help="how the gateway is served: daphne with the edge guard (as manage.py serve), "
+        "or bare daphne (to measure what the guard costs)",
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is needed for the c=32 figures: apt-get install -y wrk")

@@ -203,11 +203,15 @@ def prepare_gateway_data(
 _client_headers: dict[str, str] = {}
 
 
-def gateway_server(data_dir: Path, **extra_env: str) -> ServerProcess:
+def gateway_server(
+    data_dir: Path, *, module: str = "gateway.edge.server", **extra_env: str
+) -> ServerProcess:
+    """The gateway as `manage.py serve` starts it (daphne with the edge guard);
+    module="daphne" for bare daphne, to measure what the guard costs."""
     port = free_port()
-    argv = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port)]
+    argv = [sys.executable, "-m", module, "-b", "127.0.0.1", "-p", str(port)]
     return ServerProcess(
-        name="gateway (daphne)",
+        name=f"gateway ({module})",
         argv=[*argv, "gateway.asgi:application"],
         env=gateway_env(data_dir, **extra_env),
         log_path=data_dir / f"daphne-{port}.log",

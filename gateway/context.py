@@ -20,9 +20,9 @@ from typing import Any
 from django.http import HttpRequest
 
 from inference.errors import GatewayError
-from inference.types import Event, Finish, is_content
+from inference.types import Event, Finish, PromptUsage, is_content
 
-from . import auth
+from . import auth, scrub
 from .errors import Protocol
 
 logger = logging.getLogger(__name__)
@@ -53,19 +53,28 @@ class RequestContext:
     first_token_at: float | None = None
     finished: bool = False
     ended: float | None = None  # when finish() was called
+    # Set when a graceful shutdown cuts the request short (gateway.edge.drain).
+    interrupted: GatewayError | None = None
+    # Content events seen: the output tokens of a stream cut before its usage
+    # came (each upstream delta, and each local one, is about one token).
+    content_events: int = 0
 
     def observe(self, event: Event) -> None:
-        if self.first_token_at is None and is_content(event):
-            self.first_token_at = time.monotonic()
-        if isinstance(event, Finish):
+        if is_content(event):
+            self.content_events += 1
+            if self.first_token_at is None:
+                self.first_token_at = time.monotonic()
+        elif isinstance(event, Finish):
             self.input_tokens = event.usage.input_tokens
             self.output_tokens = event.usage.output_tokens
             self.cached_tokens = event.usage.cached_tokens
+        elif isinstance(event, PromptUsage):
+            self.input_tokens = event.input_tokens
 
     def fail(self, error: GatewayError, status: int) -> None:
         self.status = status
         self.error_type = error.code or error.kind
-        self.error_message = error.message
+        self.error_message = scrub.secrets(error.message)  # shown in the admin
         self.served = getattr(error, "served", None) or self.served
 
     @property

@@ -33,8 +33,9 @@ from django.http import HttpResponse
 from django.urls import ResolverMatch, get_resolver, set_script_prefix
 
 from . import context
-from .edge import checks
+from .edge import checks, drain
 from .edge.refusals import refuse
+from .errors import error_response
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +67,8 @@ class ApiHandler(ASGIHandler):
 
     async def handle(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         refusal = checks.host_refusal(scope) or checks.content_type_refusal(scope)
+        if refusal is None and drain.draining():
+            refusal = drain.shutting_down()
         if refusal is not None:
             await refuse(scope, send, refusal)
             return
@@ -73,12 +76,13 @@ class ApiHandler(ASGIHandler):
         if body is None:
             return  # the client left before its request was complete
         set_script_prefix(get_script_prefix(scope))
-        request, error_response = self.create_request(scope, body)
+        request, bad_request = self.create_request(scope, body)
         if request is None:
-            await self.send_response(error_response, send)
+            await self.send_response(bad_request, send)
             return
         view = asyncio.create_task(self._respond(request, send))
         listener = asyncio.create_task(self.listen_for_disconnect(receive))
+        drain.take_off(view, request)
         try:
             await asyncio.wait((view, listener), return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -87,11 +91,19 @@ class ApiHandler(ASGIHandler):
                 view.cancel()  # the client went away: stop the work done for it
             response = await _outcome(view)
             ctx = context.current(request)
+            if response is None and ctx is not None and ctx.interrupted is not None:
+                # Shut down before its answer started: a 503 in its envelope.
+                response = error_response(ctx.interrupted, ctx.protocol)
+                ctx.fail(ctx.interrupted, 503)
+                context.finish(ctx)
+                with contextlib.suppress(Exception):
+                    await self.send_response(response, send)
             if ctx is not None and not ctx.finished:
                 ctx.status, ctx.error_type = 499, "client_disconnected"
                 context.finish(ctx)
             if response is not None:
                 _close(response)
+            drain.land(view)
 
     async def _get_response_async(self, request: Any) -> Any:
         """Django's own, without what the API has none of: view and template

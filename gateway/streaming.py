@@ -54,9 +54,14 @@ async def _body(
         error = EngineError(f"stream failed: {type(exc).__name__}")
         ctx.fail(error, error.status)
         yield encoder.error(error)
-    except BaseException:  # the client went away (cancelled): recorded as such
-        ctx.status, ctx.error_type = 499, "client_disconnected"
-        raise
+    except BaseException:
+        if ctx.interrupted is None:  # the client went away (cancelled): recorded as such
+            ctx.status, ctx.error_type = 499, "client_disconnected"
+            raise
+        # A graceful shutdown's grace is over: say so in-band, then end the stream.
+        ctx.fail(ctx.interrupted, 503)
+        ctx.output_tokens = ctx.output_tokens or ctx.content_events
+        yield encoder.error(ctx.interrupted)
     finally:
         await events.aclose()  # type: ignore[attr-defined]
         finish(ctx)

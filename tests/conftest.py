@@ -137,7 +137,7 @@ class LiveServer:
     def start(self) -> None:
         log = open(self.data_dir / f"daphne-{self.port}.log", "wb")  # noqa: SIM115
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port),
+            [sys.executable, "-m", "gateway.edge.server", "-b", "127.0.0.1", "-p", str(self.port),
              "gateway.asgi:application"],
             cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip

@@ -10,7 +10,9 @@ unknown or missing key leaves no row: anonymous floods must not fill the log.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Coroutine
 from typing import Any
 
 import orjson
@@ -35,6 +37,16 @@ def endpoint_for(path: str) -> str:
     if path.startswith("/v1/models"):
         return "models"
     return _ENDPOINTS.get(path.rstrip("/"), "other")
+
+
+_background: set[asyncio.Task[None]] = set()
+
+
+def in_background(work: Coroutine[Any, Any, None]) -> None:
+    """Run the bookkeeping of a refusal made outside the event loop's coroutines."""
+    task = asyncio.ensure_future(work)
+    _background.add(task)
+    task.add_done_callback(_background.discard)
 
 
 def count(reason: str, status: int) -> None:

@@ -101,10 +101,11 @@ class Command(BaseCommand):
         if options["dry_run"]:
             return
         sys.stdout.flush()
+        # daphne with the edge guard and the graceful drain (gateway.edge.server).
         argv = [
             sys.executable,
             "-m",
-            "daphne",
+            "gateway.edge.server",
             "-b",
             host,
             "-p",
