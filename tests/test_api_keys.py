@@ -21,6 +21,7 @@ import openai
 import pytest
 
 from .conftest import ROOT, LiveServer, make_api_keys, server_env, start_together
+from .data_templates import TEMPLATES
 
 pytestmark = pytest.mark.e2e
 
@@ -281,6 +282,7 @@ def test_limits_hold_across_two_gateway_processes_through_redis(
 
 def test_serve_creates_a_local_key_once_and_prints_it(tmp_path: Path) -> None:
     env = server_env(tmp_path, GATEWAY_REQUIRE_API_KEYS="1")
+    TEMPLATES.copy("migrated", tmp_path)  # what serve's migrate makes, without the wait
     run = [sys.executable, "manage.py", "serve", "--dry-run", "--no-demo", "--port", "8124"]
     first = subprocess.run(run, cwd=ROOT, env=env, capture_output=True, text=True, check=True,
                            timeout=300).stdout  # fmt: skip

@@ -236,7 +236,12 @@ async def test_one_load_per_model_and_failures_reach_every_waiter(
     broken = ModelSpec("broken", str(tmp_path / "empty"))
     try:
         waiters = [asyncio.create_task(_lease_once(engine, broken)) for _ in range(3)]
-        await asyncio.sleep(0.2)
+        # One turn of the loop: each waiter has joined the load (synchronously, in
+        # its first step); then the loader is held until all of them wait on it.
+        await asyncio.sleep(0)
+        deadline = time.monotonic() + 5
+        while calls != ["broken"] and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
         gate.set()
         results = await asyncio.gather(*waiters, return_exceptions=True)
         assert calls == ["broken"]
@@ -268,14 +273,20 @@ async def test_lru_eviction_never_evicts_a_model_in_use(demo_model_path: Path) -
         assert await _lease_once(engine, b) == "b"
         assert engine.stats().resident_models == ["b"]
 
-        # Waiting works too: b is held briefly, then a gets its slot.
+        # Waiting works too: b is held until a waits for a slot, then a gets it.
+        release = asyncio.Event()
+
         async def hold_b() -> None:
             async with engine.lease(b):
-                await asyncio.sleep(0.15)
+                await release.wait()
 
         holder = asyncio.create_task(hold_b())
-        await asyncio.sleep(0.02)
-        assert await _lease_once(engine, a) == "a"
+        await asyncio.sleep(0)  # b is leased (in the holder's first step)
+        waiting = asyncio.create_task(_lease_once(engine, a))
+        await asyncio.sleep(0)  # a found no free slot and waits
+        assert not waiting.done()
+        release.set()
+        assert await waiting == "a"
         await holder
         assert engine.stats().resident_models == ["a"]
     finally:
