@@ -3,23 +3,29 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlencode
 
 from django import forms
 from django.conf import settings
 from django.contrib import admin
+from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
-from django.urls import path
+from django.urls import path, reverse
+from django.utils.decorators import method_decorator
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
+from django.views.decorators.http import require_POST
 
 from . import route_tester, selectors
 from .admin_chain import NamesChainsOnBlockedDelete, TargetInline
 from .admin_links import log_url
+from .health import RECENT_MINUTES
 from .local_state import has_model_folder, local_state
-from .models import BackendMapping, LocalModel, RoutingSwitch
+from .models import BackendMapping, LocalModel, Provider, RoutingSwitch
+from .services_health import reset_breaker
 
 # The gateway has no public site: Django's "View site" link would lead to a 404.
 admin.site.site_url = None
@@ -93,7 +99,35 @@ class BackendMappingAdmin(admin.ModelAdmin):
 
     def get_urls(self) -> list[Any]:
         tester = self.admin_site.admin_view(self.route_tester_view)
-        return [path("route-tester/", tester, name="routing_route_tester"), *super().get_urls()]
+        reset = self.admin_site.admin_view(self.reset_breaker_view)
+        return [
+            path("route-tester/", tester, name="routing_route_tester"),
+            path("route-tester/reset-breaker/", reset, name="routing_reset_breaker"),
+            *super().get_urls(),
+        ]
+
+    @method_decorator(require_POST)
+    def reset_breaker_view(self, request: HttpRequest) -> HttpResponse:
+        """Close a breaker of a hop the route tester showed; kept in the history of
+        the provider or local model it belongs to (the audit log)."""
+        model, name = request.POST.get("model", ""), request.POST.get("breaker", "")
+        snapshot = selectors.load_snapshot()
+        route = snapshot.table.resolve(model)
+        position = request.POST.get("position", "")
+        chain = route.chain if route else ()
+        if not position.isdigit() or int(position) >= len(chain):
+            raise Http404("no such target in this route")
+        hop = chain[int(position)]
+        if name not in dict(route_tester.hop_breakers(hop, snapshot)):
+            raise Http404("no such breaker for this target")
+        owner_model = LocalModel if hop.target.kind == "local" else Provider
+        owner = owner_model.objects.get(name=hop.target.name)
+        if not self.admin_site.get_model_admin(owner_model).has_change_permission(request, owner):
+            raise PermissionDenied
+        before = reset_breaker(name, hop, snapshot)
+        self.log_change(request, owner, f"Reset the circuit breaker {name} (was {before}).")
+        self.message_user(request, f"Breaker {name} reset (it was {before}).")
+        return redirect(f"{reverse('admin:routing_route_tester')}?{urlencode({'model': model})}")
 
     def route_tester_view(self, request: HttpRequest) -> HttpResponse:
         name = request.GET.get("model", "").strip()
@@ -103,6 +137,7 @@ class BackendMappingAdmin(admin.ModelAdmin):
             "opts": self.model._meta,
             "model_name": name,
             "result": route_tester.explain(name) if name else None,
+            "recent_minutes": RECENT_MINUTES,
         }
         return TemplateResponse(request, "admin/routing/route_tester.html", context)
 

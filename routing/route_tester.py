@@ -1,4 +1,6 @@
-"""What the admin's route tester shows: the match, the chain, each target's health."""
+"""What the admin's route tester shows: the match, the chain, and per target one
+health truth: its breakers (as the request path sees them), what its recent
+attempts did (every process, from the log), and a live probe."""
 
 from __future__ import annotations
 
@@ -7,10 +9,15 @@ from dataclasses import dataclass
 from asgiref.sync import async_to_sync
 
 from . import selectors
+from .backends import breaker_name, breaker_settings
+from .breakers import breakers
+from .health import Recent, ever_contacted, recent_attempts
 from .local_state import local_state
 from .probes import ProbeResult, probe_providers
 from .resolution import Hop, Route, Verdict
 from .selectors import Snapshot
+
+FAILING_RATE = 0.5  # recent attempts failing this often: traffic is moving elsewhere
 
 
 @dataclass(frozen=True)
@@ -20,7 +27,11 @@ class HopReport:
     kind: str
     model: str
     healthy: bool
-    health: str
+    health: str  # the verdict, in words
+    breakers: list[tuple[str, str]]  # (breaker, state): the deployment's, the provider's
+    recent: Recent | None  # None: no attempt in the window
+    never_contacted: bool
+    probe: str  # the live check: a local model's state, or a provider's model listing
 
 
 @dataclass(frozen=True)
@@ -41,7 +52,8 @@ def explain(requested: str) -> Explanation:
     # time limit once, not once per hop in a row.
     providers = {h.target.name for h in chain if h.target.kind == "provider"}
     probes = async_to_sync(_probe_all)(snapshot, sorted(providers))
-    hops = [_report(i, hop, snapshot, probes) for i, hop in enumerate(chain)]
+    recent = recent_attempts() if chain else {}
+    hops = [_report(i, hop, snapshot, probes, recent) for i, hop in enumerate(chain)]
     return Explanation(requested, route, table.verdicts(requested), hops, table.cloud_routing)
 
 
@@ -50,20 +62,65 @@ async def _probe_all(snapshot: Snapshot, names: list[str]) -> dict[str, ProbeRes
     return dict(zip(names, results, strict=True))
 
 
+def hop_breakers(hop: Hop, snapshot: Snapshot) -> list[tuple[str, str]]:
+    """The deployment's breaker and, for a provider, the provider's own (when it
+    is another one): read only, through the breakers' public state()."""
+    config = breaker_settings(hop, snapshot)
+    names = [breaker_name(hop)]
+    if hop.target.kind == "provider" and hop.target.name not in names:
+        names.append(hop.target.name)
+    box = breakers()
+    return [(name, box.state(name, config)) for name in names]
+
+
 def _report(
-    position: int, hop: Hop, snapshot: Snapshot, probes: dict[str, ProbeResult]
+    position: int,
+    hop: Hop,
+    snapshot: Snapshot,
+    probes: dict[str, ProbeResult],
+    recent_by: dict[str, Recent],
 ) -> HopReport:
     target, model = hop.target, hop.model
+    deployment = f"{breaker_prefix(hop)}/{model}"
+    recent = recent_by.get(deployment)
+    never = recent is None and not ever_contacted(deployment)
+    states = hop_breakers(hop, snapshot)
     if target.kind == "local":
         state = local_state(snapshot.local_models[target.name])
-        name = f"local model {target.name}"
-        return HopReport(position, name, "local", model, state.usable, state.label)
-    provider = snapshot.providers[target.name]
-    result = probes[target.name]
-    if result.ok:
-        health = f"reachable, key accepted ({result.latency_ms:.0f} ms)"
+        label, probe_ok, probe = f"local model {target.name}", state.usable, state.label
     else:
-        health = f"unhealthy: {result.error}" + (
-            f" (HTTP {result.status})" if result.status else ""
+        result = probes[target.name]
+        label, probe_ok = f"provider {target.name}", result.ok
+        status = f" (HTTP {result.status})" if result.status else ""
+        probe = (
+            f"models listed, key accepted ({result.latency_ms:.0f} ms)"
+            if result.ok
+            else f"probe failed: {result.error}{status}"
         )
-    return HopReport(position, f"provider {target.name}", provider.kind, model, result.ok, health)
+    healthy, health = verdict(states, recent, never, probe_ok)
+    kind = "local" if target.kind == "local" else snapshot.providers[target.name].kind
+    return HopReport(position, label, kind, model, healthy, health, states, recent, never, probe)
+
+
+def breaker_prefix(hop: Hop) -> str:
+    """How attempt trails name the hop's backend: "local:<model>" or the provider."""
+    return f"local:{hop.target.name}" if hop.target.kind == "local" else hop.target.name
+
+
+def verdict(
+    states: list[tuple[str, str]], recent: Recent | None, never: bool, probe_ok: bool
+) -> tuple[bool, str]:
+    """One answer to "will requests use it?", the breakers first: an open one is
+    skipped by every request, whatever a probe says."""
+    opened = [name for name, state in states if state == "open"]
+    if opened:
+        return False, f"breaker open ({', '.join(opened)}): requests skip it"
+    if any(state == "half-open" for _, state in states):
+        return False, "breaker half-open: one probe request decides"
+    if recent is not None and recent.error_rate is not None and recent.error_rate >= FAILING_RATE:
+        return False, f"failing: {recent.failures} of its last {recent.tried} attempts failed"
+    if not probe_ok:
+        return False, "not reachable now (see the probe)"
+    if never:
+        return True, "never contacted: no request has tried it yet"
+    return True, "healthy"

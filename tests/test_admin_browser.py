@@ -10,7 +10,7 @@ import openai
 import pytest
 from playwright.sync_api import Page, expect, sync_playwright
 
-from .conftest import LiveServer, fake_upstream, routed_gateway, run_in_shell
+from .conftest import LiveServer, configure_routing, fake_upstream, routed_gateway, run_in_shell
 from .test_dashboard_browser import CHROMIUM, CHROMIUM_ARGS, PASSWORD, USER, make_admin
 
 pytestmark = pytest.mark.e2e
@@ -19,7 +19,8 @@ WIDTH = 1400
 
 SPEC = {
     "providers": [{"name": "cloud", "kind": "openai", "base_url": "http://127.0.0.1:9/v1",
-                   "key": "sk-browser-cloud-0001", "max_retries": 0}],
+                   "key": "sk-browser-cloud-0001", "max_retries": 0, "breaker_fail_max": 2,
+                   "breaker_reset_timeout": 600.0}],
     "mappings": [{"pattern": "gpt-*", "chain": [{"provider": "cloud"}, {"local": "demo"}]}],
 }  # fmt: skip
 
@@ -180,3 +181,28 @@ def test_the_dashboard_shows_the_last_hour_per_backend(gateway: LiveServer, page
     expect(page.locator("#chart-rps polyline")).to_have_count(1)
     page.select_option("#history-backend", "local:demo")
     assert float(page.locator("#peak-rps").inner_text()) > 0
+
+
+def test_the_route_tester_shows_an_open_breaker_and_resets_it(
+    gateway: LiveServer, page: Page
+) -> None:
+    # A mapping of its own, the (unreachable) provider first: whatever other tests did.
+    configure_routing(gateway, {"mappings": [
+        {"pattern": "o1-*", "chain": [{"provider": "cloud"}, {"local": "demo"}]}]})  # fmt: skip
+    client = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key="sk-any", max_retries=0)
+    page.goto(f"{gateway.url}/admin/routing/backendmapping/route-tester/?model=o1-x")
+    primary = page.locator("#route-chain tr.hop").first
+    expect(primary.locator(".verdict")).not_to_contain_text("breaker open")
+    for _ in range(3):  # each fails on the provider, then the local model answers
+        client.chat.completions.create(
+            model="o1-x", messages=[{"role": "user", "content": "Hi"}], max_tokens=2
+        )
+    page.reload()
+    expect(primary.locator(".verdict")).to_contain_text("breaker open")
+    expect(primary.locator(".recent")).to_contain_text("failed")
+    expect(primary.locator(".probe")).to_contain_text("probe failed")
+    while primary.locator("input.reset-breaker").count():
+        primary.locator("input.reset-breaker").first.click()
+        expect(page.locator(".messagelist")).to_contain_text("reset (it was open)")
+    expect(primary.locator(".verdict")).not_to_contain_text("breaker open")
+    expect(primary.locator(".breakers")).not_to_contain_text("open")
