@@ -15,7 +15,7 @@ from ..types import ChatRequest, ChatResult, Event, Finish, PromptUsage, Usage
 from .engine import Engine, GenerationParams
 from .model import LoadedModel, ModelSpec
 from .output import OutputParser
-from .prompt import template_messages, template_tools
+from .prompt import check_size, template_messages, template_tools
 
 _FINISH = {"stop": "stop", "length": "length", "stop_sequence": "stop_sequence"}
 
@@ -103,6 +103,14 @@ class LocalBackend:
             )
         if choice is not None and choice.mode == "none":
             tools = None
+        check_size(
+            messages,
+            tools,
+            model_name=self.spec.name,
+            context_length=model.context_length,
+            longest=model.longest_token,
+            generating=generating,
+        )
         # Templates are Jinja and tokenizing is CPU work: keep both off the loop.
         try:
             thinking = request.reasoning.enabled if request.reasoning is not None else None

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .prompt import longest_token
+
 logger = logging.getLogger(__name__)
 
 
@@ -39,6 +41,8 @@ class LoadedModel:
         self.eos_token_ids = frozenset(tokenizer.eos_token_ids)
         self.has_tool_calling = bool(getattr(tokenizer, "has_tool_calling", False))
         self.has_thinking = bool(getattr(tokenizer, "has_thinking", False))
+        # For the size checks made before tokenizing (inference.local.prompt).
+        self.longest_token = longest_token(tokenizer)
         self.generator: Any = None
         self.leases = 0
         self.last_used = time.monotonic()

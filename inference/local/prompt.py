@@ -1,11 +1,12 @@
-"""Internal messages -> the message dicts that Hugging Face chat templates expect."""
+"""Internal messages -> the message dicts that Hugging Face chat templates expect,
+and the size checks made on them before anything is tokenized."""
 
 from __future__ import annotations
 
 import json
 from typing import Any
 
-from ..errors import UnsupportedFeature
+from ..errors import ContextLengthExceeded, PayloadTooLarge, UnsupportedFeature
 from ..types import (
     ImagePart,
     Message,
@@ -65,6 +66,50 @@ def template_messages(messages: list[Message], model_name: str) -> list[dict[str
                 entry["tool_calls"] = tool_calls
             out.append(entry)
     return out
+
+
+# Tokenizing costs about 250 bytes of memory per character of prompt (a 19 MiB
+# prompt peaked at 5 GB): no prompt longer than this is tokenized, for a count
+# or a generation (413). Far more than any local model's context holds.
+MAX_TOKENIZE_CHARS = 1 << 20
+
+
+def longest_token(tokenizer: Any) -> int:
+    """Characters of the vocabulary's longest entry: no token stands for more
+    text (a byte-level entry is one character per byte; special tokens count)."""
+    try:
+        vocab = tokenizer.get_vocab()
+    except Exception:  # a tokenizer without a vocabulary: no bound from it
+        return 1 << 30
+    return max((len(entry) for entry in vocab), default=1 << 30) or 1
+
+
+def check_size(
+    messages: list[dict[str, Any]],
+    tools: list[dict[str, Any]] | None,
+    *,
+    model_name: str,
+    context_length: int,
+    longest: int,
+    generating: bool,
+) -> None:
+    """Refuse, before tokenizing, a prompt too large to tokenize (413) or, when
+    generating, one that cannot fit the context whatever its tokens: it has at
+    least characters / longest-token tokens."""
+    chars = sum(len(m["content"]) for m in messages) + (len(json.dumps(tools)) if tools else 0)
+    chars += sum(len(json.dumps(m["tool_calls"])) for m in messages if "tool_calls" in m)
+    if chars > MAX_TOKENIZE_CHARS:
+        raise PayloadTooLarge(
+            f"the prompt has {chars} characters; local model {model_name!r} tokenizes at "
+            f"most {MAX_TOKENIZE_CHARS}",
+        )
+    at_least = chars // longest
+    if generating and at_least >= context_length:
+        raise ContextLengthExceeded(
+            f"the prompt is at least {at_least} tokens; model {model_name!r} has a context "
+            f"of {context_length} tokens",
+            param="messages",
+        )
 
 
 def template_tools(tools: list[ToolSpec]) -> list[dict[str, Any]]:
