@@ -56,14 +56,14 @@ class RequestLogAdmin(admin.ModelAdmin):
     show_facets = admin.ShowFacets.NEVER  # a count per filter choice: a scan each
     change_list_template = "admin/routing/requestlog/change_list.html"
     fieldsets = (
-        (None, {"fields": ("created_at", "key_link", "protocol", "endpoint", "stream")}),
+        (None, {"fields": ("created_at", "key_link", "protocol", "endpoint", "streamed")}),
         ("Route", {"fields": ("requested_model", "mapping_link", "backend_link",
                               "served_model", "attempts", "fallbacks", "attempt_trail")}),
         ("Outcome", {"fields": ("status", "error_type", "error_message", "input_tokens",
                                 "output_tokens", "cached_tokens", "cost", "latency_ms",
                                 "ttft_ms")}),
     )  # fmt: skip
-    readonly_fields = ("key_link", "mapping_link", "backend_link")
+    readonly_fields = ("key_link", "mapping_link", "backend_link", "streamed")
 
     # The log is a record: it is written by the gateway and pruned by retention only.
     def has_add_permission(self, request: HttpRequest) -> bool:
@@ -119,6 +119,10 @@ class RequestLogAdmin(admin.ModelAdmin):
     @admin.display(description="TTFT", ordering="ttft_ms")
     def ttft(self, obj: RequestLog) -> str:
         return _ms(obj.ttft_ms)
+
+    @admin.display(description="streamed")
+    def streamed(self, obj: RequestLog) -> str:
+        return "yes" if obj.stream else "no"  # words: a red cross would read as an error
 
     @admin.display(description="cost (USD)", ordering="cost")
     def cost_usd(self, obj: RequestLog) -> str:

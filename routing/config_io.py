@@ -282,6 +282,10 @@ class _Planner:
             self.problems.append(f"{where}: expected a list of at least one target (the primary)")
             return
         links = [link for j, item in enumerate(items) if (link := self.link(f"{where}[{j}]", item))]
+        targets = [link[:3] for link in links]
+        for j, target in enumerate(targets):
+            if target in targets[:j]:  # as in the admin: a second try adds only time
+                self.problems.append(f"{where}: {_show([links[j]])} is in the chain twice")
         if mapping is None:
             return
         old = [_link_of(t) for t in mapping.targets.all()] if mapping.pk else []

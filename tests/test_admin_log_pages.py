@@ -64,6 +64,8 @@ def test_the_row_page_adds_the_error_and_links_what_the_row_names(
     page = admin_client.get(f"{LOG}{local.pk}/change/").content.decode()
     assert f'href="/admin/routing/localmodel/{demo.pk}/change/">local:demo</a>' in page
     assert "no mapping: the local model of that name" in page
+    streamed = page[page.index('class="form-row field-streamed"'):][:400]
+    assert ">no<" in streamed and "icon-no" not in streamed  # a word, not a red cross
 
 
 def test_a_mapping_links_to_the_requests_it_routed(admin_client: Client) -> None:

@@ -197,6 +197,7 @@ def test_prices_travel_in_the_yaml(demo_model_path: Path) -> None:
 
     again = import_document(load_yaml(dump_yaml(exported)), {}, dry_run=True)
     assert again.changes == []  # a round trip changes nothing
+    document["mappings"][0]["chain"].append({"provider": "cloud", "model": "gpt-4o"})
     document["mappings"][0]["chain"][2]["input_price"] = 1
     document["mappings"][0]["chain"][0]["output_price"] = -1
     with pytest.raises(Exception) as failed:
@@ -204,3 +205,20 @@ def test_prices_travel_in_the_yaml(demo_model_path: Path) -> None:
     problems = "\n".join(getattr(failed.value, "problems", [str(failed.value)]))
     assert "mappings[0].chain[2]: only provider targets take a model name and prices" in problems
     assert "mappings[0].chain[0].output_price: expected a number, at least 0" in problems
+    assert "mappings[0].chain: cloud:gpt-4o is in the chain twice" in problems
+
+
+@pytest.mark.django_db
+def test_create_api_key_takes_budgets() -> None:
+    import io
+
+    from django.core.management import call_command
+
+    from routing.models import ApiKey
+
+    out = io.StringIO()
+    call_command("create_api_key", "ci", "--budget-day", "2.50", "--budget-month", "40",
+                 stdout=out)  # fmt: skip
+    key = ApiKey.objects.get(name="ci")
+    assert (key.budget_per_day, key.budget_per_month) == (Decimal("2.50"), Decimal("40"))
+    assert "2.50 USD/day, 40 USD/month" in out.getvalue()

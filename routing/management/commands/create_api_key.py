@@ -43,6 +43,8 @@ class Command(BaseCommand):
         parser.add_argument(
             "--expires-days", type=_positive, help="expires after N days (default: never)"
         )
+        parser.add_argument("--budget-day", help="USD per UTC day (default: none)")
+        parser.add_argument("--budget-month", help="USD per calendar month (default: none)")
 
     def handle(self, *args: Any, **options: Any) -> None:
         days = options["expires_days"]
@@ -53,6 +55,8 @@ class Command(BaseCommand):
                 requests_per_minute=options["rpm"],
                 tokens_per_minute=options["tpm"],
                 expires_at=timezone.now() + timedelta(days=days) if days else None,
+                budget_per_day=options["budget_day"],
+                budget_per_month=options["budget_month"],
             )
         except ValidationError as exc:
             raise CommandError("; ".join(exc.messages)) from None
@@ -61,6 +65,8 @@ class Command(BaseCommand):
             for part in (
                 f"{key.requests_per_minute} requests/min" if key.requests_per_minute else "",
                 f"{key.tokens_per_minute} tokens/min" if key.tokens_per_minute else "",
+                f"{key.budget_per_day} USD/day" if key.budget_per_day else "",
+                f"{key.budget_per_month} USD/month" if key.budget_per_month else "",
             )
             if part
         )
