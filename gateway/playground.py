@@ -39,9 +39,9 @@ def page(request: HttpRequest) -> HttpResponse:
     from django.contrib import admin
 
     each_context = admin.site.each_context(request)
-    table = selectors.snapshot().table
-    names = sorted(set(selectors.snapshot().local_models) | {
-        m.pattern for m in table.mappings if not any(c in m.pattern for c in "*?[")
+    snapshot = selectors.snapshot()
+    names = sorted(set(snapshot.local_models) | {
+        m.pattern for m in snapshot.table.mappings if not any(c in m.pattern for c in "*?[")
     })  # fmt: skip
     keys = ApiKey.objects.filter(enabled=True).only("id", "name", "prefix").order_by("name")
     context_ = {**each_context, "title": "Playground", "models": names, "keys": keys}
