@@ -75,7 +75,7 @@ class RequestContext:
         self.status = status
         self.error_type = error.code or error.kind
         self.error_message = scrub.secrets(error.message)  # shown in the admin
-        self.served = getattr(error, "served", None) or self.served
+        self.served = error.served or self.served
 
     @property
     def latency_ms(self) -> float:

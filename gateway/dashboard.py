@@ -99,6 +99,8 @@ def row_of(ctx: RequestContext) -> dict[str, Any]:
         "backend": served.backend if served is not None else "",
         "served_model": served.model[:200] if served is not None else "",
         "fallbacks": served.fallbacks if served is not None else 0,
+        "continuations": served.continuations if served is not None else 0,
+        "served_by": " -> ".join(served.parts) if served is not None else "",
         "status": ctx.status,
         "error": ctx.error_type,
         "stream": ctx.stream,

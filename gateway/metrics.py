@@ -79,7 +79,14 @@ UPSTREAM_ERRORS = Counter(
 )
 FALLBACKS = Counter(
     "gateway_fallbacks",
-    "Backends a request moved past before it was answered (or gave up).",
+    "Changes of target (provider and model, or local model) in a request's chain walk, "
+    "continuations included.",
+    ["model"],
+    registry=REGISTRY,
+)
+CONTINUATIONS = Counter(
+    "gateway_continuations",
+    "Streams broken off mid-answer and finished by another target.",
     ["model"],
     registry=REGISTRY,
 )
@@ -162,6 +169,10 @@ def record(ctx: RequestContext) -> None:
             child(UPSTREAM_ERRORS, attempt.backend, _outcomes(outcome_label(attempt.outcome))).inc()
     if served.fallbacks:
         child(FALLBACKS, model).inc(served.fallbacks)
+    if served.continuations:
+        child(CONTINUATIONS, model).inc(served.continuations)
+    if served.malformed_events:
+        child(UPSTREAM_ERRORS, served.backend, "malformed_event").inc(served.malformed_events)
 
 
 def outcome_label(outcome: str) -> str:

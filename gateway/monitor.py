@@ -11,9 +11,8 @@ import logging
 from dataclasses import dataclass
 
 from routing import selectors
-from routing.backends import breaker_name, breaker_settings
+from routing.backends import deployments
 from routing.breakers import breakers
-from routing.resolution import Hop, Target
 
 logger = logging.getLogger(__name__)
 
@@ -29,7 +28,9 @@ class BackendState:
 
 
 def backend_states() -> list[BackendState]:
-    """Every enabled backend and every breaker this process has used, with its state."""
+    """Every breaker the routing names (one per deployment: provider + upstream
+    model, or local model; and each provider's own) and every breaker this process
+    has used, with its state."""
     box = breakers()
     seen = box.states()  # includes backends disabled since they were last used
     found: dict[str, BackendState] = {}
@@ -39,16 +40,16 @@ def backend_states() -> list[BackendState]:
         logger.warning("backend states: routing snapshot unavailable", exc_info=True)
         snapshot = None
     if snapshot is not None:
-        targets = [Target("local", name) for name in snapshot.local_models]
-        targets += [Target("provider", name) for name in snapshot.providers]
-        for target in targets:
-            hop = Hop(target, target.name)
-            name = breaker_name(hop)
+        for name, (kind, config) in deployments(snapshot).items():
             # With the request path's own settings, so reading never changes a breaker.
-            state = seen.get(name) or box.state(name, breaker_settings(hop, snapshot))
-            found[name] = BackendState(name, target.kind, state)
+            state = seen.get(name) or box.state(name, config)
+            found[name] = BackendState(name, _kind(kind), state)
     for name, state in seen.items():
         if name not in found:
             kind = "local" if name.startswith("local:") else "provider"
             found[name] = BackendState(name, kind, state)
     return [found[name] for name in sorted(found)]
+
+
+def _kind(kind: str) -> str:
+    return "local" if kind == "local" else "provider"

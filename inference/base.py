@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from .types import (
@@ -22,6 +23,19 @@ from .types import (
 )
 
 
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    """What a backend can do, declared rather than probed, so routing can decide
+    before it asks (say, which target may continue a broken stream)."""
+
+    streaming: bool = True
+    # Continues a trailing assistant message instead of answering after it.
+    prefill: bool = False
+    count_tokens: bool = False  # an exact count of its own (else: an estimate)
+    images: bool = True
+    tools: bool = True
+
+
 @runtime_checkable
 class Backend(Protocol):
     """A place that can answer a chat request.
@@ -29,13 +43,17 @@ class Backend(Protocol):
     `stream` is an async generator of events ending with exactly one `Finish`;
     closing it early (client gone) must release whatever it holds upstream.
     Failures are raised as `inference.errors.GatewayError` subclasses.
+    `count_tokens` is called only when `capabilities.count_tokens` says so.
     """
 
     name: str
+    capabilities: Capabilities
 
     def stream(self, request: ChatRequest) -> AsyncIterator[Event]: ...
 
     async def complete(self, request: ChatRequest) -> ChatResult: ...
+
+    async def count_tokens(self, request: ChatRequest) -> int: ...
 
 
 class ResultBuilder:

@@ -6,6 +6,8 @@ They carry what the HTTP layer needs (a status and a kind) but no wire format:
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class GatewayError(Exception):
     """Base class: something the client should be told about, with a status."""
@@ -13,6 +15,9 @@ class GatewayError(Exception):
     status: int = 500
     kind: str = "api_error"  # one of ErrorKind in gateway.errors
     code: str | None = None
+    retry_after: float | None = None  # seconds, when the caller may try again
+    # A routing failure carries its walk (routing.served.Served) to the request log.
+    served: Any = None
 
     def __init__(
         self,

@@ -108,6 +108,9 @@ class ChatRequest:
     raw: dict[str, Any] | None = field(default=None, repr=False)
     # Client headers an upstream of the same protocol needs too (anthropic-beta).
     headers: dict[str, str] = field(default_factory=dict)
+    # The gateway continues a stream another target broke off: the last message
+    # is the answer so far (an assistant prefill), to be continued, not answered.
+    continuation: bool = False
 
 
 @dataclass(slots=True)
@@ -169,7 +172,28 @@ class WireEvent:
     data: bytes
 
 
-Event = TextDelta | ThinkingDelta | ToolCallDelta | PromptUsage | Finish | WireEvent
+@dataclass(slots=True)
+class Continued:
+    """Another target takes over a stream broken off mid-answer; what follows
+    continues the same answer. Protocol encoders leave passthrough here (the
+    new upstream's own framing must not reach the client) and keep the
+    stream's id and open content block."""
+
+    backend: str
+
+
+@dataclass(slots=True)
+class MalformedEvent:
+    """An upstream stream event that could not be parsed and was skipped (the
+    stream goes on). Routing counts it and never passes it to an encoder."""
+
+    detail: str
+
+
+Event = (
+    TextDelta | ThinkingDelta | ToolCallDelta | PromptUsage | Finish | WireEvent | Continued
+    | MalformedEvent
+)  # fmt: skip
 
 
 @dataclass(slots=True)

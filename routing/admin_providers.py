@@ -23,6 +23,7 @@ from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_POST
 
 from .admin_chain import NamesChainsOnBlockedDelete
+from .backends import deployment_breakers
 from .crypto import fernet
 from .models import MIN_KEY_FOR_SUFFIX, Provider
 from .probes import describe, probe_provider, probe_providers
@@ -114,19 +115,30 @@ class ProviderAdmin(NamesChainsOnBlockedDelete, admin.ModelAdmin):
     list_filter = ("kind", "enabled")
     search_fields = ("name", "base_url", "description")
     actions = ["test_connection"]
-    readonly_fields = ("api_key_status",)
+    readonly_fields = ("api_key_status", "breaker_states")
     change_form_template = "admin/routing/provider/change_form.html"
     fieldsets = (
         (None, {"fields": ("name", "kind", "base_url", "enabled", "description")}),
         ("API key", {"fields": ("api_key_status", "api_key_input", "clear_api_key",
                                 "pending_api_key")}),
-        ("Requests", {"fields": ("extra_headers",)}),
+        ("Requests", {"fields": ("extra_headers", "accepts_prefill")}),
         ("Timeouts (seconds)", {"fields": ("connect_timeout", "first_byte_timeout",
-                                           "stream_idle_timeout", "total_timeout")}),
+                                           "first_token_timeout", "stream_idle_timeout",
+                                           "total_timeout")}),
         ("Retries and circuit breaker", {"fields": ("max_retries", "retry_backoff",
                                                     "retry_after_cap", "breaker_fail_max",
-                                                    "breaker_reset_timeout")}),
+                                                    "breaker_reset_timeout",
+                                                    "breaker_states")}),
     )  # fmt: skip
+
+    @admin.display(description="Breakers now")
+    def breaker_states(self, obj: Provider | None) -> str:
+        """One breaker per deployment (this provider + an upstream model), and the
+        provider's own, which only connection failures open."""
+        if obj is None or not obj.pk:
+            return "-"
+        states = deployment_breakers(obj.name)
+        return ", ".join(f"{name}: {state}" for name, state in states) or "none used yet"
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Provider]:
         return super().get_queryset(request).select_related("credential")

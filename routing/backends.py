@@ -13,9 +13,9 @@ from inference.cloud.config import ProviderConfig
 from inference.cloud.openai import OpenAIBackend
 from inference.errors import ModelNotFound
 
-from .breakers import BreakerSettings
+from .breakers import BreakerSettings, Gate, breakers
 from .models import LocalModel, provider_config
-from .resolution import Hop
+from .resolution import Hop, Target
 
 if TYPE_CHECKING:
     from inference.local.backend import LocalBackend
@@ -51,7 +51,9 @@ def get_engine() -> Engine:
 def local_backend(model: LocalModel) -> LocalBackend:
     from inference.local.backend import LocalBackend
 
-    return LocalBackend(get_engine(), model.spec(), model.defaults())
+    return LocalBackend(
+        get_engine(), model.spec(), model.defaults(), prefill=model.accepts_prefill
+    )
 
 
 def config_for(snapshot: Snapshot, name: str) -> ProviderConfig:
@@ -87,7 +89,22 @@ def breaker_settings(hop: Hop, snapshot: Snapshot) -> BreakerSettings:
 
 
 def breaker_name(hop: Hop) -> str:
-    return f"local:{hop.target.name}" if hop.target.kind == "local" else hop.target.name
+    """The deployment's breaker: one per provider + upstream model, one per local model."""
+    if hop.target.kind == "local":
+        return f"local:{hop.target.name}"
+    return f"{hop.target.name}/{hop.model}"
+
+
+def gate_for(hop: Hop, snapshot: Snapshot) -> Gate:
+    provider = None if hop.target.kind == "local" else hop.target.name
+    return Gate(breakers(), breaker_settings(hop, snapshot), breaker_name(hop), provider)
+
+
+def first_token_timeout(hop: Hop, snapshot: Snapshot) -> float:
+    """Request to first content token (a local model's load included)."""
+    if hop.target.kind == "local":
+        return float(settings.GATEWAY_LOCAL_FIRST_TOKEN_TIMEOUT)
+    return config_for(snapshot, hop.target.name).timeouts.first_token
 
 
 def preload_local_models() -> None:
@@ -95,3 +112,36 @@ def preload_local_models() -> None:
     engine = get_engine()
     for model in LocalModel.objects.filter(enabled=True, preload=True):
         engine.preload(model.spec())
+
+
+def deployments(snapshot: Snapshot) -> dict[str, tuple[str, BreakerSettings]]:
+    """Every breaker the routing names, by name: (kind, its settings). Each local
+    model; each provider's own; each provider + upstream model in a chain (a
+    target that passes the requested name on shows up once it is used)."""
+    found: dict[str, tuple[str, BreakerSettings]] = {}
+    for name in snapshot.local_models:
+        hop = Hop(Target("local", name), name)
+        found[breaker_name(hop)] = ("local", breaker_settings(hop, snapshot))
+    for name in snapshot.providers:
+        found[name] = ("provider", breaker_settings(Hop(Target("provider", name), ""), snapshot))
+    for mapping in snapshot.table.mappings:
+        for target in mapping.targets:
+            if (
+                target.kind == "provider"
+                and target.upstream_model
+                and target.name in snapshot.providers
+            ):
+                hop = Hop(target, target.upstream_model)
+                found[breaker_name(hop)] = ("deployment", breaker_settings(hop, snapshot))
+    return found
+
+
+def deployment_breakers(provider: str) -> list[tuple[str, str]]:
+    """(breaker, state) of a provider's own breaker and each of its deployments'."""
+    from .selectors import snapshot as current
+
+    box = breakers()
+    named = {n: c for n, (_, c) in deployments(current()).items()}
+    seen = box.states()
+    names = {n for n in (*named, *seen) if n == provider or n.startswith(f"{provider}/")}
+    return [(n, seen.get(n) or box.state(n, named.get(n))) for n in sorted(names)]

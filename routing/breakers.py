@@ -1,12 +1,24 @@
-"""Per-backend circuit breakers on pybreaker, driven from asyncio.
+"""Circuit breakers on pybreaker, driven from asyncio, shared through async Redis.
 
-pybreaker's own async support (`call_async`) is built on tornado coroutines.
-Here an attempt is split into an admission check before it and an outcome
-recorded after it; the outcome goes through pybreaker's `call` with a trivial
-function that returns or raises, so its state machine (counting, opening,
-half-open, closing) and its storages are used unchanged. State lives in Redis
-when REDIS_URL is set, so every gateway process sees the same breakers; the
-Redis client is synchronous, so those calls run in a worker thread.
+One breaker per deployment (provider + upstream model, or one local model) and
+one per provider, which only connection-level failures open (`Gate`); the unit
+of state is the breaker's name, shared by every gateway process when REDIS_URL
+is set, else per process.
+
+pybreaker's state machine (counting, opening, half-open, closing) runs
+unchanged through its public API: an attempt is split into an admission check
+before it and an outcome recorded after it (`CircuitBreaker.call` with a
+trivial function that returns or raises). Its storage is `SnapshotStorage`, a
+`CircuitBreakerStorage` of our own: pybreaker's storage interface is
+synchronous, so the state is read from Redis (one HGETALL, async) before each
+decision and pybreaker's changes are written back after it (one pipeline,
+async): no thread hop per admission, no private attribute. Two processes
+deciding at the same moment may both count a failure or both open the breaker;
+neither loses a failure (counts are HINCRBY) nor opens it wrongly.
+
+The clock is injectable (wall seconds: Redis state is shared across hosts), so
+tests move time instead of sleeping. `opened_at` is recorded on that clock
+(pybreaker passes its own `datetime.now()`, which the storage replaces).
 
 Half-open lets exactly one probe through: a probe token (in memory, or a Redis
 key with a TTL) is taken by the first request after the reset timeout, and held
@@ -18,19 +30,21 @@ If Redis cannot be reached, each process falls back to breakers of its own
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import pybreaker
 from django.conf import settings
+from redis.exceptions import RedisError
 
 logger = logging.getLogger(__name__)
+Clock = Callable[[], float]
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,18 +65,100 @@ PASS, PROBE = Admission(), Admission(probe=True)
 # After a Redis failure, this process decides alone for a while without asking
 # again (each try against an unreachable host costs its connect timeout).
 REDIS_RETRY_SECONDS = 5.0
+_PREFIX = "gateway:breaker:"
 
 
-class _RaiseRedisErrors:
-    """The logger of pybreaker's Redis storage, which logs a RedisError and goes
-    on with defaults (closed, no failures): breakers that could never open. This
-    one raises it instead, so the caller knows Redis is down and falls back."""
+class SnapshotStorage(pybreaker.CircuitBreakerStorage):
+    """One breaker's state for pybreaker: in memory, and with Redis a snapshot
+    loaded before each decision (`load`) whose changes are written back after
+    it (`flush`)."""
 
-    def exception(self, *args: Any, **kwargs: Any) -> None:
-        raise  # the RedisError being handled where this is called
+    def __init__(self, name: str, clock: Clock) -> None:
+        super().__init__(name)
+        self._clock = clock
+        self._state = pybreaker.STATE_CLOSED
+        self._counter = 0
+        self._successes = 0
+        self._opened: float | None = None  # on the injectable clock
+        self._changes: dict[str, Any] = {}  # field -> value to set
+        self._added: dict[str, int] = {}  # field -> increment
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(logger, name)
+    @property
+    def state(self) -> str:
+        return self._state
+
+    @state.setter
+    def state(self, state: str) -> None:
+        self._state = self._changes["state"] = state
+
+    def increment_counter(self) -> None:
+        self._counter += 1
+        self._add("counter")
+
+    def reset_counter(self) -> None:
+        self._counter = self._changes["counter"] = 0
+        self._added.pop("counter", None)
+
+    def increment_success_counter(self) -> None:
+        self._successes += 1
+        self._add("successes")
+
+    def reset_success_counter(self) -> None:
+        self._successes = self._changes["successes"] = 0
+        self._added.pop("successes", None)
+
+    @property
+    def counter(self) -> int:
+        return self._counter
+
+    @property
+    def success_counter(self) -> int:
+        return self._successes
+
+    @property
+    def opened_at(self) -> datetime | None:
+        return None if self._opened is None else datetime.fromtimestamp(self._opened, UTC)
+
+    @opened_at.setter
+    def opened_at(self, now: datetime) -> None:
+        # pybreaker passes datetime.now(): the breaker's own clock counts instead.
+        self._opened = self._changes["opened_at"] = self._clock()
+
+    @property
+    def opened(self) -> float | None:
+        return self._opened
+
+    def _add(self, field: str) -> None:
+        if field in self._changes:  # reset earlier in this decision: set, not add
+            self._changes[field] += 1
+        else:
+            self._added[field] = self._added.get(field, 0) + 1
+
+    async def load(self, redis: Any) -> None:
+        data = await redis.hgetall(_PREFIX + self.name)
+        self.apply(data)
+
+    def apply(self, data: dict[bytes, bytes]) -> None:
+        """A state read from Redis becomes this snapshot (pending changes dropped)."""
+        self._changes, self._added = {}, {}
+        self._state = (data.get(b"state") or b"closed").decode()
+        self._counter = int(data.get(b"counter") or 0)
+        self._successes = int(data.get(b"successes") or 0)
+        opened = data.get(b"opened_at")
+        self._opened = float(opened) if opened else None
+
+    async def flush(self, redis: Any) -> None:
+        changes, added = self._changes, self._added
+        self._changes, self._added = {}, {}
+        if not changes and not added:
+            return
+        key = _PREFIX + self.name
+        async with redis.pipeline(transaction=True) as pipe:
+            if changes:
+                pipe.hset(key, mapping={k: str(v) for k, v in changes.items()})
+            for field, amount in added.items():
+                pipe.hincrby(key, field, amount)
+            await pipe.execute()
 
 
 class _Failure(Exception):
@@ -78,21 +174,27 @@ def _fail() -> None:
 
 
 class Breakers:
-    def __init__(self, redis_url: str | None = None) -> None:
+    """Every breaker of this process, by name; shared through Redis when given."""
+
+    def __init__(self, redis_url: str | None = None, *, clock: Clock = time.time) -> None:
+        self._clock = clock
+        self._url = redis_url or None
         self._redis: Any = None
         self._local: Breakers | None = None  # used while Redis is unreachable
-        if redis_url:
-            import redis
+        if self._url:
+            import redis.asyncio
 
-            self._redis = redis.Redis.from_url(
-                redis_url, socket_timeout=1.0, socket_connect_timeout=1.0
+            self._redis = redis.asyncio.Redis.from_url(
+                self._url, socket_timeout=1.0, socket_connect_timeout=1.0
             )
-            self._local = Breakers()
+            self._local = Breakers(clock=clock)
         self._breakers: dict[str, pybreaker.CircuitBreaker] = {}
+        self._storages: dict[str, SnapshotStorage] = {}
         self._probes: dict[str, float] = {}  # in-memory probe tokens: name -> expiry
         self._lock = threading.Lock()
         self._warned_at = 0.0
         self._redis_down_until = 0.0
+        self._reader: Any = None  # a synchronous client, for monitoring reads only
 
     @property
     def shared(self) -> bool:
@@ -102,14 +204,7 @@ class Breakers:
         with self._lock:
             breaker = self._breakers.get(name)
             if breaker is None:
-                storage: pybreaker.CircuitBreakerStorage
-                if self._redis is not None:
-                    storage = pybreaker.CircuitRedisStorage(
-                        pybreaker.STATE_CLOSED, self._redis, namespace=f"gateway:{name}"
-                    )
-                    storage.logger = _RaiseRedisErrors()
-                else:
-                    storage = pybreaker.CircuitMemoryStorage(pybreaker.STATE_CLOSED)
+                storage = self._storages[name] = SnapshotStorage(name, self._clock)
                 breaker = pybreaker.CircuitBreaker(name=name, state_storage=storage)
                 self._breakers[name] = breaker
             # Settings are edited in the admin: follow them without a restart.
@@ -125,93 +220,179 @@ class Breakers:
         A probe (half-open) keeps its token for `hold` seconds at most (the
         attempt's budget), or the reset timeout if that is longer.
         """
-        admission: Admission | None = await self._run("_admit", name, config, hold)
-        return admission
+        ttl = max(config.reset_timeout, hold)
+        shared = self._shared()
+        if shared is None:
+            return (self._local or self)._admit_alone(name, config, ttl)
+        try:
+            breaker = self.breaker(name, config)
+            storage = self._storages[name]
+            await storage.load(shared)  # the common case (closed): this one round trip
+            due = self._due(breaker, storage)
+            if due is not PROBE:
+                return due
+            key = f"{_PREFIX}{name}:probe"
+            if not await shared.set(key, 1, nx=True, px=max(1, int(ttl * 1000))):
+                return None  # another request (any process) is the probe
+            self._begin_probe(breaker)
+            await storage.flush(shared)
+            return PROBE
+        except (RedisError, OSError) as exc:
+            return self._redis_failed(exc)._admit_alone(name, config, ttl)
 
     async def record(
         self, name: str, config: BreakerSettings, *, ok: bool | None, probe: bool = False
     ) -> None:
         """The attempt's outcome: healthy, unwell, or None for no verdict. A probe's
         outcome (any) gives its token back."""
-        await self._run("_record", name, config, ok, probe)
+        shared = self._shared()
+        if shared is None:
+            (self._local or self)._record_alone(name, config, ok, probe)
+            return
+        try:
+            self.breaker(name, config)
+            storage = self._storages[name]
+            if ok is not None:
+                await storage.load(shared)
+                self._count(name, config, ok)
+                await storage.flush(shared)
+            if probe:  # only the probe's own outcome frees the token, not a late stream's
+                await shared.delete(f"{_PREFIX}{name}:probe")
+        except (RedisError, OSError) as exc:
+            self._redis_failed(exc)._record_alone(name, config, ok, probe)
 
     def state(self, name: str, config: BreakerSettings | None = None) -> str:
-        breaker = self.breaker(name, config or BreakerSettings())
-        return breaker.current_state
+        """The breaker's state now, read synchronously (monitoring: /metrics, admin).
+        Never through the request path's snapshot, which a decision may be using."""
+        if self._local is not None and time.monotonic() < self._redis_down_until:
+            return self._local.state(name, config)
+        if self._url:
+            try:
+                raw = self._sync_reader().hget(_PREFIX + name, "state")
+            except (RedisError, OSError):
+                logger.debug("breakers: Redis unreadable for %s", name, exc_info=True)
+                return self._local.state(name, config) if self._local else "closed"
+            return raw.decode() if raw else pybreaker.STATE_CLOSED
+        return self.breaker(name, config or BreakerSettings()).current_state
 
     def states(self) -> dict[str, str]:
+        """Every breaker this process has used, with its state now."""
         with self._lock:
             names = list(self._breakers)
-        return {name: self._breakers[name].current_state for name in names}
+        return {name: self.state(name) for name in names}
 
-    async def _run(self, method: str, *args: Any) -> Any:
-        if self._redis is None:
-            return getattr(self, method)(*args)
-        assert self._local is not None
-        if time.monotonic() < self._redis_down_until:
-            return getattr(self._local, method)(*args)
-        import redis
+    # -- decisions (synchronous, on the snapshot) ------------------------------------
 
-        try:
-            return await asyncio.to_thread(getattr(self, method), *args)
-        except redis.RedisError as exc:
-            now = time.monotonic()
-            self._redis_down_until = now + REDIS_RETRY_SECONDS
-            if now - self._warned_at > 10:
-                self._warned_at = now
-                logger.warning("breakers: Redis failed (%s); this process decides alone", exc)
-            return getattr(self._local, method)(*args)
-
-    def _admit(self, name: str, config: BreakerSettings, hold: float = 0.0) -> Admission | None:
-        breaker = self.breaker(name, config)
+    def _due(self, breaker: pybreaker.CircuitBreaker, storage: SnapshotStorage) -> Admission | None:
+        """PASS (closed), None (open, not long enough), or PROBE: one may probe now."""
         state = breaker.current_state
         if state == pybreaker.STATE_CLOSED:
             return PASS
-        if state == pybreaker.STATE_OPEN:
-            opened = breaker._state_storage.opened_at or datetime.fromtimestamp(0, UTC)
-            elapsed = (datetime.now(UTC) - opened).total_seconds()
-            # pybreaker's Redis storage keeps whole seconds: without the slack an
-            # open breaker could be probed up to a second early.
-            if elapsed - (1.0 if self._redis is not None else 0.0) < breaker.reset_timeout:
-                return None
-        # Half-open, or open long enough: one probe at a time, others skip.
-        if not self._take_probe(name, max(breaker.reset_timeout, hold)):
-            return None
-        if state == pybreaker.STATE_OPEN:
+        opened = storage.opened
+        waiting = opened is not None and self._clock() - opened < breaker.reset_timeout
+        return None if state == pybreaker.STATE_OPEN and waiting else PROBE
+
+    def _begin_probe(self, breaker: pybreaker.CircuitBreaker) -> None:
+        if breaker.current_state == pybreaker.STATE_OPEN:
             breaker.half_open()
-            logger.info("breaker %s half-open: sending a probe", name)
+            logger.info("breaker %s half-open: sending a probe", breaker.name)
+
+    def _admit_alone(self, name: str, config: BreakerSettings, ttl: float) -> Admission | None:
+        breaker = self.breaker(name, config)
+        due = self._due(breaker, self._storages[name])
+        if due is not PROBE:
+            return due
+        if not self._take_probe(name, ttl):
+            return None
+        self._begin_probe(breaker)
         return PROBE
 
-    def _record(
-        self, name: str, config: BreakerSettings, ok: bool | None, probe: bool = False
+    def _record_alone(
+        self, name: str, config: BreakerSettings, ok: bool | None, probe: bool
     ) -> None:
+        if ok is not None:
+            self._count(name, config, ok)
+        if probe:
+            with self._lock:
+                self._probes.pop(name, None)
+
+    def _count(self, name: str, config: BreakerSettings, ok: bool) -> None:
         breaker = self.breaker(name, config)
         before = breaker.current_state
-        if ok is not None:
-            with contextlib.suppress(_Failure, pybreaker.CircuitBreakerError):
-                breaker.call(_succeed if ok else _fail)
+        if before == pybreaker.STATE_OPEN:
+            return  # an open breaker counts nothing more (a late stream's end, say)
+        with contextlib.suppress(_Failure, pybreaker.CircuitBreakerError):
+            breaker.call(_succeed if ok else _fail)
         after = breaker.current_state
         if before != after:
             logger.warning("breaker %s: %s -> %s", name, before, after)
-        if probe:  # only the probe's own outcome frees the token, not a late stream's
-            self._release_probe(name)
 
     def _take_probe(self, name: str, ttl: float) -> bool:
-        if self._redis is not None:
-            return bool(self._redis.set(f"gateway:{name}:probe", 1, nx=True, px=int(ttl * 1000)))
-        now = time.monotonic()
+        now = self._clock()
         with self._lock:
             if self._probes.get(name, 0) > now:
                 return False
             self._probes[name] = now + ttl
             return True
 
-    def _release_probe(self, name: str) -> None:
-        if self._redis is not None:
-            self._redis.delete(f"gateway:{name}:probe")
-        else:
-            with self._lock:
-                self._probes.pop(name, None)
+    # -- Redis health ---------------------------------------------------------------
+
+    def _shared(self) -> Any:
+        """The async Redis client, or None: no Redis, or it failed a moment ago."""
+        if self._redis is None or time.monotonic() < self._redis_down_until:
+            return None
+        return self._redis
+
+    def _redis_failed(self, exc: Exception) -> Breakers:
+        now = time.monotonic()
+        self._redis_down_until = now + REDIS_RETRY_SECONDS
+        if now - self._warned_at > 10:
+            self._warned_at = now
+            logger.warning("breakers: Redis failed (%s); this process decides alone", exc)
+        assert self._local is not None
+        return self._local
+
+    def _sync_reader(self) -> Any:
+        if self._reader is None:
+            import redis
+
+            self._reader = redis.Redis.from_url(
+                self._url, socket_timeout=1.0, socket_connect_timeout=1.0
+            )
+        return self._reader
+
+
+class Gate:
+    """The breakers one attempt passes: its deployment's (provider + upstream
+    model, or one local model), and for a cloud deployment its provider's, which
+    only connection-level failures open (no model of it can be reached then)."""
+
+    def __init__(
+        self, box: Breakers, config: BreakerSettings, deployment: str, provider: str | None
+    ) -> None:
+        self.box, self.config = box, config
+        self.names = (deployment,) if provider is None else (provider, deployment)
+        self.deployment = deployment
+        self._probes: dict[str, bool] = {}
+
+    async def admit(self, hold: float) -> bool:
+        """May an attempt go now? False: a breaker on the way is open (or probing)."""
+        self._probes = {}
+        for name in self.names:
+            admission = await self.box.admit(name, self.config, hold=hold)
+            if admission is None:
+                await self.record(None)  # a probe taken on the way is handed back
+                return False
+            self._probes[name] = admission.probe
+        return True
+
+    async def record(self, ok: bool | None, *, provider_too: bool = False) -> None:
+        """The attempt's outcome. A failure counts against the provider as a whole
+        only with `provider_too`; a success clears both."""
+        probes, self._probes = self._probes, {}
+        for name, probe in probes.items():
+            verdict = ok if (name == self.deployment or ok is not False or provider_too) else None
+            await self.box.record(name, self.config, ok=verdict, probe=probe)
 
 
 _box: Breakers | None = None

@@ -36,6 +36,7 @@ LOCAL_SPEC: Spec = {
     "default_top_p": Key("default_top_p", float, nullable=True),
     # USD per million tokens.
     "prices": {"input": Key("input_price", Decimal), "output": Key("output_price", Decimal)},
+    "prefill": Key("accepts_prefill", bool),
     "description": Key("description", str),
 }
 PROVIDER_SPEC: Spec = {
@@ -46,6 +47,7 @@ PROVIDER_SPEC: Spec = {
     "timeouts": {
         "connect": Key("connect_timeout", float),
         "first_byte": Key("first_byte_timeout", float),
+        "first_token": Key("first_token_timeout", float),
         "stream_idle": Key("stream_idle_timeout", float),
         "total": Key("total_timeout", float),
     },
@@ -58,6 +60,7 @@ PROVIDER_SPEC: Spec = {
         "fail_max": Key("breaker_fail_max", int),
         "reset_timeout": Key("breaker_reset_timeout", float),
     },
+    "prefill": Key("accepts_prefill", bool, nullable=True),
     "enabled": Key("enabled", bool),
     "description": Key("description", str),
 }

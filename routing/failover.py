@@ -1,11 +1,12 @@
 """The one place where a request walks its chain: retries, breakers, failover.
 
-For each target in order: skip it if its breaker is open; otherwise try it,
-retrying transient failures with exponential backoff and jitter (Retry-After
-honoured up to the provider's cap) while the request's budget lasts; a config
-failure (bad key, 401/403/404 upstream) moves on at once; a client error (the
-request itself is wrong) ends the walk. A stream counts as answered at its
-first content: until then a failure can still move on.
+For each target in order: skip it if a breaker on its way is open; otherwise
+try it. What happens after a failure is not decided here but by the policy
+table (`routing.policy`): retry the same target (backoff, Retry-After), move
+to the next target, or stop. This module carries the decisions out and keeps
+the books (`Served`). A stream counts as answered at its first content; a
+failure after it is handed to `routing.continuation`, which may let another
+target finish the answer.
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field, replace
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import replace
 from typing import TypeVar
 
 from django.conf import settings
@@ -23,60 +24,24 @@ from django.conf import settings
 from inference.base import Backend, prime
 from inference.cloud.config import RetryPolicy
 from inference.cloud.errors import UpstreamError
-from inference.errors import (
-    BackendUnavailable,
-    EngineError,
-    GatewayError,
-    InvalidRequest,
-    ModelNotFound,
-)
+from inference.errors import BackendUnavailable, EngineError, GatewayError, ModelNotFound
 from inference.estimate import estimate_tokens
-from inference.types import ChatRequest, ChatResult, Event
+from inference.types import ChatRequest, ChatResult, Event, MalformedEvent
 
 from . import selectors
-from .backends import backend_for, breaker_name, breaker_settings, config_for
-from .breakers import BreakerSettings, breakers
+from .backends import backend_for, config_for, first_token_timeout, gate_for
+from .breakers import Gate
 from .models import CredentialError
+from .policy import Action, Count, Decision, Failure, classify, decide
 from .resolution import Hop, Route
 from .selectors import Snapshot
+from .served import Attempt, Served
+
+__all__ = ["Attempt", "Served", "complete", "count_tokens", "route_for", "stream"]
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
-
-
-@dataclass(slots=True)
-class Attempt:
-    backend: str
-    model: str
-    outcome: str  # "ok", "skipped (breaker open)" or the error code / HTTP status
-    elapsed_ms: float
-
-
-@dataclass(slots=True)
-class Served:
-    """Who answered, and what it took."""
-
-    backend: str = ""
-    model: str = ""
-    attempts: list[Attempt] = field(default_factory=list)
-
-    @property
-    def fallbacks(self) -> int:
-        backends = [a.backend for a in self.attempts]
-        return len(dict.fromkeys(backends)) - 1 if backends else 0
-
-    @property
-    def trail(self) -> str:
-        """Each try and its outcome, as X-Gateway-Attempts and the request log show it."""
-        return ", ".join(f"{a.backend}/{a.model}={a.outcome}" for a in self.attempts)
-
-    def headers(self) -> dict[str, str]:
-        return {
-            "X-Gateway-Backend": self.backend,
-            "X-Gateway-Model": self.model,
-            "X-Gateway-Attempts": self.trail,
-            "X-Gateway-Fallbacks": str(self.fallbacks),
-        }
+Call = Callable[[Backend, Hop, "Walk"], Awaitable[T]]
 
 
 async def route_for(model: str) -> tuple[Route, Snapshot]:
@@ -90,265 +55,290 @@ async def route_for(model: str) -> tuple[Route, Snapshot]:
 _SPENT = "the request's time budget is spent"
 
 
-async def _within(seconds: float, work: Awaitable[T], backend: str, detail: str) -> T:
+async def within(seconds: float, work: Awaitable[T], backend: str, detail: str, why: str) -> T:
     """Await `work` for at most `seconds` (a spent budget still gets a moment, so
-    the attempt fails as a timeout rather than not at all): a timeout of `backend`."""
+    the attempt fails as a timeout rather than not at all): a timeout of
+    `backend`, of kind `why` (see UpstreamError.failure)."""
     try:
         async with asyncio.timeout(max(0.001, seconds)):
             return await work
     except TimeoutError:
-        raise _timeout(backend, detail) from None
+        raise UpstreamError(
+            f"backend {backend!r} timed out: {detail}",
+            category="transient", backend=backend, status=504, code="upstream_timeout",
+            failure=why,
+        ) from None  # fmt: skip
 
 
 async def complete(request: ChatRequest) -> tuple[ChatResult, Served]:
-    async def call(backend: Backend, hop: Hop, deadline: float) -> ChatResult:
+    async def call(backend: Backend, hop: Hop, walk: Walk) -> ChatResult:
         work = backend.complete(replace(request, model=hop.model))
         if hop.target.kind != "local":  # cloud clients keep to the deadline themselves
             return await work
-        return await _within(deadline - time.monotonic(), work, backend.name, _SPENT)
+        return await within(walk.left(), work, backend.name, _SPENT, "budget")
 
-    result, served, _ = await _walk(request.model, call)
-    return result, served
+    walk = await Walk.start(request.model)
+    result = await walk.run(call)
+    await walk.settle(True)
+    return result, walk.served
+
+
+async def open_stream(
+    request: ChatRequest, backend: Backend, hop: Hop, walk: Walk
+) -> tuple[list[Event], AsyncIterator[Event]]:
+    """A target's stream, read up to its first content under the first-token timeout."""
+    events = backend.stream(replace(request, model=hop.model, stream=True))
+    limit = first_token_timeout(hop, walk.snapshot)
+    seconds = min(limit, walk.left())
+    why = "first_token_timeout" if limit < walk.left() else "budget"
+    detail = f"no first token within {limit:g}s" if why != "budget" else _SPENT
+    held = await within(seconds, prime(events), backend.name, detail, why)
+    return held, events
 
 
 async def stream(request: ChatRequest) -> tuple[list[Event], AsyncIterator[Event], Served]:
     """The first content (held back) and the rest of the stream, once a target answered.
 
-    The backend's breaker hears how the stream ended, not only that it began:
-    streams cut or stalled after their first content are failures too.
+    The rest is a `Continuing` stream: the serving target's breaker hears how it
+    ended, and a failure after content may be taken over by another target.
     """
+    from .continuation import Continuing  # it builds on this module
 
     async def call(
-        backend: Backend, hop: Hop, deadline: float
+        backend: Backend, hop: Hop, walk: Walk
     ) -> tuple[list[Event], AsyncIterator[Event]]:
-        events = backend.stream(replace(request, model=hop.model, stream=True))
-        limit = _first_token_timeout(backend, hop)
-        seconds = min(limit, deadline - time.monotonic())
-        detail = f"no first token within {limit:g}s"
-        held = await _within(seconds, prime(events), backend.name, detail)
-        return held, events
+        return await open_stream(request, backend, hop, walk)
 
-    (held, events), served, settle = await _walk(request.model, call, settle_later=True)
-    return held, Settled(events, served, settle), served
+    walk = await Walk.start(request.model)
+    held, events = await walk.run(call)
+    rest = Continuing(request, walk, held, events)  # counts what it skips of `held`
+    held = [event for event in held if not isinstance(event, MalformedEvent)]
+    return held, rest, walk.served
 
 
 async def count_tokens(request: ChatRequest) -> tuple[int, str, Served]:
     """The prompt's input tokens, by the first target that answers, and how they
     were counted: "exact" (the target's own count) or "estimate"."""
 
-    async def call(backend: Backend, hop: Hop, deadline: float) -> tuple[int, str]:
-        counter = getattr(backend, "count_tokens", None)
-        if counter is None:  # OpenAI-compatible APIs have no count endpoint
+    async def call(backend: Backend, hop: Hop, walk: Walk) -> tuple[int, str]:
+        if not backend.capabilities.count_tokens:  # OpenAI-compatible APIs have none
             return estimate_tokens(request), "estimate"
-        work = counter(replace(request, model=hop.model))
-        return await _within(deadline - time.monotonic(), work, backend.name, _SPENT), "exact"
+        work = backend.count_tokens(replace(request, model=hop.model))
+        return await within(walk.left(), work, backend.name, _SPENT, "budget"), "exact"
 
+    walk = await Walk.start(request.model)
     try:
-        (count, how), served, settle = await _walk(request.model, call, settle_later=True)
+        count, how = await walk.run(call)
     except GatewayError as exc:
-        served = getattr(exc, "served", None)
-        if served is None or _classify(exc, "").category == "client":
+        if exc.served is None or classify(exc) in (Failure.CLIENT_ERROR, Failure.CONTENT_POLICY):
             raise  # no route, or the request itself is wrong
         # Every target failed to count: an estimate still answers the question.
         logger.warning("count_tokens for %s: every target failed, estimating", request.model)
-        return estimate_tokens(request), "estimate", served
+        return estimate_tokens(request), "estimate", walk.served
     # An estimate made here asked the backend nothing: no verdict on its health.
-    await settle(True if how == "exact" else None)
-    return count, how, served
+    await walk.settle(True if how == "exact" else None)
+    return count, how, walk.served
 
 
-class Settled:
-    """The rest of a stream. However it ends (its end, a failure, the client
-    leaving during it or before reading any of it) the backend's breaker hears
-    the outcome once, and the upstream stream is closed."""
+LOCAL_RETRY = RetryPolicy(max_retries=0)  # a local failure is not helped by asking again
 
-    def __init__(
+
+class Walk:
+    """One request's way down its chain: where it is, what it has tried, and the
+    breakers of the target now serving it (settled when its answer ends)."""
+
+    def __init__(self, route: Route, snapshot: Snapshot) -> None:
+        self.route, self.snapshot = route, snapshot
+        self.served = Served()
+        self.deadline = time.monotonic() + _budget(route, snapshot)
+        self.position = -1  # index in the chain of the target now serving
+        self.gate: Gate | None = None  # its breakers, until settled
+
+    @classmethod
+    async def start(cls, model: str) -> Walk:
+        return cls(*await route_for(model))
+
+    def left(self) -> float:
+        return self.deadline - time.monotonic()
+
+    async def settle(self, ok: bool | None, *, provider_too: bool = False) -> None:
+        """The serving target's outcome, told to its breakers once."""
+        gate, self.gate = self.gate, None
+        if gate is not None:
+            await gate.record(ok, provider_too=provider_too)
+
+    async def run(
         self,
-        events: AsyncIterator[Event],
-        served: Served,
-        settle: Callable[[bool | None], Awaitable[None]],
-    ) -> None:
-        self._events, self._served, self._settle = events, served, settle
-        self._done = False
-
-    def __aiter__(self) -> Settled:
-        return self
-
-    async def __anext__(self) -> Event:
-        try:
-            return await anext(self._events)
-        except StopAsyncIteration:
-            await self._finish(True)
-            raise
-        except GatewayError as exc:
-            error = _classify(exc, self._served.backend)
-            self._served.attempts[-1].outcome = f"{_outcome(error)} after content"
-            await self._finish(False if error.unhealthy else None)
-            raise
-        except Exception:
-            self._served.attempts[-1].outcome = "failed after content"
-            await self._finish(False)
-            raise
-
-    async def aclose(self) -> None:
-        await self._finish(True)  # a client that leaves after content: the backend answered
-
-    async def _finish(self, ok: bool | None) -> None:
-        if self._done:
-            return
-        self._done = True
-        try:
-            await self._events.aclose()  # type: ignore[attr-defined]
-        finally:
-            await self._settle(ok)
-
-
-async def _walk(
-    model: str,
-    call: Callable[[Backend, Hop, float], Awaitable[T]],
-    *,
-    settle_later: bool = False,
-) -> tuple[T, Served, Callable[[bool | None], Awaitable[None]]]:
-    """Down the chain until a target answers. With `settle_later` the answer's
-    success is not recorded yet: the returned `settle(ok)` records it."""
-    route, snapshot = await route_for(model)
-    served = Served()
-    deadline = time.monotonic() + _budget(route, snapshot)
-    box = breakers()
-    errors: list[GatewayError] = []
-    for hop in route.chain:
-        name, config = breaker_name(hop), breaker_settings(hop, snapshot)
-        try:
-            backend = backend_for(hop, snapshot, deadline)
-        except CredentialError as exc:
-            logger.error("route %s: %s", model, exc.message)
-            served.attempts.append(Attempt(name, hop.model, "credential_error", 0.0))
-            errors.append(exc)
-            continue
-        policy = _policy(hop, snapshot)
-        for attempt in range(policy.max_retries + 1):
-            # Asked again before each retry: a breaker that opened on the last
-            # failure (or a half-open one whose probe failed) stops the retries.
-            admission = await box.admit(name, config, hold=deadline - time.monotonic())
-            if admission is None:
-                served.attempts.append(Attempt(name, hop.model, "skipped (breaker open)", 0.0))
-                errors.append(BackendUnavailable(f"backend {name!r} is unavailable (circuit open)"))
+        call: Call[T],
+        hops: Sequence[tuple[int, Hop]] | None = None,
+        *,
+        prefill: bool = False,
+    ) -> T:
+        """Down `hops` (default: the whole chain) until a target answers; raises the
+        most meaningful failure when none does. `prefill`: a continuation, whose
+        failures are only logged (the caller reports the original failure)."""
+        errors: list[GatewayError] = []
+        for index, hop in hops if hops is not None else enumerate(self.route.chain):
+            try:
+                backend = backend_for(hop, self.snapshot, self.deadline)
+            except CredentialError as exc:
+                logger.error("route %s: %s", self.route.requested, exc.message)
+                self._note(hop, "credential_error", 0.0)
+                errors.append(exc)
+                continue
+            found, result = await self._target(index, hop, backend, call, errors, prefill)
+            if found:
+                return result  # type: ignore[return-value]
+            if self.left() <= 0:
                 break
-            probe = admission.probe
+        raise _final_error(self.route.requested, errors, self.served)
+
+    async def _target(
+        self,
+        index: int,
+        hop: Hop,
+        backend: Backend,
+        call: Call[T],
+        errors: list[GatewayError],
+        prefill: bool,
+    ) -> tuple[bool, T | None]:
+        """Every attempt at one target the policy allows: (answered, its answer)."""
+        gate = gate_for(hop, self.snapshot)
+        retry = (
+            LOCAL_RETRY
+            if hop.target.kind == "local"
+            else config_for(self.snapshot, hop.target.name).retry
+        )
+        attempt = 0
+        while True:
+            # Asked before each retry too: a breaker that opened on the last
+            # failure (or a half-open one whose probe failed) stops the retries.
+            if not await gate.admit(hold=self.left()):
+                self._note(hop, "skipped (breaker open)", 0.0)
+                errors.append(
+                    BackendUnavailable(f"backend {gate.deployment!r} is unavailable (circuit open)")
+                )
+                return False, None
             started = time.monotonic()
             try:
-                result = await call(backend, hop, deadline)
+                result = await call(backend, hop, self)
             except asyncio.CancelledError:
                 # The client went away: no verdict, and a probe hands its token back.
-                await asyncio.shield(box.record(name, config, ok=None, probe=probe))
+                await asyncio.shield(gate.record(None))
                 raise
             except Exception as exc:
-                if not isinstance(exc, GatewayError):
-                    # A bug in a client or translator: logged loudly, and the
-                    # request still gets its fallbacks.
-                    logger.exception("route %s: backend %s failed unexpectedly", model, name)
-                    exc = EngineError(f"backend {name!r} failed: {type(exc).__name__}")
-                error = _classify(exc, name)
+                error = as_gateway_error(exc, backend.name, self.route.requested)
                 elapsed = (time.monotonic() - started) * 1000
-                spent = error.code == "upstream_timeout" and time.monotonic() >= deadline - 0.01
-                outcome = "budget_exhausted" if spent else _outcome(error)
-                served.attempts.append(Attempt(name, hop.model, outcome, elapsed))
-                # A client's own error says nothing bad about the backend, and
-                # neither does an attempt cut short because the budget ran out.
-                verdict = None if spent else not error.unhealthy
-                await box.record(name, config, ok=verdict, probe=probe)
-                if error.category == "client":
-                    error.cause.served = served  # type: ignore[attr-defined]
-                    raise error.cause from None
+                delay = await self._failed(hop, gate, error, attempt, retry, prefill, elapsed)
+                if delay is None:
+                    errors.append(error)
+                    return False, None
+                if delay < 0:  # never the final error: a prefill refusal
+                    return False, None
                 errors.append(error)
-                log = logger.error if error.category == "config" else logger.warning
-                log("route %s: %s (attempt %d)", model, error.message, attempt + 1)
-                delay = _backoff(error, attempt, policy)
-                if (
-                    not error.retryable
-                    or attempt == policy.max_retries
-                    or time.monotonic() + delay >= deadline
-                ):
-                    break
                 await asyncio.sleep(delay)
+                attempt += 1
                 continue
-            served.attempts.append(
-                Attempt(name, hop.model, "ok", (time.monotonic() - started) * 1000)
-            )
-            served.backend, served.model = name, hop.model
-            if len(served.attempts) > 1:
+            self._note(hop, "continued" if prefill else "ok", (time.monotonic() - started) * 1000)
+            self.position, self.gate = index, gate
+            if not prefill:
+                self.served.backend, self.served.model = backend.name, hop.model
+            if len(self.served.attempts) > 1:
                 logger.info(
                     "route %s served by %s after %s",
-                    model,
-                    name,
-                    served.trail,
+                    self.route.requested,
+                    backend.name,
+                    self.served.trail,
                 )
+            return True, result
 
-            async def settle(
-                ok: bool | None,
-                name: str = name,
-                config: BreakerSettings = config,
-                probe: bool = probe,
-            ) -> None:
-                await box.record(name, config, ok=ok, probe=probe)
+    async def _failed(
+        self,
+        hop: Hop,
+        gate: Gate,
+        error: GatewayError,
+        attempt: int,
+        retry: RetryPolicy,
+        prefill: bool,
+        elapsed_ms: float,
+    ) -> float | None:
+        """Carry out the policy's decision on a failed attempt: the delay before
+        retrying the same target, None to move on, -1 to move on without the
+        failure counting as the walk's error; raises it when the walk stops."""
+        failure = classify(error, prefill=prefill)
+        decision = decide(failure, attempt, retry, error.retry_after)
+        self._note(hop, outcome_of(error, failure), elapsed_ms)
+        await gate.record(verdict(decision), provider_too=decision.count is Count.PROVIDER)
+        if failure is Failure.PREFILL_REJECTED:
+            remember_no_prefill(gate.deployment)
+            logger.info(
+                "%s rejects assistant prefill: not asked to continue again", gate.deployment
+            )
+            return -1.0
+        if failure is Failure.BUDGET_SPENT:
+            self.deadline = time.monotonic()  # ends the walk, with the error of the chain
+            return None
+        if decision.action is Action.STOP:
+            error.served = self.served
+            raise error
+        log = logger.error if failure is Failure.CONFIG else logger.warning
+        log("route %s: %s (attempt %d)", self.route.requested, error.message, attempt + 1)
+        delay = jittered(decision)
+        if decision.action is not Action.RETRY or time.monotonic() + delay >= self.deadline:
+            return None
+        return delay
 
-            if not settle_later:
-                await settle(True)
-            return result, served, settle
-        if time.monotonic() >= deadline:
-            break
-    raise _final_error(model, errors, served)
-
-
-class _Classified(UpstreamError):
-    cause: GatewayError
-
-
-def _classify(error: GatewayError, backend: str) -> _Classified:
-    """Every failure, local or cloud, in the cloud's terms (transient/config/client)."""
-    if isinstance(error, UpstreamError):
-        category, upstream = error.category, error.upstream_status
-    elif isinstance(error, CredentialError):
-        category, upstream = "config", None
-    elif isinstance(error, EngineError | BackendUnavailable):
-        category, upstream = "transient", None  # load error, OOM, busy: like a 5xx
-    elif isinstance(error, InvalidRequest) or error.status < 500:
-        category, upstream = "client", None
-    else:
-        category, upstream = "transient", None
-    classified = _Classified(
-        error.message,
-        category=category,  # type: ignore[arg-type]
-        backend=backend,
-        upstream_status=upstream,
-        retry_after=getattr(error, "retry_after", None),
-        status=error.status,
-        kind=error.kind,
-        code=error.code,
-    )
-    classified.param = error.param
-    classified.cause = error
-    return classified
+    def _note(self, hop: Hop, outcome: str, elapsed_ms: float) -> None:
+        name = f"local:{hop.target.name}" if hop.target.kind == "local" else hop.target.name
+        self.served.attempts.append(Attempt(name, hop.model, outcome, elapsed_ms))
 
 
-def _outcome(error: UpstreamError) -> str:
-    return str(error.upstream_status) if error.upstream_status else (error.code or error.kind)
+def jittered(decision: Decision) -> float:
+    """The wait before a retry: a Retry-After as asked, a backoff spread over its
+    upper half (retries from many clients must not arrive together)."""
+    return decision.delay if decision.exact else decision.delay * random.uniform(0.5, 1.0)
 
 
-LOCAL_POLICY = RetryPolicy(max_retries=0)  # a local failure is not helped by asking again
+def verdict(decision: Decision) -> bool | None:
+    """A breaker's verdict: unwell (False) or none (None); success is recorded elsewhere."""
+    return None if decision.count is Count.NONE else False
 
 
-def _policy(hop: Hop, snapshot: Snapshot) -> RetryPolicy:
-    if hop.target.kind == "local":
-        return LOCAL_POLICY
-    return config_for(snapshot, hop.target.name).retry
+def as_gateway_error(exc: Exception, backend: str, model: str) -> GatewayError:
+    if isinstance(exc, GatewayError):
+        return exc
+    # A bug in a client or translator: logged loudly, and the request still
+    # gets its fallbacks.
+    logger.error("route %s: backend %s failed unexpectedly", model, backend, exc_info=exc)
+    return EngineError(f"backend {backend!r} failed: {type(exc).__name__}")
 
 
-def _backoff(error: UpstreamError, attempt: int, policy: RetryPolicy) -> float:
-    if error.retry_after is not None:
-        return min(error.retry_after, policy.retry_after_cap)
-    base = min(policy.max_backoff, policy.backoff * (2**attempt))
-    return base * random.uniform(0.5, 1.0)  # jitter: retries from many clients spread out
+def outcome_of(error: GatewayError, failure: Failure) -> str:
+    if failure is Failure.BUDGET_SPENT:
+        return "budget_exhausted"
+    if failure is Failure.PREFILL_REJECTED:
+        return "prefill_rejected"
+    if isinstance(error, UpstreamError) and error.upstream_status:
+        return str(error.upstream_status)
+    return error.code or error.kind
+
+
+# Deployments that refused an assistant prefill (a 400 naming it), per process:
+# not asked to continue a stream again for an hour, when a model upgrade may
+# have changed its mind. Deployment name -> when it may be asked again.
+NO_PREFILL_SECONDS = 3600.0
+_no_prefill: dict[str, float] = {}
+
+
+def remember_no_prefill(deployment: str) -> None:
+    if len(_no_prefill) > 1024:
+        _no_prefill.clear()
+    _no_prefill[deployment] = time.monotonic() + NO_PREFILL_SECONDS
+
+
+def refuses_prefill(deployment: str) -> bool:
+    until = _no_prefill.get(deployment)
+    return until is not None and time.monotonic() < until
 
 
 def _budget(route: Route, snapshot: Snapshot) -> float:
@@ -356,20 +346,6 @@ def _budget(route: Route, snapshot: Snapshot) -> float:
     if primary.kind == "provider":
         return snapshot.providers[primary.name].total_timeout
     return settings.GATEWAY_REQUEST_TIMEOUT
-
-
-def _first_token_timeout(backend: Backend, hop: Hop) -> float:
-    config = getattr(backend, "config", None)
-    if config is not None:
-        return config.timeouts.first_byte
-    return settings.GATEWAY_LOCAL_FIRST_TOKEN_TIMEOUT
-
-
-def _timeout(backend: str, detail: str) -> UpstreamError:
-    return UpstreamError(
-        f"backend {backend!r} timed out: {detail}",
-        category="transient", backend=backend, status=504, code="upstream_timeout",
-    )  # fmt: skip
 
 
 def _final_error(model: str, errors: list[GatewayError], served: Served) -> GatewayError:
@@ -388,10 +364,11 @@ def _final_error(model: str, errors: list[GatewayError], served: Served) -> Gate
         return 4
 
     if not errors:
-        return BackendUnavailable(f"no backend could serve {model!r}")
-    best = min(errors, key=rank)  # min is stable: the earliest hop wins ties
-    trail = "; ".join(f"{a.backend}: {a.outcome}" for a in served.attempts)
-    best.message = f"{best.message} (all targets for {model!r} failed: {trail})"
-    best.args = (best.message,)
-    best.served = served  # type: ignore[attr-defined]
-    return best
+        error: GatewayError = BackendUnavailable(f"no backend could serve {model!r}")
+    else:
+        error = min(errors, key=rank)  # min is stable: the earliest hop wins ties
+        trail = "; ".join(f"{a.backend}: {a.outcome}" for a in served.attempts)
+        error.message = f"{error.message} (all targets for {model!r} failed: {trail})"
+        error.args = (error.message,)
+    error.served = served
+    return error

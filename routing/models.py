@@ -84,6 +84,11 @@ class LocalModel(models.Model):
     )
     input_price = price_field("input", default=0)
     output_price = price_field("output", default=0)
+    accepts_prefill = models.BooleanField(
+        default=True,
+        help_text="Continue a stream another backend broke off mid-answer (the chat "
+        "template's continue-final-message mode).",
+    )
     description = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -149,7 +154,13 @@ class Provider(models.Model):
     first_byte_timeout = models.FloatField(
         default=60.0,
         validators=[MinValueValidator(0.1)],
-        help_text="Seconds to response headers / first token.",
+        help_text="Seconds to the response headers.",
+    )
+    first_token_timeout = models.FloatField(
+        default=120.0,
+        validators=[MinValueValidator(0.1)],
+        help_text="Seconds from the request to a stream's first content token; past it "
+        "the next target is asked at once.",
     )
     stream_idle_timeout = models.FloatField(
         default=60.0,
@@ -177,6 +188,13 @@ class Provider(models.Model):
         default=30.0,
         validators=[MinValueValidator(0.1)],
         help_text="Seconds before a half-open probe.",
+    )
+    accepts_prefill = models.BooleanField(
+        null=True,
+        blank=True,
+        help_text="Takes a trailing assistant message and continues it, so it can finish "
+        "a stream another backend broke off. Unknown: the kind's default (Anthropic yes, "
+        "OpenAI-compatible no).",
     )
     enabled = models.BooleanField(default=True)
     description = models.TextField(blank=True)
@@ -348,6 +366,7 @@ def provider_config(provider: Provider, api_key: str | None = None) -> ProviderC
         timeouts=Timeouts(
             connect=provider.connect_timeout,
             first_byte=provider.first_byte_timeout,
+            first_token=provider.first_token_timeout,
             stream_idle=provider.stream_idle_timeout,
             total=provider.total_timeout,
         ),
@@ -356,6 +375,7 @@ def provider_config(provider: Provider, api_key: str | None = None) -> ProviderC
             backoff=provider.retry_backoff,
             retry_after_cap=provider.retry_after_cap,
         ),
+        prefill=provider.accepts_prefill,
     )
 
 

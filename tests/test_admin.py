@@ -36,6 +36,7 @@ def provider(admin_client: Client) -> Provider:
             "extra_headers": "{}",
             "connect_timeout": 1,
             "first_byte_timeout": 5,
+            "first_token_timeout": 10,
             "stream_idle_timeout": 5,
             "total_timeout": 30,
             "max_retries": 1,

@@ -517,6 +517,7 @@ class TestImportExport:
             "timeouts",
             "retries",
             "breaker",
+            "prefill",
             "enabled",
             "description",
         ]

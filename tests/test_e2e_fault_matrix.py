@@ -13,40 +13,45 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-import anthropic
 import httpx
-import openai
 import pytest
 
 from inference.fake_upstream import FakeUpstream
+from inference.fake_upstream.replies import content_text, plan_text
 
 from .conftest import LiveServer, routed_gateway
+from .fault_clients import CLIENTS, HI, MAX_TOKENS
 
 pytestmark = pytest.mark.e2e
 
 OAI_KEY, ANT_KEY = "sk-matrix-oai", "sk-ant-matrix"
 UPSTREAM_KEYS = (OAI_KEY, ANT_KEY)  # the fake upstream takes these (conftest.upstream)
-HI = [{"role": "user", "content": "hello there"}]
-FIRST_BYTE, IDLE, CAP = 0.5, 0.4, 0.5
+FIRST_BYTE, FIRST_TOKEN, IDLE, CAP = 0.5, 0.8, 0.4, 0.5
 PROVIDER = {
-    "connect_timeout": 0.5, "first_byte_timeout": FIRST_BYTE, "stream_idle_timeout": IDLE,
-    "total_timeout": 8.0, "max_retries": 2, "retry_backoff": 0.02, "retry_after_cap": CAP,
-    "breaker_fail_max": 10_000, "breaker_reset_timeout": 1.0,
+    "connect_timeout": 0.5, "first_byte_timeout": FIRST_BYTE, "first_token_timeout": FIRST_TOKEN,
+    "stream_idle_timeout": IDLE, "total_timeout": 8.0, "max_retries": 2, "retry_backoff": 0.02,
+    "retry_after_cap": CAP, "breaker_fail_max": 10_000, "breaker_reset_timeout": 1.0,
+    # The OpenAI-compatible upstream continues a prefill (vLLM's continue_final_message).
+    "accepts_prefill": True,
 }  # fmt: skip
 # The fallback always speaks the other protocol, so failing over also translates.
 OTHER = {"oai": ("ant", "claude-fine"), "ant": ("oai", "gpt-fine")}
+# The whole answer to HI, as a healthy upstream gives it: a continued stream must read so.
+WHOLE = plan_text("hello there", words=16, max_tokens=MAX_TOKENS, stop=[], input_tokens=2).text
 
 
 @dataclass(frozen=True)
 class Expect:
-    """What the client sees: served by "primary" or "fallback", or an HTTP error
-    status, or (streams) content then an in-band error."""
+    """What the client sees: served by "primary" or "fallback", an HTTP error
+    status, (streams) content then an in-band error, or "continued": the primary's
+    content finished by the fallback, in one stream."""
 
-    outcome: str  # "primary", "fallback", "error", "in-band"
+    outcome: str  # "primary", "fallback", "error", "in-band", "continued"
     attempts: int  # requests the faulty model's upstream saw
     status: int | None = None  # for "error": the OpenAI-protocol status
     min_s: float = 0.0
     max_s: float = 4.0
+    prefix: str = ""  # "continued": the partial answer the fallback got as its prefill
 
 
 @dataclass(frozen=True)
@@ -56,9 +61,12 @@ class Fault:
     whole: Expect  # non-streaming
     streamed: Expect
     anthropic_status: dict[int, int] = field(default_factory=dict)  # OpenAI status -> Anthropic
+    fallback_model: str | None = None  # instead of the other provider's healthy model
+    code: str | None = None  # "error": the OpenAI code the client gets
 
 
 RETRIED = 3  # 1 + max_retries
+CUT3 = "echo: hello there"  # the three words sent before a cut, stall or error event
 FAULTS = {
     "500-once": Fault("fault-500-once", False, Expect("primary", 2), Expect("primary", 2)),
     "503": Fault("fault-503", True, Expect("fallback", RETRIED), Expect("fallback", RETRIED)),
@@ -84,11 +92,12 @@ FAULTS = {
     "429": Fault("fault-429", True, Expect("fallback", RETRIED), Expect("fallback", RETRIED)),
     "reset": Fault("fault-reset", True, Expect("fallback", RETRIED), Expect("fallback", RETRIED)),
     "close": Fault("fault-close", True, Expect("fallback", RETRIED), Expect("fallback", RETRIED)),
+    # A silent route stays silent: one first-byte timeout, then the next target.
     "hang": Fault(
         "fault-hang",
         True,
-        Expect("fallback", RETRIED, None, 3 * FIRST_BYTE, 3.5),
-        Expect("fallback", RETRIED, None, 3 * FIRST_BYTE, 3.5),
+        Expect("fallback", 1, None, FIRST_BYTE, 2.5),
+        Expect("fallback", 1, None, FIRST_BYTE, 2.5),
     ),
     "slow-first-token": Fault(
         "fault-slow-first-token:0.2",
@@ -96,34 +105,66 @@ FAULTS = {
         Expect("primary", 1, None, 0.2),
         Expect("primary", 1, None, 0.2),
     ),
+    # Streams: the head comes at once, the first token too late (first-token timeout);
+    # a whole answer: nothing at all within the first-byte timeout.
     "slow-first-token-over-the-limit": Fault(
         "fault-slow-first-token:3",
         True,
-        Expect("fallback", RETRIED, None, 3 * FIRST_BYTE, 3.5),
-        Expect("fallback", RETRIED, None, 3 * FIRST_BYTE, 3.5),
+        Expect("fallback", 1, None, FIRST_BYTE, 2.5),
+        Expect("fallback", 1, None, FIRST_TOKEN, 2.5),
     ),
-    "cut": Fault("fault-cut-after:3", True, Expect("fallback", RETRIED), Expect("in-band", 1)),
+    "cut": Fault(
+        "fault-cut-after:3",
+        True,
+        Expect("fallback", RETRIED),
+        Expect("continued", 1, prefix=CUT3),
+    ),
+    "cut-fallback-rejects-prefill": Fault(
+        "fault-cut-after:3",
+        True,
+        Expect("fallback", RETRIED),
+        Expect("in-band", 1, prefix=CUT3),
+        fallback_model="fault-no-prefill",
+    ),
     "stall": Fault(
         "fault-stall-after:3",
         True,
-        Expect("fallback", RETRIED, None, 3 * FIRST_BYTE, 3.5),
-        Expect("in-band", 1, None, IDLE, 2.0),
+        Expect("fallback", 1, None, FIRST_BYTE, 2.5),
+        Expect("continued", 1, None, IDLE, 2.5, prefix=CUT3),
     ),
     "malformed-after-content": Fault(
-        "fault-malformed:2", True, Expect("fallback", RETRIED), Expect("in-band", 1)
+        "fault-malformed:2", True, Expect("fallback", RETRIED), Expect("primary", 1)
     ),
     "malformed-before-content": Fault(
-        "fault-malformed:0", True, Expect("fallback", RETRIED), Expect("fallback", RETRIED)
+        "fault-malformed:0", True, Expect("fallback", RETRIED), Expect("primary", 1)
     ),
     "no-done": Fault("fault-no-done", False, Expect("primary", 1), Expect("primary", 1)),
+    # Another target may have a larger context: asked once, the same one never again.
     "context-length": Fault(
-        "fault-context-length", True, Expect("error", 1, 400), Expect("error", 1, 400)
+        "fault-context-length", True, Expect("fallback", 1), Expect("fallback", 1)
+    ),
+    "context-length-alone": Fault(
+        "fault-context-length",
+        False,
+        Expect("error", 1, 400),
+        Expect("error", 1, 400),
+        code="context_length_exceeded",
+    ),
+    "content-policy": Fault(
+        "fault-content-policy",
+        True,
+        Expect("error", 1, 400),
+        Expect("error", 1, 400),
+        code="content_policy_violation",
     ),
     "401": Fault("fault-401", True, Expect("fallback", 1), Expect("fallback", 1)),
     "403": Fault("fault-403", True, Expect("fallback", 1), Expect("fallback", 1)),
     "wrong-key": Fault("gpt-any", True, Expect("fallback", 1), Expect("fallback", 1)),
     "overloaded-in-stream": Fault(
-        "fault-stream-overloaded:2", True, Expect("fallback", RETRIED), Expect("in-band", 1)
+        "fault-stream-overloaded:3",
+        True,
+        Expect("fallback", RETRIED),
+        Expect("continued", 1, prefix=CUT3),
     ),
     "overloaded-before-content": Fault(
         "fault-stream-overloaded", True, Expect("fallback", RETRIED), Expect("fallback", RETRIED)
@@ -153,7 +194,7 @@ def routing_spec(upstream: FakeUpstream) -> dict[str, object]:
             chain = [{"provider": provider, "model": fault.model}]
             if fault.fallback:
                 other, model = OTHER[kind]
-                chain.append({"provider": other, "model": model})
+                chain.append({"provider": other, "model": fault.fallback_model or model})
             mappings.append({"pattern": route_name(name, kind), "chain": chain})
     mappings.append({"pattern": "healthy", "chain": [{"provider": "oai", "model": "gpt-fine"}]})
     for kind in ("oai", "ant"):
@@ -170,96 +211,8 @@ def gateway(
         yield server
 
 
-@dataclass
-class Seen:
-    text: str = ""
-    model: str = ""
-    status: int | None = None  # an HTTP error before any content
-    in_band: str | None = None  # an error after content
-    backend: str = ""
-    error: str = ""  # the message of an HTTP error
-    code: str | None = None  # its code (OpenAI) or type (Anthropic)
-    finish: str | None = None  # finish_reason / stop_reason of a whole answer
-
-
-def call_openai(gateway: LiveServer, model: str, stream: bool) -> Seen:
-    client = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key="x", max_retries=0, timeout=20)
-    seen = Seen()
-    try:
-        if not stream:
-            raw = client.chat.completions.with_raw_response.create(
-                model=model, messages=HI, max_tokens=8
-            )
-            reply = raw.parse()
-            seen.text, seen.model = reply.choices[0].message.content or "", reply.model
-            seen.backend, seen.finish = (
-                raw.headers["x-gateway-backend"],
-                reply.choices[0].finish_reason,
-            )
-            return seen
-        with client.chat.completions.with_streaming_response.create(
-            model=model, messages=HI, max_tokens=8, stream=True
-        ) as response:
-            seen.backend = response.headers["x-gateway-backend"]
-            try:
-                for chunk in response.parse():
-                    seen.model = chunk.model
-                    if chunk.choices:
-                        seen.text += chunk.choices[0].delta.content or ""
-                        seen.finish = chunk.choices[0].finish_reason or seen.finish
-            except openai.APIError as exc:
-                seen.in_band = exc.message
-    except openai.APIStatusError as exc:
-        seen.status, seen.error, seen.code = exc.status_code, exc.message, exc.code
-        seen.in_band = None
-    return seen
-
-
-def call_anthropic(gateway: LiveServer, model: str, stream: bool) -> Seen:
-    client = anthropic.Anthropic(base_url=gateway.url, api_key="x", max_retries=0, timeout=20)
-    seen = Seen()
-    try:
-        if not stream:
-            raw = client.messages.with_raw_response.create(
-                model=model,
-                max_tokens=8,
-                messages=HI,  # type: ignore[arg-type]
-            )
-            message = raw.parse()
-            seen.text = "".join(b.text for b in message.content if b.type == "text")
-            seen.model, seen.backend = message.model, raw.headers["x-gateway-backend"]
-            seen.finish = message.stop_reason
-            return seen
-        with client.messages.with_streaming_response.create(
-            model=model,
-            max_tokens=8,
-            messages=HI,
-            stream=True,  # type: ignore[arg-type]
-        ) as response:
-            seen.backend = response.headers["x-gateway-backend"]
-            try:
-                for event in response.parse():
-                    if event.type == "message_start":
-                        seen.model = event.message.model
-                    elif event.type == "content_block_delta" and event.delta.type == "text_delta":
-                        seen.text += event.delta.text
-                    elif event.type == "message_delta":
-                        seen.finish = event.delta.stop_reason
-            except anthropic.APIError as exc:  # its message abbreviates the event: read that
-                error = exc.body.get("error") if isinstance(exc.body, dict) else None
-                seen.in_band = error.get("message") if isinstance(error, dict) else exc.message
-    except anthropic.APIStatusError as exc:
-        seen.status, seen.error = exc.status_code, exc.message
-        body = exc.body if isinstance(exc.body, dict) else {}
-        seen.code = (body.get("error") or {}).get("type")
-    return seen
-
-
 # A whole answer ends with a finish reason, whichever protocol was spoken.
 FINISHED = {"stop", "length", "end_turn", "max_tokens"}
-
-
-CLIENTS = {"openai": call_openai, "anthropic": call_anthropic}
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
@@ -279,26 +232,43 @@ def test_fault(
     faulty = [r for r in upstream.find(model=fault.model)]
     assert len(faulty) == expect.attempts, (seen, [r.path for r in faulty])
     other_provider, other_model = OTHER[kind]
+    other_model = fault.fallback_model or other_model
+    fallback_got = upstream.find(model=other_model)
     if expect.outcome == "error":
         status = expect.status
         if client == "anthropic":
             status = fault.anthropic_status.get(status, status)  # type: ignore[arg-type]
         assert seen.status == status, seen
-        assert upstream.count(model=other_model) == 0  # the caller's own error: no fallback
-        if name == "context-length":  # the upstream's own verdict, in the caller's terms
-            wanted = "context_length_exceeded" if client == "openai" else "invalid_request_error"
-            assert seen.code == wanted, seen
+        assert not fallback_got  # the caller's own error: no fallback
+        if fault.code:  # the upstream's own verdict, in the caller's terms
+            if client == "openai":
+                assert seen.code == fault.code, seen
+            else:
+                assert seen.code == "invalid_request_error", seen
+                if name == "content-policy":  # Anthropic's envelope: the message says it
+                    assert "content_policy_violation" in seen.error, seen
         else:
             assert str(status) in seen.error or kind in seen.error, seen  # says what failed
     elif expect.outcome == "in-band":
-        assert seen.text, seen  # content arrived ...
+        assert seen.text == expect.prefix, seen  # content arrived ...
         assert seen.in_band, seen  # ... and then the failure was said, not hidden
         assert seen.backend == kind
-        # It says which backend broke (an Anthropic upstream's own error event may go
-        # to an Anthropic client as it was: then it says what broke).
-        relayed = client == "anthropic" and kind == "ant" and "overloaded" in name
-        assert ("verloaded" in seen.in_band) if relayed else f"'{kind}'" in seen.in_band, seen
-        assert upstream.count(model=other_model) == 0
+        assert f"'{kind}'" in seen.in_band, seen  # the original failure, naming who broke
+        assert "prefill" not in seen.in_band, seen  # never the fallback's refusal
+        # The fallback was asked to continue once; its refusal is remembered.
+        assert len(fallback_got) <= 1
+        for sent in fallback_got:
+            assert _prefill(sent.json) == expect.prefix
+    elif expect.outcome == "continued":
+        assert seen.status is None and seen.in_band is None, seen
+        assert seen.text == WHOLE, seen  # the complete answer, reading as one
+        assert seen.backend == kind, seen  # the headers went out with the primary
+        assert len(seen.ids) == 1 and seen.finishes == 1, seen  # one stream
+        assert seen.finish in FINISHED, seen
+        if seen.output_tokens is not None:  # what each target really generated, summed
+            assert seen.output_tokens == MAX_TOKENS, seen
+        [sent] = fallback_got  # the fallback got the partial answer as its prefill
+        assert _prefill(sent.json) == expect.prefix, sent.json
     else:
         assert seen.status is None and seen.in_band is None, seen
         assert seen.text, seen
@@ -307,9 +277,11 @@ def test_fault(
         expected_model = fault.model if expect.outcome == "primary" else other_model
         assert seen.model == expected_model
         assert seen.finish in FINISHED, seen  # e.g. a stream without [DONE] still finishes
-        assert upstream.count(model=other_model) == (expect.outcome == "fallback")
+        assert len(fallback_got) == (expect.outcome == "fallback")
+        if stream and expect.outcome == "primary":
+            assert seen.text == WHOLE  # a skipped malformed event loses nothing
     # The key that reached each upstream is the decrypted one, never its ciphertext.
-    tried = faulty + upstream.find(model=other_model)
+    tried = faulty + fallback_got
     keys = {r.headers.get("x-api-key") or r.headers.get("authorization") for r in tried}
     if name != "wrong-key":
         assert keys <= {f"Bearer {OAI_KEY}", ANT_KEY}, keys
@@ -342,3 +314,11 @@ def test_a_client_that_leaves_mid_stream_stops_the_upstream(
         time.sleep(0.05)
     assert upstream.abandoned == 1  # the upstream saw its reader go, well before its 1.6 s
     assert upstream.count(model="fault-slow-tokens:0.1") == 1
+
+
+def _prefill(body: dict[str, object]) -> str:
+    """The trailing assistant message of an upstream request (its prefill), or ""."""
+    messages = body.get("messages")
+    assert isinstance(messages, list) and messages
+    last = messages[-1]
+    return content_text(last.get("content")) if last.get("role") == "assistant" else ""

@@ -153,7 +153,9 @@ def test_requests_leave_counters_histograms_and_gauges(gateway: LiveServer) -> N
     # Read at scrape time: every configured backend's breaker, and the engine.
     assert value(m, "gateway_breaker_state", backend="local:demo", kind="local") == 0
     assert value(m, "gateway_breaker_state", backend="flaky", kind="provider") == 0
-    assert value(m, "gateway_breaker_state", backend="fragile", kind="provider") == 2
+    # Per deployment: the failing model's breaker is open, its provider's own is not.
+    assert value(m, "gateway_breaker_state", backend="fragile/fault-503", kind="provider") == 2
+    assert value(m, "gateway_breaker_state", backend="fragile", kind="provider") == 0
     assert value(m, "gateway_engine_resident_models") == 1
     assert value(m, "gateway_engine_queued_requests") == 0
     assert value(m, "gateway_engine_active_sequences") == 0

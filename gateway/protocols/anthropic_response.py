@@ -10,6 +10,7 @@ from inference import jsonio
 from inference.errors import GatewayError
 from inference.types import (
     ChatResult,
+    Continued,
     Event,
     Finish,
     FinishReason,
@@ -155,14 +156,23 @@ class StreamEncoder:
             self._passthrough = True
             self._relayed_error = event.data.startswith(b"event: error\n")
             self._relayed_stop |= event.data.startswith(b"event: message_stop\n")
+            if event.data.startswith(b"event: content_block_stop\n"):
+                self._open = None  # a continuation must not write into a closed block
             if self._relayed_error:  # the upstream's words: may echo its key
                 return scrub.for_client(event.data.decode(errors="replace")).encode()
             return event.data
+        if isinstance(event, Continued):
+            # Another target finishes the answer: its content goes on in the
+            # message (and the block) the client already has, framed here.
+            self._passthrough = False
+            return b""
         if self._passthrough:
             # The backend accepts an upstream stream that ends after message_delta;
             # the client still gets the message_stop its SDK waits for.
             if isinstance(event, Finish) and not self._relayed_stop:
                 return sse("message_stop", {"type": "message_stop"})
+            self._started = self._pinged = True
+            self._track(event)
             return b""
         out: list[bytes] = []
         if not self._started:
@@ -170,6 +180,32 @@ class StreamEncoder:
             out.append(self._message_start(event))
         if isinstance(event, PromptUsage):
             return b"".join(out)
+        if isinstance(event, Finish):
+            out.append(self._finish(event))
+        else:
+            self._encode_content(event, out)
+        return b"".join(out)
+
+    def _track(self, event: Event) -> None:
+        """Keep the block bookkeeping in step with a relayed upstream's blocks, without
+        encoding anything (passthrough is the fast path): a continuation after it
+        goes on in the right block."""
+        if isinstance(event, TextDelta) and event.text:
+            self._mark("text")
+        elif isinstance(event, ThinkingDelta) and (event.text or event.signature):
+            self._mark("thinking")
+        elif isinstance(event, ToolCallDelta) and event.index not in self._tools:
+            self._tools[event.index] = self._mark(f"tool:{event.index}")
+
+    def _mark(self, kind: str) -> int:
+        if self._open is not None and self._open[0] == kind:
+            return self._open[1]
+        index = self._blocks
+        self._blocks += 1
+        self._open = (kind, index)
+        return index
+
+    def _encode_content(self, event: Event, out: list[bytes]) -> None:
         if isinstance(event, TextDelta):
             if event.text:
                 index = self._block(out, "text", {"type": "text", "text": ""})
@@ -200,9 +236,6 @@ class StreamEncoder:
             if event.arguments:
                 delta = {"type": "input_json_delta", "partial_json": event.arguments}
                 out.append(self._delta(index, delta))
-        elif isinstance(event, Finish):
-            out.append(self._finish(event))
-        return b"".join(out)
 
     def error(self, error: GatewayError) -> bytes:
         """An in-band error: the stream had started, so the status is already sent."""
@@ -234,9 +267,7 @@ class StreamEncoder:
         if self._open is not None and self._open[0] == kind:
             return self._open[1]
         self._close(out)
-        index = self._blocks
-        self._blocks += 1
-        self._open = (kind, index)
+        index = self._mark(kind)
         out.append(
             sse(
                 "content_block_start",

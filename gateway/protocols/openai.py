@@ -14,6 +14,7 @@ from inference.errors import GatewayError, InvalidRequest
 from inference.types import (
     ChatRequest,
     ChatResult,
+    Continued,
     Event,
     Finish,
     ImagePart,
@@ -263,9 +264,17 @@ class StreamEncoder:
         if isinstance(event, WireEvent):
             if event.protocol != "openai":
                 return b""
-            self._passthrough = True
+            if not self._passthrough:
+                self._passthrough = True
+                self._adopt(event.data)
             return event.data
+        if isinstance(event, Continued):
+            # Another target finishes the answer: framed here from now on, as
+            # chunks of the same completion the client already has.
+            self._passthrough = False
+            return b""
         if self._passthrough:
+            self._started = True
             return b""
         out = b""
         if not self._started:
@@ -287,6 +296,18 @@ class StreamEncoder:
             call["function"] = function
             return out + self._chunk({"tool_calls": [call]})
         return out + self._finish(event)
+
+    def _adopt(self, data: bytes) -> None:
+        """The relayed upstream's completion id, time and model: chunks framed here
+        later (a continuation) must read as the same completion."""
+        try:
+            chunk = orjson.loads(data.removeprefix(b"data: "))
+        except orjson.JSONDecodeError:
+            return
+        if isinstance(chunk, dict):
+            self.id = str(chunk.get("id") or self.id)
+            self.created = int(chunk.get("created") or self.created)
+            self.model = str(chunk.get("model") or self.model)
 
     def _finish(self, finish: Finish) -> bytes:
         out = self._chunk({}, FINISH_REASONS[finish.reason])

@@ -15,6 +15,7 @@ from ..types import (
     Finish,
     FinishReason,
     ImagePart,
+    MalformedEvent,
     Message,
     Part,
     TextDelta,
@@ -29,7 +30,7 @@ from ..types import (
 )
 from .errors import UpstreamError
 from .sse import encode_sse
-from .transport import CloudBackend, TimedEvents, malformed, parse_event_json, post_json
+from .transport import CloudBackend, EventParser, TimedEvents, malformed, post_json
 
 # Anthropic requires max_tokens; OpenAI clients often omit it.
 DEFAULT_MAX_TOKENS = 4096
@@ -242,6 +243,7 @@ def result_of(data: dict[str, Any], backend: str) -> ChatResult:
 class AnthropicBackend(CloudBackend):
     protocol = "anthropic"
     path = "/messages"
+    counts_tokens = True
 
     def body(self, request: ChatRequest, *, stream: bool) -> dict[str, Any]:
         return request_body(request, self.model, stream=stream)
@@ -265,8 +267,12 @@ class AnthropicBackend(CloudBackend):
         finish: FinishReason | None = None
         stop_sequence: str | None = None
         tool_index: dict[int, int] = {}  # content block index -> tool call index
+        parser = EventParser(self.name)
         async for event in events:
-            data = parse_event_json(self.name, event)
+            data = parser.parse(event)
+            if isinstance(data, MalformedEvent):
+                yield data
+                continue
             kind = data.get("type") or event.event
             if kind == "error":
                 raise _stream_error(self.name, data.get("error"))

@@ -11,7 +11,8 @@ ANTHROPIC_VERSION = "2023-06-01"
 @dataclass(frozen=True, slots=True)
 class Timeouts:
     connect: float = 5.0
-    first_byte: float = 60.0  # response headers, and the first token of a stream
+    first_byte: float = 60.0  # the response head
+    first_token: float = 120.0  # from the request to a stream's first content token
     stream_idle: float = 60.0
     total: float = 600.0
 
@@ -33,6 +34,13 @@ class ProviderConfig:
     extra_headers: dict[str, str] = field(default_factory=dict)
     timeouts: Timeouts = field(default_factory=Timeouts)
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    # Accepts a trailing assistant message and continues it (None: the kind's
+    # default, Anthropic yes, OpenAI-compatible no): what mid-stream continuation needs.
+    prefill: bool | None = None
+
+    @property
+    def accepts_prefill(self) -> bool:
+        return self.prefill if self.prefill is not None else self.kind == "anthropic"
 
     def auth_headers(self) -> dict[str, str]:
         headers = dict(self.extra_headers)

@@ -41,10 +41,15 @@ class UpstreamError(GatewayError):
         status: int | None = None,
         kind: str | None = None,
         code: str | None = None,
+        failure: str | None = None,
     ) -> None:
         super().__init__(
             message, status=status or _client_status(category, upstream_status), code=code
         )
+        # Where a transport failure struck, for the failover policy: "connection",
+        # "connect_timeout", "first_byte_timeout", "first_token_timeout",
+        # "idle_timeout" or "budget"; None for an HTTP answer or a broken stream.
+        self.failure = failure
         self.category = category
         self.backend = backend
         self.upstream_status = upstream_status
@@ -113,9 +118,15 @@ def retry_after_seconds(headers: httpx.Headers) -> float | None:
 # servers: "maximum context length"; Anthropic: "prompt is too long"): clients key
 # their compaction on OpenAI's code, whoever said it.
 _CONTEXT_PHRASES = ("context", "prompt is too long")
+# And a refusal of the content itself (OpenAI, Azure, Anthropic and others' wording).
+_POLICY_PHRASES = ("content policy", "content management policy", "safety system")
 
 
-def from_response(backend: str, response: httpx.Response, message: str) -> UpstreamError:
+def from_response(
+    backend: str, response: httpx.Response, message: str, upstream_code: str | None = None
+) -> UpstreamError:
+    """An upstream's HTTP error; `upstream_code` is the code in its envelope, passed
+    on to the caller (OpenAI's `code`, or Anthropic's error type when not generic)."""
     status = response.status_code
     if status in (401, 403):
         category: Category = "config"
@@ -130,8 +141,15 @@ def from_response(backend: str, response: httpx.Response, message: str) -> Upstr
         message = f"provider {backend!r} answered HTTP {status}: {message}"
     else:
         category = "client"
-    too_long = status == 400 and any(p in message.lower() for p in _CONTEXT_PHRASES)
-    code = "context_length_exceeded" if too_long else None
+    lowered = message.lower()
+    too_long = status == 400 and any(p in lowered for p in _CONTEXT_PHRASES)
+    refused = status == 400 and any(p in lowered for p in _POLICY_PHRASES)
+    code = "context_length_exceeded" if too_long else (upstream_code or None)
+    if refused and not code:
+        code = "content_policy_violation"  # OpenAI's code, whoever said it
+    if code and code != "context_length_exceeded" and code not in message:
+        # Anthropic's envelope has no code field: the message carries it for them.
+        message = f"{message} (code: {code})"
     return UpstreamError(
         message,
         category=category,
@@ -142,31 +160,55 @@ def from_response(backend: str, response: httpx.Response, message: str) -> Upstr
     )
 
 
-def transport_error(backend: str, exc: BaseException) -> UpstreamError:
+def transport_error(backend: str, exc: BaseException, failure: str | None = None) -> UpstreamError:
+    """A transport failure; `failure` says where it struck (see UpstreamError)."""
     if isinstance(exc, httpx.TimeoutException | TimeoutError):
+        if isinstance(exc, httpx.ConnectTimeout):
+            failure = "connect_timeout"
+        detail = str(exc) or type(exc).__name__
         return UpstreamError(
-            f"provider {backend!r} timed out ({type(exc).__name__})",
+            f"provider {backend!r} timed out ({detail})",
             category="transient", backend=backend, status=504, code="upstream_timeout",
+            failure=failure,
         )  # fmt: skip
     detail = str(exc) or type(exc).__name__
     return UpstreamError(
         f"provider {backend!r} connection failed: {detail}",
         category="transient", backend=backend, status=502, code="upstream_unreachable",
+        failure=failure,
     )  # fmt: skip
 
 
-def error_message(body: bytes) -> str:
-    """The message inside either protocol's error envelope, or the raw text."""
+# Anthropic's error types that only restate the status: no code worth passing on.
+_GENERIC_TYPES = {
+    "invalid_request_error", "api_error", "overloaded_error", "rate_limit_error",
+    "authentication_error", "permission_error", "not_found_error", "request_too_large",
+    "timeout_error", "server_error", "error",
+}  # fmt: skip
+
+
+def error_details(body: bytes) -> tuple[str, str | None]:
+    """The message inside either protocol's error envelope (or the raw text), and
+    the upstream's error code: OpenAI's `code`, or a specific Anthropic type."""
     import orjson
 
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError:
-        return body[:300].decode(errors="replace") or "no body"
+        return body[:300].decode(errors="replace") or "no body", None
     if isinstance(data, dict):
         error = data.get("error")
         if isinstance(error, dict) and isinstance(error.get("message"), str):
-            return error["message"]
+            code = error.get("code")
+            if not isinstance(code, str) or not code:
+                kind = error.get("type")
+                code = kind if isinstance(kind, str) and kind not in _GENERIC_TYPES else None
+            return error["message"], code
         if isinstance(error, str):
-            return error
-    return body[:300].decode(errors="replace")
+            return error, None
+    return body[:300].decode(errors="replace"), None
+
+
+def error_message(body: bytes) -> str:
+    """The message inside either protocol's error envelope, or the raw text."""
+    return error_details(body)[0]

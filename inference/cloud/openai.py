@@ -15,6 +15,7 @@ from ..types import (
     Finish,
     FinishReason,
     ImagePart,
+    MalformedEvent,
     Message,
     TextDelta,
     TextPart,
@@ -27,7 +28,7 @@ from ..types import (
 )
 from .errors import UpstreamError
 from .sse import SSEEvent, encode_sse
-from .transport import CloudBackend, TimedEvents, malformed, parse_event_json
+from .transport import CloudBackend, EventParser, TimedEvents, malformed
 
 OFFICIAL_HOST = "api.openai.com"
 _FINISH: dict[str, FinishReason] = {
@@ -93,6 +94,10 @@ def request_body(
         body["metadata"] = request.metadata
     if request.source_protocol == "openai":
         body.update(request.extensions)
+    if request.continuation:
+        # vLLM's and compatible servers' switch for continuing the last message.
+        body["continue_final_message"] = True
+        body["add_generation_prompt"] = False
     if stream:
         body["stream"] = True
         body["stream_options"] = {"include_usage": True}
@@ -101,7 +106,12 @@ def request_body(
 
 def wire_messages(messages: list[Message]) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
+    system = _system_message(messages)
+    if system is not None:
+        out.append(system)
     for message in messages:
+        if message.role == "system":
+            continue
         content: list[dict[str, Any]] = []
         calls: list[dict[str, Any]] = []
         for part in message.content:
@@ -131,6 +141,20 @@ def wire_messages(messages: list[Message]) -> list[dict[str, Any]]:
             entry["name"] = message.name
         out.append(entry)
     return out
+
+
+def _system_message(messages: list[Message]) -> dict[str, Any] | None:
+    """Every system text as one system message first: many chat templates behind
+    OpenAI-compatible servers (Llama, Mistral...) reject a second one, and an
+    Anthropic client's `system` may come as several blocks."""
+    texts = [
+        part.text
+        for message in messages
+        if message.role == "system"
+        for part in message.content
+        if isinstance(part, TextPart) and part.text
+    ]
+    return {"role": "system", "content": "\n\n".join(texts)} if texts else None
 
 
 def _tool_message(part: ToolResultPart) -> dict[str, Any]:
@@ -225,13 +249,17 @@ class OpenAIBackend(CloudBackend):
         stop_sequence: str | None = None
         usage = Usage()
         strip_usage = request.source_protocol == "openai" and not client_wants_usage(request)
+        parser = EventParser(self.name)
         async for event in events:
             if event.data.strip() == "[DONE]":
                 if finish is None:
                     break  # a truncated answer: said below, before the client sees [DONE]
                 yield WireEvent("openai", encode_sse(event))
                 break
-            chunk = parse_event_json(self.name, event)
+            chunk = parser.parse(event)
+            if isinstance(chunk, MalformedEvent):
+                yield chunk
+                continue
             if "error" in chunk:
                 raise _stream_error(self.name, chunk["error"])
             if chunk.get("usage"):

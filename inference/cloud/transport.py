@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import deque
 from collections.abc import AsyncIterator
@@ -13,11 +14,15 @@ import httpx
 import orjson
 
 from .. import jsonio
-from ..types import ChatRequest, ChatResult, Event, is_content
+from ..base import Capabilities
+from ..errors import UnsupportedFeature
+from ..types import ChatRequest, ChatResult, Event, MalformedEvent, is_content
 from .config import ProviderConfig
-from .errors import UpstreamError, error_message, from_response, transport_error
+from .errors import UpstreamError, error_details, from_response, transport_error
 from .pool import pool
 from .sse import SSEEvent, SSEParser
+
+logger = logging.getLogger(__name__)
 
 
 def _remaining(deadline: float | None, limit: float) -> float:
@@ -38,15 +43,29 @@ async def _send(
     *,
     stream: bool,
 ) -> httpx.Response:
-    """POST on the provider's pooled client, until the response head under the
-    first-byte timeout; transport failures become the provider's UpstreamError."""
+    """POST on the provider's pooled client, until the response head (and for a
+    whole answer, its body) under the first-byte timeout; transport failures
+    become the provider's UpstreamError."""
     upstream = pool.get(config)
     request = upstream.request("POST", path, jsonio.dumps(body), headers)
+    response: httpx.Response | None = None
     try:
         async with asyncio.timeout(_remaining(deadline, config.timeouts.first_byte)):
-            return await upstream.client.send(request, stream=stream)
+            response = await upstream.client.send(request, stream=True)
+            if not stream:
+                try:
+                    await response.aread()
+                finally:
+                    await response.aclose()
+            return response
     except (httpx.HTTPError, TimeoutError, OSError) as exc:
-        raise transport_error(config.name, exc) from None
+        # Before the head: a connection-level failure, or a silent server; a
+        # body cut after the head is a broken answer of this deployment only.
+        timeout = isinstance(exc, TimeoutError | httpx.TimeoutException)
+        failure = "first_byte_timeout" if timeout else "connection" if response is None else None
+        if timeout and deadline is not None and time.monotonic() >= deadline - 0.01:
+            failure = "budget"
+        raise transport_error(config.name, exc, failure) from None
 
 
 async def post_json(
@@ -58,7 +77,7 @@ async def post_json(
 ) -> dict[str, Any]:
     response = await _send(config, path, body, deadline, headers, stream=False)
     if response.status_code >= 400:
-        raise from_response(config.name, response, error_message(response.content))
+        raise from_response(config.name, response, *error_details(response.content))
     try:
         data = orjson.loads(response.content)
     except orjson.JSONDecodeError:
@@ -85,7 +104,7 @@ async def sse_stream(
     try:
         if response.status_code >= 400:
             await response.aread()
-            raise from_response(config.name, response, error_message(response.content))
+            raise from_response(config.name, response, *error_details(response.content))
         yield TimedEvents(config, response, deadline)
     finally:
         await response.aclose()
@@ -94,7 +113,7 @@ async def sse_stream(
 class TimedEvents:
     """A stream's events, each awaited under a limit.
 
-    Until the first content the first-byte limit applies (a model may send its
+    Until the first content the first-token limit applies (a model may send its
     preamble at once, then think long before its first token); after it, the
     stream-idle limit. The request's deadline caps both. The limit guards the
     reads from the network: events that arrived together are handed out
@@ -109,10 +128,12 @@ class TimedEvents:
         self._parser = SSEParser()
         self._ready: deque[SSEEvent] = deque()
         self._ended = False
-        self._limit = config.timeouts.first_byte
+        self._limit = config.timeouts.first_token
+        self._failure = "first_token_timeout"
 
     def content_started(self) -> None:
         self._limit = self._config.timeouts.stream_idle
+        self._failure = "idle_timeout"
 
     def __aiter__(self) -> TimedEvents:
         return self
@@ -130,9 +151,12 @@ class TimedEvents:
                 self._ready.extend(self._parser.close())
                 continue
             except (httpx.HTTPError, TimeoutError, OSError) as exc:
+                failure = None  # a broken stream
                 if isinstance(exc, TimeoutError):
+                    spent = self._deadline is not None and time.monotonic() >= self._deadline - 0.01
+                    failure = "budget" if spent else self._failure
                     exc = TimeoutError(f"no event for {limit:g}s")
-                raise transport_error(self._config.name, exc) from None
+                raise transport_error(self._config.name, exc, failure) from None
             self._ready.extend(self._parser.feed(chunk))
         return self._ready.popleft()
 
@@ -142,6 +166,30 @@ def malformed(backend: str, detail: str) -> UpstreamError:
         f"provider {backend!r} sent a malformed response: {detail}",
         category="transient", backend=backend, status=502, code="upstream_malformed",
     )  # fmt: skip
+
+
+class EventParser:
+    """A stream's events as JSON objects. One that is not (a glitch upstream) is
+    skipped: it comes back as a MalformedEvent and the stream goes on. Only a
+    stream that keeps sending garbage (MAX_MALFORMED in a row) fails."""
+
+    MAX_MALFORMED = 3
+
+    def __init__(self, backend: str) -> None:
+        self.backend = backend
+        self._in_row = 0
+
+    def parse(self, event: SSEEvent) -> dict[str, Any] | MalformedEvent:
+        try:
+            data = parse_event_json(self.backend, event)
+        except UpstreamError as exc:
+            self._in_row += 1
+            if self._in_row >= self.MAX_MALFORMED:
+                raise malformed(self.backend, "the stream cannot be parsed any more") from None
+            logger.warning("%s (skipped)", exc.message)
+            return MalformedEvent(exc.message)
+        self._in_row = 0
+        return data
 
 
 def parse_event_json(backend: str, event: SSEEvent) -> dict[str, Any]:
@@ -164,11 +212,19 @@ class CloudBackend:
     protocol: ClassVar[str]
     path: ClassVar[str]
 
+    counts_tokens: ClassVar[bool] = False  # has an exact count_tokens endpoint
+
     def __init__(self, config: ProviderConfig, model: str, deadline: float | None = None) -> None:
         self.config = config
         self.model = model
         self.deadline = deadline
         self.name = config.name
+        self.capabilities = Capabilities(
+            prefill=config.accepts_prefill, count_tokens=self.counts_tokens
+        )
+
+    async def count_tokens(self, request: ChatRequest) -> int:
+        raise UnsupportedFeature(f"provider {self.name!r} has no token counting endpoint")
 
     def body(self, request: ChatRequest, *, stream: bool) -> dict[str, Any]:
         raise NotImplementedError

@@ -16,6 +16,7 @@ from .replies import (
     parse_stop,
     plan_text,
     plan_tools,
+    trailing_assistant_text,
 )
 
 _dumps = orjson.dumps
@@ -98,6 +99,11 @@ class AnthropicFormat:
         message = "invalid x-api-key" if key else "x-api-key header is required"
         return _envelope("authentication_error", message, rid)
 
+    def content_policy_body(self, rid: str) -> bytes:
+        return _envelope(
+            "invalid_request_error", "Your request was flagged by our content policy.", rid
+        )
+
     def context_length_body(self, tokens: int, rid: str) -> bytes:
         shown = max(tokens, _CONTEXT_WINDOW + 1)
         return _envelope(
@@ -127,6 +133,7 @@ class AnthropicFormat:
             max_tokens=max_tokens,
             stop=parse_stop(body.get("stop_sequences")),
             input_tokens=tokens_in,
+            prefill=trailing_assistant_text(messages),
         )
 
     def message_body(self, reply: Reply, model: str, rid: str) -> bytes:

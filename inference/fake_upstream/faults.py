@@ -21,6 +21,9 @@ Model name                         Effect (both protocols, streaming or not, unl
 ``fault-context-length``           400: OpenAI ``code: context_length_exceeded``, ``param:
                                    messages`` / Anthropic ``invalid_request_error`` "prompt is
                                    too long: ...".
+``fault-content-policy``           400 refusing the content: OpenAI ``code:
+                                   content_policy_violation`` / Anthropic
+                                   ``invalid_request_error`` naming the content policy.
 ``fault-reset``                    Read the request, then abort the TCP connection with RST
                                    before writing anything (the client sees ECONNRESET).
 ``fault-close``                    Read the request, then close cleanly (FIN) without an answer
@@ -55,9 +58,19 @@ Model name                         Effect (both protocols, streaming or not, unl
                                    ``pattern[(k-1) % len(pattern)]``: ``.`` healthy, ``x`` 503,
                                    ``5`` 500, ``4`` 429, ``r`` reset, ``c`` close; e.g.
                                    ``fault-flaky:xx.``.
+``fault-no-prefill``               A model that refuses assistant prefill: a request whose last
+                                   message is the assistant's gets 400 ("...does not support
+                                   assistant message prefill..."); others are healthy.
+``fault-down-for:S``               A flapping outage: 503 from the first request for this model
+                                   name until S seconds later, then healthy (``reset()``
+                                   rearms it).
 ``words:N``                        Healthy, with N-word answers instead of ``reply_words``
                                    (long streams for benchmarks).
 =================================  ============================================================
+
+A request whose last message is the assistant's (a prefill) is continued, as
+Anthropic's API and vLLM's ``continue_final_message`` do: the answer is the
+planned reply after the words of the prefill, when it starts with them.
 
 Besides model names, ``FakeUpstream.fail_next()`` (HTTP: ``POST /_control/fail``) makes
 the next N requests whose model matches a glob pattern fail with a status or any
@@ -77,6 +90,7 @@ class Kind(Enum):
     HEALTHY = "healthy"
     STATUS = "status"
     CONTEXT_LENGTH = "context-length"
+    CONTENT_POLICY = "content-policy"
     RESET = "reset"
     CLOSE = "close"
     HANG = "hang"
@@ -88,6 +102,8 @@ class Kind(Enum):
     NO_DONE = "no-done"
     STREAM_OVERLOADED = "stream-overloaded"
     FLAKY = "flaky"
+    NO_PREFILL = "no-prefill"
+    DOWN_FOR = "down-for"
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,8 +132,12 @@ _DEFAULT_PARAM: dict[Kind, float | None] = {
     Kind.STALL_AFTER: None,
     Kind.MALFORMED: 1,
     Kind.STREAM_OVERLOADED: 0,
+    Kind.DOWN_FOR: None,
 }
-_NO_PARAM = {Kind.CONTEXT_LENGTH, Kind.RESET, Kind.CLOSE, Kind.HANG, Kind.NO_DONE}
+_NO_PARAM = {
+    Kind.CONTEXT_LENGTH, Kind.CONTENT_POLICY, Kind.RESET, Kind.CLOSE, Kind.HANG, Kind.NO_DONE,
+    Kind.NO_PREFILL,
+}  # fmt: skip
 _BY_NAME = {kind.value: kind for kind in Kind if kind not in (Kind.HEALTHY, Kind.STATUS)}
 _STATUS_RE = re.compile(r"fault-(\d{3})(-once)?")
 
@@ -181,8 +201,22 @@ def _int(raw: str, model: str, *, minimum: int = 0) -> int:
     return int(value)
 
 
-def resolve(fault: Fault, attempt: int) -> Fault:
-    """Collapse per-attempt faults (once, flaky) for the ``attempt``-th request (1-based)."""
+PREFILL_REFUSED = (
+    "This model does not support assistant message prefill. "
+    "The conversation must end with a user message."
+)
+
+
+def resolve(
+    fault: Fault, attempt: int, *, down_since: float = 0.0, now: float = 0.0, prefill: bool = False
+) -> Fault:
+    """Collapse per-attempt and per-time faults (once, flaky, down-for, no-prefill) for
+    the ``attempt``-th request (1-based); ``down_since``: when this model name was first
+    asked (monotonic), ``prefill``: the request ends with an assistant message."""
+    if fault.kind is Kind.DOWN_FOR:
+        return Fault(Kind.STATUS, status=503) if now - down_since < (fault.number or 0) else HEALTHY
+    if fault.kind is Kind.NO_PREFILL:
+        return fault if prefill else HEALTHY
     if fault.once:
         return fault if attempt == 1 else HEALTHY
     if fault.kind is Kind.FLAKY:

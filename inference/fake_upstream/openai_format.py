@@ -22,6 +22,7 @@ from .replies import (
     parse_stop,
     plan_text,
     plan_tools,
+    trailing_assistant_text,
 )
 
 _dumps = orjson.dumps
@@ -112,6 +113,14 @@ class OpenAIFormat:
             "invalid_api_key",
         )
 
+    def content_policy_body(self, rid: str) -> bytes:
+        return _envelope(
+            "Your request was rejected as a result of our safety system.",
+            "invalid_request_error",
+            None,
+            "content_policy_violation",
+        )
+
     def context_length_body(self, tokens: int, rid: str) -> bytes:
         return _envelope(
             f"This model's maximum context length is {_CONTEXT_WINDOW} tokens. However, your "
@@ -141,6 +150,7 @@ class OpenAIFormat:
             max_tokens=max_tokens,
             stop=stop,
             input_tokens=input_tokens,
+            prefill=trailing_assistant_text(messages),
         )
 
     def message_body(self, reply: Reply, model: str, rid: str) -> bytes:

@@ -110,6 +110,14 @@ def echo_source(messages: list[Any]) -> str:
     return ""
 
 
+def trailing_assistant_text(messages: Any) -> str:
+    """The text of a last assistant message (a prefill to continue), else ""."""
+    if not isinstance(messages, list) or not messages or not isinstance(messages[-1], dict):
+        return ""
+    last = messages[-1]
+    return content_text(last.get("content")) if last.get("role") == "assistant" else ""
+
+
 def ends_with_user_turn(messages: list[Any]) -> bool:
     """A tool is called only for a fresh user turn, so tool results get a text answer."""
     if not messages or not isinstance(messages[-1], dict):
@@ -130,11 +138,15 @@ def plan_text(
     max_tokens: int | None,
     stop: list[str],
     input_tokens: int,
+    prefill: str = "",
 ) -> Reply:
     reply = ["echo:", *source.split()][:words]
     if len(reply) < words:
         need = words - len(reply)
         reply += (FILLER * (need // len(FILLER) + 1))[:need]
+    done = prefill.split()
+    if done and reply[: len(done)] == done:
+        reply = reply[len(done) :]  # a prefill is continued: the rest of the answer
     finish = "stop"
     if max_tokens is not None and max_tokens < len(reply):
         reply = reply[:max_tokens]
@@ -146,7 +158,7 @@ def plan_text(
         if cut is not None:
             reply = text[: cut[0]].split()
             finish, stop_hit = "stop_sequence", cut[1]
-    pieces = [word if i == 0 else " " + word for i, word in enumerate(reply)]
+    pieces = [word if i == 0 and not done else " " + word for i, word in enumerate(reply)]
     return Reply(pieces, [], finish, stop_hit, input_tokens)
 
 

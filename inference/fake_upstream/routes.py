@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs
@@ -10,9 +11,19 @@ import orjson
 
 from . import anthropic_format
 from .anthropic_format import ANTHROPIC
-from .faults import FailRule, Fault, FaultSpecError, Kind, parse_fault, resolve, rule_fault
+from .faults import (
+    PREFILL_REFUSED,
+    FailRule,
+    Fault,
+    FaultSpecError,
+    Kind,
+    parse_fault,
+    resolve,
+    rule_fault,
+)
 from .formats import InvalidBody, WireFormat
 from .openai_format import OPENAI
+from .replies import trailing_assistant_text
 from .state import RecordedRequest, State
 from .transmit import respond, send_body, send_stream
 from .wire import Connection, Request
@@ -91,7 +102,13 @@ class Router:
                 reply = fmt.plan(body, named.words or self.settings.reply_words)
                 tokens_in = reply.input_tokens
             # Rules are consumed only by requests that got this far, i.e. real attempts.
-            fault = resolve(self.state.take_rule(model) or named, attempt)
+            fault = resolve(
+                self.state.take_rule(model) or named,
+                attempt,
+                down_since=self.state.first_seen(model),
+                now=time.monotonic(),
+                prefill=bool(trailing_assistant_text(body.get("messages"))),
+            )
         except (InvalidBody, FaultSpecError) as exc:
             message = exc.message if isinstance(exc, InvalidBody) else str(exc)
             await respond(conn, 400, headers, fmt.error_body(400, message, rid, model))
@@ -131,6 +148,10 @@ class Router:
                 extra += b"retry-after: %b\r\n" % shown.encode()
             body = fmt.error_body(fault.status, None, rid, model)
             await respond(conn, fault.status, extra, body)
+        elif kind is Kind.NO_PREFILL:
+            await respond(conn, 400, headers, fmt.error_body(400, PREFILL_REFUSED, rid, model))
+        elif kind is Kind.CONTENT_POLICY:
+            await respond(conn, 400, headers, fmt.content_policy_body(rid))
         elif kind is Kind.CONTEXT_LENGTH:
             await respond(conn, 400, headers, fmt.context_length_body(tokens_in, rid))
         elif kind is Kind.RESET:

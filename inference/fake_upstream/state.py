@@ -57,6 +57,7 @@ class State:
         self._records: deque[RecordedRequest] = deque(maxlen=max_recorded)
         self._counts: dict[tuple[str | None, str], int] = {}
         self._attempts: dict[str, int] = {}
+        self._first_seen: dict[str, float] = {}
         self._rules: list[FailRule] = []
         # A per-process prefix keeps ids unique across fakes while staying cheap to mint.
         self._prefix = os.urandom(4).hex()
@@ -82,6 +83,11 @@ class State:
             if self._record:
                 self._records.append(req)
         return attempt
+
+    def first_seen(self, model: str) -> float:
+        """When a request for ``model`` first came (monotonic), since the last reset."""
+        with self._lock:
+            return self._first_seen.setdefault(model, time.monotonic())
 
     def count(self, model: str | None = None, path: str | None = None) -> int:
         with self._lock:
@@ -128,6 +134,7 @@ class State:
             self._records.clear()
             self._counts.clear()
             self._attempts.clear()
+            self._first_seen.clear()
             self._rules.clear()
             self.abandoned = 0
 

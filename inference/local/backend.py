@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from jinja2 import TemplateError
 
-from ..base import collect
+from ..base import Capabilities, collect
 from ..errors import ContextLengthExceeded, InvalidRequest, UnsupportedFeature
 from ..types import ChatRequest, ChatResult, Event, Finish, PromptUsage, Usage
 from .engine import Engine, GenerationParams
@@ -30,11 +30,20 @@ class Defaults:
 
 
 class LocalBackend:
-    def __init__(self, engine: Engine, spec: ModelSpec, defaults: Defaults | None = None) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        spec: ModelSpec,
+        defaults: Defaults | None = None,
+        *,
+        prefill: bool = True,
+    ) -> None:
         self.engine = engine
         self.spec = spec
         self.defaults = defaults or Defaults()
         self.name = f"local:{spec.name}"
+        # Text only; a trailing assistant message is continued (continue_final_message).
+        self.capabilities = Capabilities(prefill=prefill, count_tokens=True, images=False)
 
     async def complete(self, request: ChatRequest) -> ChatResult:
         return await collect(self.spec.name, self.stream(request))

@@ -95,6 +95,11 @@ class LoadedModel:
         templates read (Qwen3 and others); templates without it ignore it.
         """
         kwargs: dict[str, Any] = {"add_generation_prompt": True}
+        if messages and messages[-1].get("role") == "assistant" and messages[-1].get("content"):
+            # A trailing assistant message is a prefill (Anthropic clients, or the
+            # gateway continuing a broken stream): the model goes on with that text
+            # instead of starting a new turn after it.
+            kwargs = {"continue_final_message": True}
         if tools:
             kwargs["tools"] = tools
         if thinking is not None:

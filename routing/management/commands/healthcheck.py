@@ -90,16 +90,26 @@ class Command(BaseCommand):
                 Provider.objects.filter(enabled=True).select_related("credential").order_by("name")
             )
             results += async_to_sync(_probe_all)(models, providers, limit, local_limit)
+        states = _breakers() if results[0].ok else None
         if options["json"]:
-            self.print_json(results)
+            self.print_json(results, states)
         else:
             self.print_table(results)
+            self.print_breakers(states)
         failed = [r for r in results if not r.ok]
         if failed:
             names = ", ".join(f"{r.kind} {r.name!r}" for r in failed)
             raise CommandError(f"unhealthy: {names}")
 
-    def print_json(self, results: list[ProbeResult]) -> None:
+    def print_breakers(self, states: dict[str, str] | None) -> None:
+        if states is None:  # each gateway process has its own: /metrics shows them
+            return
+        self.stdout.write("\nBREAKER (per deployment)  STATE")
+        for name, state in states.items():
+            line = f"{name}  {state}"
+            self.stdout.write(self.style.ERROR(line) if state != "closed" else line)
+
+    def print_json(self, results: list[ProbeResult], states: dict[str, str] | None) -> None:
         checks = [
             {
                 "name": r.name,
@@ -112,7 +122,7 @@ class Command(BaseCommand):
             }
             for r in results
         ]
-        document = {"ok": all(r.ok for r in results), "checks": checks}
+        document = {"ok": all(r.ok for r in results), "checks": checks, "breakers": states}
         self.stdout.write(json.dumps(document, indent=2))
 
     def print_table(self, results: list[ProbeResult]) -> None:
@@ -127,6 +137,22 @@ class Command(BaseCommand):
             line = "  ".join([*cells, row[4]]).rstrip()
             style = self.style.ERROR if row[2] == "FAIL" else (lambda text: text)
             self.stdout.write(style(line))
+
+
+def _breakers() -> dict[str, str] | None:
+    """Every deployment's breaker and its state, when they are shared (Redis):
+    a breaker in another process's memory cannot be read from here."""
+    from routing.backends import deployments
+    from routing.breakers import breakers
+    from routing.selectors import load_snapshot
+
+    box = breakers()
+    if not box.shared:
+        return None
+    return {
+        name: box.state(name, config)
+        for name, (_, config) in sorted(deployments(load_snapshot()).items())
+    }
 
 
 def _detail(result: ProbeResult) -> str:
