@@ -273,7 +273,8 @@ class Breakers:
                 logger.debug("breakers: Redis unreadable for %s", name, exc_info=True)
                 return self._local.state(name, config) if self._local else "closed"
             return raw.decode() if raw else pybreaker.STATE_CLOSED
-        return self.breaker(name, config or BreakerSettings()).current_state
+        breaker = self._breakers.get(name)  # a read never makes one
+        return breaker.current_state if breaker is not None else pybreaker.STATE_CLOSED
 
     def states(self) -> dict[str, str]:
         """Every breaker this process has used, with its state now."""
