@@ -124,6 +124,10 @@ async def test_staff_sees_a_finished_request_and_live_stats(layer: str, monkeypa
     }
     assert stats["outcomes"]["cloud-a"]["outcome"] == "503"
     assert stats["outcomes"]["local:demo"]["outcome"] == "ok"
+    # The figures behind the page's prompt-cache hit rate.
+    engine = stats["engine"]
+    assert engine["prompt_cache_hits"] <= engine["prompt_cache_lookups"]
+    assert engine["prompt_cache_tokens_reused"] >= 0
     await communicator.disconnect()
     dashboard.stop()
     if layer == "redis":

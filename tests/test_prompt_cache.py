@@ -19,7 +19,7 @@ from mlx_lm.models.cache import KVCache
 from inference.local.backend import LocalBackend
 from inference.local.engine import Engine, GenerationParams
 from inference.local.model import ModelSpec
-from inference.local.prefill import MIN_CHUNK, PrefillPacer
+from inference.local.prefill import MIN_CHUNK, RAMP_ABOVE, PrefillPacer
 from inference.local.prompt_cache import PromptCache
 from inference.types import ChatRequest, Message, TextPart, Usage
 
@@ -318,13 +318,15 @@ class Work:
 def test_pacer_slices_prefill_while_streams_decode_and_ramps_after_arrivals() -> None:
     pacer = PrefillPacer(2048)
     # Nobody decoding: full-size chunks, reached in a ramp so a burst can join.
-    sizes = [pacer.chunk(decoding=False, prefilling=1) for _ in range(8)]
+    sizes = [pacer.chunk(decoding=False, prefilling=1, longest=3000) for _ in range(8)]
     assert sizes == [MIN_CHUNK, 64, 128, 256, 512, 1024, 2048, 2048]
+    # A short prompt (a cached conversation's next turn) goes in one step.
+    assert pacer.chunk(decoding=False, prefilling=2, longest=RAMP_ABOVE) == 2048
     assert pacer.chunk(decoding=True, prefilling=1) == MIN_CHUNK  # rate not known yet
     pacer.observe(Work(prompt_tokens=2000, prompt_time=1.0, generation_steps=1, decode_time=0.1))
     assert pacer.chunk(decoding=True, prefilling=1) == 200  # one decode step's worth
-    assert pacer.chunk(decoding=True, prefilling=4) == MIN_CHUNK  # newcomers: ramp anew
+    assert pacer.chunk(decoding=True, prefilling=4, longest=900) == MIN_CHUNK  # ramp anew
     assert pacer.chunk(decoding=True, prefilling=4) == 50  # the slice, shared by 4
     assert pacer.chunk(decoding=True, prefilling=3) == 66
-    assert pacer.chunk(decoding=True, prefilling=100) == MIN_CHUNK
-    assert pacer.chunk(decoding=False, prefilling=100) == 64
+    assert pacer.chunk(decoding=True, prefilling=100, longest=900) == MIN_CHUNK
+    assert pacer.chunk(decoding=False, prefilling=100, longest=900) == 64

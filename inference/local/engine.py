@@ -32,7 +32,6 @@ from typing import Any
 from ..errors import BackendUnavailable, ModelLoadError
 from .chunks import Chunk, EngineStats, GenerationParams, merge
 from .model import LoadedModel, ModelSpec, load_model
-from .prefill import PrefillPacer
 from .prompt_cache import PromptCache, default_max_bytes
 from .sampling import make_sampler
 from .sequence import Sequence, deliver, engine_error
@@ -79,7 +78,6 @@ class Engine:
         self._prompt_cache = PromptCache(
             default_max_bytes() if prompt_cache_bytes is None else prompt_cache_bytes
         )
-        self._pacers: dict[LoadedModel, PrefillPacer] = {}
 
     # ----------------------------------------------------------- asyncio side
 
@@ -301,7 +299,6 @@ class Engine:
         elif command == "unload":
             model: LoadedModel = payload
             self._active.pop(model, None)
-            self._pacers.pop(model, None)
             self._prompt_cache.drop(model)
             model.release()
 
@@ -341,12 +338,12 @@ class Engine:
 
     def _step(self, model: LoadedModel, outbox: dict[Any, list[tuple[Sequence, Chunk]]]) -> None:
         seqs = self._active[model]
-        pacer = self._pacers.get(model)
-        if pacer is None:
-            pacer = self._pacers[model] = PrefillPacer(self.prefill_step_size)
-        waiting = sum(1 for s in seqs.values() if s.generated == 0)
+        pacer = model.pacer
+        waiting = [len(s.prompt) - s.cached for s in seqs.values() if s.generated == 0]
         model.generator.prefill_step_size = pacer.chunk(
-            decoding=waiting < len(seqs), prefilling=waiting
+            decoding=len(waiting) < len(seqs),
+            prefilling=len(waiting),
+            longest=max(waiting, default=0),
         )
         try:
             with model.generator.stats() as work:

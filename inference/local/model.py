@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .prefill import PrefillPacer
 from .prompt import longest_token
 
 logger = logging.getLogger(__name__)
@@ -24,7 +25,7 @@ class ModelSpec:
 
 
 class LoadedModel:
-    """Weights, tokenizer and the batch generator of one resident model.
+    """Weights, tokenizer, the batch generator and its prefill pacer of one resident model.
 
     The generator is created and driven only by the engine thread; `leases`,
     `last_used` and `fresh_until` are guarded by the engine's lock.
@@ -44,6 +45,7 @@ class LoadedModel:
         # For the size checks made before tokenizing (inference.local.prompt).
         self.longest_token = longest_token(tokenizer)
         self.generator: Any = None
+        self.pacer = PrefillPacer(2048)  # how it prefills; set up with the generator
         self.leases = 0
         self.last_used = time.monotonic()
         self.fresh_until = 0.0  # kept from eviction until then (just loaded)
@@ -53,6 +55,7 @@ class LoadedModel:
         if self.generator is None:
             from mlx_lm.generate import BatchGenerator
 
+            self.pacer = PrefillPacer(prefill_step_size)
             self._generator_options = {
                 "max_batch_size": max_batch_size,
                 "prefill_step_size": prefill_step_size,

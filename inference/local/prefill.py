@@ -19,7 +19,9 @@ sharing a 2,400-token system prompt (benchmarks/bench_prompt_cache.py) on the
 2-core CPU, without the ramp: the first token of turn 1 came after 82 s against
 mlx_lm.server's 50 s (which reads its whole queue before stepping), later turns
 after 2.3 s against 0.8 s. In-process, 4 conversations of 4 turns took 15-16 s
-paced against 22.8 s with fixed 2,048-token chunks.
+paced against 22.8 s with fixed 2,048-token chunks. Prompts that need at most
+RAMP_ABOVE tokens skip the ramp: a short one cannot run far ahead, and a cached
+conversation's next turn (a few dozen new tokens) then goes in one step.
 
 State is per loaded model (rates differ between models); only the engine
 thread touches it. `prefill_step_size` is a public attribute of the generator,
@@ -33,6 +35,7 @@ from typing import Any
 # Measured on a 2-core CPU, demo model: a step costs ~20 ms plus ~3 ms a prompt
 # token, so 8-token chunks lose 40% of the prefill rate and 32-token ones ~none.
 MIN_CHUNK = 32
+RAMP_ABOVE = 256
 MIN_SLICE_SECONDS = 0.02  # a decode step faster than this still leaves prefill some room
 _SMOOTHING = 0.3  # weight of the newest reading in the moving averages
 
@@ -45,9 +48,10 @@ class PrefillPacer:
         self._prefilling = 0  # prompts waiting at the previous step
         self._ramp = MIN_CHUNK  # the largest chunk allowed this step
 
-    def chunk(self, *, decoding: bool, prefilling: int) -> int:
-        """Tokens per prompt for the next step; `prefilling` prompts share the slice."""
-        if prefilling > self._prefilling:
+    def chunk(self, *, decoding: bool, prefilling: int, longest: int = 0) -> int:
+        """Tokens per prompt for the next step; `prefilling` prompts share the slice,
+        the longest of which still has at most `longest` tokens to prefill."""
+        if prefilling > self._prefilling and longest > RAMP_ABOVE:
             self._ramp = MIN_CHUNK  # others of its burst may be a moment behind
         else:
             self._ramp = min(self.max_chunk, self._ramp * 2)
