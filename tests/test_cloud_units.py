@@ -5,7 +5,12 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from inference.cloud.errors import from_response, retry_after_seconds, transport_error
+from inference.cloud.errors import (
+    UpstreamError,
+    from_response,
+    retry_after_seconds,
+    transport_error,
+)
 from inference.cloud.sse import SSEEvent, SSEParser
 
 
@@ -71,3 +76,16 @@ def test_context_length_and_retry_after() -> None:
 async def test_sse_crlf_split_across_chunks_ends_one_line() -> None:
     events = await read(b'data: {"a":\r', b"\ndata: 1}\r", b"\n\r\n", b"data: last\r")
     assert events == [SSEEvent('{"a":\n1}'), SSEEvent("last")]
+
+
+def test_a_malformed_event_is_skipped_until_the_stream_is_garbage() -> None:
+    from inference.cloud.transport import EventParser
+    from inference.types import MalformedEvent
+
+    parser = EventParser("p")
+    assert isinstance(parser.parse(SSEEvent("{not json")), MalformedEvent)  # skipped
+    assert parser.parse(SSEEvent('{"a": 1}')) == {"a": 1}  # and the stream goes on
+    for _ in range(EventParser.MAX_MALFORMED - 1):
+        assert isinstance(parser.parse(SSEEvent("garbage")), MalformedEvent)
+    with pytest.raises(UpstreamError, match="cannot be parsed any more"):
+        parser.parse(SSEEvent("garbage"))
