@@ -67,11 +67,21 @@ def test_refusals_with_a_known_key_reach_the_request_log(tmp_path: Path) -> None
         assert httpx.post(f"{server.url}/v1/chat/completions", headers=headers).status_code == 415
         anonymous = {"Content-Type": "text/plain"}
         assert httpx.post(f"{server.url}/v1/chat/completions", headers=anonymous).status_code == 415
-        _wait_rows(server, 1)
+        # Refused by the edge guard in front of the application, before any body.
+        with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+            sock.sendall(
+                b"POST /v1/messages HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json"
+                b"\r\nx-api-key: " + key.encode() + b"\r\nContent-Length: 999999999\r\n\r\n"
+            )
+            assert sock.recv(4096).startswith(b"HTTP/1.1 413")
+        _wait_rows(server, 2)
     finally:
         server.stop()  # a clean stop writes whatever the log still buffers
-    logged = json.loads(_rows(server))
-    assert logged == [[415, "unsupported_media_type", "chat.completions", "edge"]]
+    logged = sorted(json.loads(_rows(server)))
+    assert logged == [
+        [413, "request_too_large", "messages", "edge"],
+        [415, "unsupported_media_type", "chat.completions", "edge"],
+    ]
 
 
 def _rows(server: LiveServer) -> str:
