@@ -191,9 +191,11 @@ async def test_a_request_joins_a_batch_in_flight(engine: Engine, demo_model_path
             model, model.encode_chat([{"role": "user", "content": PROMPT}]),
             GenerationParams(max_tokens=60, temperature=0.0),
         )  # fmt: skip
-        text = (await anext(first)).text
-        while engine.stats().generated_tokens < 20:
-            text += (await anext(first)).text
+        chunk = await anext(first)  # its acceptance: nothing generated yet
+        text = chunk.text
+        while chunk.tokens < 20:
+            chunk = await anext(first)
+            text += chunk.text
         before = engine.stats()
         joined, _, _ = await generate(engine, spec, "Explain tides.", max_tokens=8)
         during = engine.stats()

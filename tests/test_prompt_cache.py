@@ -20,7 +20,7 @@ from inference.local.backend import LocalBackend
 from inference.local.engine import Engine, GenerationParams
 from inference.local.model import ModelSpec
 from inference.local.prefill import MIN_CHUNK, RAMP_ABOVE, PrefillPacer
-from inference.local.prompt_cache import PromptCache
+from inference.local.prompt_cache import MIN_REUSE, PromptCache
 from inference.types import ChatRequest, Message, TextPart, Usage
 
 SYSTEM = "You are a patient guide who explains the sea, ships and the weather. " * 10
@@ -274,15 +274,17 @@ def kv(tokens: int, width: int = 8) -> list[KVCache]:
 
 def test_store_finds_the_longest_prefix_and_trims_a_longer_entry() -> None:
     store = PromptCache(max_bytes=1 << 30)
-    store.insert("m", list(range(10)), kv(10))
-    cache, cached = store.fetch("m", [*range(6), 99, 98])
-    assert cached == 6 and cache is not None and cache[0].offset == 6  # trimmed copy
-    cache, cached = store.fetch("m", [*range(10), 5])
-    assert cached == 10
+    store.insert("m", list(range(100)), kv(100))
+    cache, cached = store.fetch("m", [*range(60), 999, 998])
+    assert cached == 60 and cache is not None and cache[0].offset == 60  # trimmed copy
+    cache, cached = store.fetch("m", [*range(100), 5])
+    assert cached == 100
     # The whole prompt cached: one token is left for the model to take in.
-    assert store.fetch("m", list(range(10)))[1] == 9
-    assert store.fetch("other model", list(range(10))) == (None, 0)
-    assert (store.lookups, store.hits, store.tokens_reused) == (4, 3, 25)
+    assert store.fetch("m", list(range(100)))[1] == 99
+    assert store.fetch("other model", list(range(100))) == (None, 0)
+    # A few shared tokens (a chat template's opening) are no hit.
+    assert store.fetch("m", [*range(MIN_REUSE - 1), 999, 998]) == (None, 0)
+    assert (store.lookups, store.hits, store.tokens_reused) == (5, 3, 259)
 
 
 def test_store_keeps_one_budget_across_models_and_drops_a_model() -> None:

@@ -29,6 +29,9 @@ the per-store byte cap. What it lacks, and is added here with public calls only:
 - An entry larger than the whole budget is never stored: inserting it would
   evict everything else only to be evicted itself, and the store would briefly
   hold more than its cap.
+- A minimum worth reusing (`min_reuse` tokens): every prompt shares the chat
+  template's opening with every entry, and counting those few tokens as hits
+  would show a hit rate near 100% that saves nothing.
 - Hit counters, for usage reporting and metrics.
 """
 
@@ -44,6 +47,8 @@ __all__ = ["PromptCache", "default_max_bytes"]
 
 # LRUPromptCache also caps the number of entries; here bytes are the only limit.
 _UNLIMITED_ENTRIES = 1 << 62
+# Fewer shared tokens than this are prefilled again rather than counted as a hit.
+MIN_REUSE = 32
 
 
 def default_max_bytes() -> int:
@@ -59,8 +64,9 @@ def _nbytes(cache: list[Any]) -> int:
 
 
 class PromptCache:
-    def __init__(self, max_bytes: int) -> None:
+    def __init__(self, max_bytes: int, min_reuse: int = MIN_REUSE) -> None:
         self.max_bytes = max(0, max_bytes)
+        self.min_reuse = max(1, min_reuse)
         self._stores: dict[Any, LRUPromptCache] = {}
         self._used: dict[Any, int] = {}  # model -> when its store was last touched
         self._clock = itertools.count()
@@ -87,7 +93,7 @@ class PromptCache:
             trim_prompt_cache(cache, 1)
             rest = prompt[-1:]
         cached = len(prompt) - len(rest)
-        if cached <= 0:
+        if cached < self.min_reuse:
             return None, 0
         self._used[model] = next(self._clock)
         self.hits += 1
