@@ -71,7 +71,7 @@ def test_a_declared_length_over_the_limit_gets_413_before_any_body(guarded: Live
     with contextlib.closing(connect(guarded)) as sock:
         sock.sendall(
             b"POST /v1/messages HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-            b"Content-Length: 41943040\r\n\r\n"
+            b"Content-Length: 41943040\r\nExpect: 100-continue\r\n\r\n"
         )
         status, body = read_response(sock)  # answered without one byte of the 40 MiB
     assert status == 413

@@ -234,6 +234,14 @@ class GuardedConnection(ProtocolWrapper):
             return self.head_bytes > self.limits.max_header_bytes
         return self.head_bytes + end - len(self.tail) > self.limits.max_header_bytes
 
+    def write(self, data: bytes) -> None:
+        if not self.refused:  # after a refusal the channel has nothing more to say
+            super().write(data)  # (Twisted would still send "100 Continue")
+
+    def writeSequence(self, data: Any) -> None:
+        if not self.refused:
+            super().writeSequence(data)
+
     # Called by GuardedRequest, which parses what this class only counts.
 
     def path(self) -> str:
