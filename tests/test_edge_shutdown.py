@@ -9,6 +9,7 @@ import json
 import signal
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -39,7 +40,9 @@ print("ROWS=" + json.dumps([[r.requested_model, r.status, r.error_type, r.output
 
 
 def spec(url: str) -> dict[str, object]:
-    provider = single_try_provider(KEY, stream_idle_timeout=60.0, total_timeout=60.0)
+    provider = single_try_provider(
+        KEY, stream_idle_timeout=60.0, total_timeout=60.0, first_byte_timeout=60.0
+    )
     return {
         "providers": [
             {"name": "oa", **provider, "base_url": f"{url}/v1"},
@@ -56,6 +59,7 @@ def spec(url: str) -> dict[str, object]:
             },
             {"pattern": "an-slow", "chain": [{"provider": "an", "model": "fault-slow-tokens:0.1"}]},
             {"pattern": "an-stall", "chain": [{"provider": "an", "model": "fault-stall-after:3"}]},
+            {"pattern": "oa-whole", "chain": [{"provider": "oa", "model": "fault-slow-tokens:2"}]},
         ],
     }
 
@@ -93,6 +97,16 @@ def test_sigterm_drains_streams_then_ends_the_rest_in_band(tmp_path: Path) -> No
             thread.start()
             threads.append(thread)
             assert started.wait(60), f"{name} never streamed"
+        # And one that is not streamed, whose whole answer would take 32 s.
+        whole: dict[str, httpx.Response] = {}
+        body = {"model": "oa-whole", "messages": HI}
+        url = f"{server.url}/v1/chat/completions"
+        thread = threading.Thread(
+            target=lambda: whole.setdefault("r", httpx.post(url, json=body, timeout=120))
+        )
+        thread.start()
+        threads.append(thread)
+        _wait_for(lambda: upstream.count(model="fault-slow-tokens:2") == 1)
         server.process.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
         refused = _refused_once_draining(server.url)
         for thread in threads:
@@ -105,17 +119,27 @@ def test_sigterm_drains_streams_then_ends_the_rest_in_band(tmp_path: Path) -> No
     for name in ("oa-stall-1", "oa-stall-2"):
         last = out[name].rstrip().rsplit("data: ", 1)[1]
         assert json.loads(last)["error"]["code"] == "shutting_down", out[name]
+    assert whole["r"].status_code == 503  # its answer had not started: a 503 in its envelope
+    assert whole["r"].json()["error"]["code"] == "shutting_down"
     assert "event: message_stop" in out["an-slow"], out["an-slow"]
     error = out["an-stall"].rstrip().rsplit("event: error\ndata: ", 1)[1]
     assert json.loads(error)["error"]["type"] == "overloaded_error", out["an-stall"]
     logged = json.loads(next(x for x in rows.splitlines() if x.startswith("ROWS="))[5:])
     by_model = {model: (status, kind, tokens) for model, status, kind, tokens in logged}
-    assert len(logged) == len(STREAMS)  # nothing lost, the refused one had no key
+    assert len(logged) == len(STREAMS) + 1  # nothing lost, the refused one had no key
+    assert by_model["oa-whole"][:2] == (503, "shutting_down")
     for name in STREAMS:
         if "stall" in name:
             assert by_model[name] == (503, "shutting_down", 3), by_model
         else:
             assert by_model[name][:2] == (200, ""), by_model
+
+
+def _wait_for(condition: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + 30
+    while not condition():
+        assert time.monotonic() < deadline, "the condition never held"
+        time.sleep(0.05)
 
 
 def _refused_once_draining(url: str) -> httpx.Response:
