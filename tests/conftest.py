@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -67,7 +68,7 @@ def _api_keys_optional(settings: Any) -> None:
 
 
 @pytest.fixture(scope="session")
-def demo_model_path() -> Path:
+def demo_model_path(_data_templates: None) -> Path:
     """The demo model's folder, built once per session (the live gateways' copies
     come from it too). Read-only: copy it to change anything."""
     return TEMPLATES.demo_model()
@@ -196,8 +197,8 @@ def configure_routing(server: LiveServer, spec: dict[str, object]) -> None:
     document, keys = routing_document(spec)
     path = server.data_dir / f"routing-{time.monotonic_ns()}.yaml"
     path.write_text(dump_yaml(document))
-    # --skip-checks: the system checks import the whole API (mlx-lm included),
-    # a second per call; they have tests of their own.
+    # --skip-checks: the system checks load every URL and so the whole API, time
+    # each call would pay; they run (and are tested) with migrate and serve.
     manage_command({**server.env, **keys}, "import_config", str(path), "--skip-checks")
 
 
@@ -238,6 +239,32 @@ def create_admin(
     except RuntimeError as failed:
         if not (exist_ok and "already taken" in str(failed)):
             raise
+
+
+# The README's test command installs both (playwright from PyPI, chromium from
+# Debian, by .ci/system-deps): a missing browser is a failure, not a skip.
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def chromium() -> Iterator[Any]:
+    """Debian's chromium through Playwright, started once per module: a test takes a
+    fresh context from it (`chromium.new_context()`: no cookies, no cache), which
+    costs milliseconds where a browser start costs seconds."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
+        )
+        try:
+            yield browser
+        finally:
+            browser.close()
 
 
 @contextlib.contextmanager

@@ -4,14 +4,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import openai
 import pytest
-from playwright.sync_api import Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
 from .conftest import LiveServer, configure_routing, fake_upstream, routed_gateway, run_in_shell
-from .test_dashboard_browser import CHROMIUM, CHROMIUM_ARGS, PASSWORD, USER, make_admin
+from .test_dashboard_browser import PASSWORD, USER, make_admin
 
 pytestmark = pytest.mark.e2e
 
@@ -33,26 +32,19 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
 
 
 @pytest.fixture
-def page(tmp_path: Path, gateway: LiveServer) -> Iterator[Page]:
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch_persistent_context(
-            str(tmp_path / "profile"),
-            executable_path=CHROMIUM,
-            headless=True,
-            args=CHROMIUM_ARGS,
-            viewport={"width": WIDTH, "height": 900},
-        )
-        try:
-            page = browser.new_page()
-            page.set_default_timeout(15_000)
-            page.goto(f"{gateway.url}/admin/login/?next=/admin/")
-            page.fill("#id_username", USER)
-            page.fill("#id_password", PASSWORD)
-            page.click("input[type=submit]")
-            page.wait_for_url(f"{gateway.url}/admin/")
-            yield page
-        finally:
-            browser.close()
+def page(chromium: Browser, gateway: LiveServer) -> Iterator[Page]:
+    context = chromium.new_context(viewport={"width": WIDTH, "height": 900})  # no cookies
+    try:
+        page = context.new_page()
+        page.set_default_timeout(15_000)
+        page.goto(f"{gateway.url}/admin/login/?next=/admin/")
+        page.fill("#id_username", USER)
+        page.fill("#id_password", PASSWORD)
+        page.click("input[type=submit]")
+        page.wait_for_url(f"{gateway.url}/admin/")
+        yield page
+    finally:
+        context.close()
 
 
 _CHAIN = """

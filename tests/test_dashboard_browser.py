@@ -7,7 +7,6 @@ appear on the page, which must not have reloaded meanwhile.
 
 from __future__ import annotations
 
-import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,18 +14,18 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
+from playwright.sync_api import Browser, Page, expect
 
-# The README's test command installs both (playwright from PyPI, chromium from
-# Debian, by .ci/system-deps): a missing browser is a failure, not a skip.
-from playwright.sync_api import Page, expect, sync_playwright
+from .conftest import (  # noqa: F401  (CHROMIUM, CHROMIUM_ARGS: test_admin_browser's too)
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    LiveServer,
+    create_admin,
+    redis_server,
+    server_env,
+    start_together,
+)
 
-from .conftest import LiveServer, create_admin, redis_server, server_env, start_together
-
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]  # fmt: skip
 USER, PASSWORD = "dash-admin", "dash-Pa55word-7731"
 
 pytestmark = pytest.mark.e2e
@@ -45,18 +44,12 @@ def admin_user(live_gateway: LiveServer) -> str:
 
 
 @pytest.fixture
-def page(tmp_path: Path) -> Iterator[Page]:
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch_persistent_context(
-            str(tmp_path / "profile"),  # a fresh profile: no cookies, no cache
-            executable_path=CHROMIUM,
-            headless=True,
-            args=CHROMIUM_ARGS,
-        )
-        try:
-            yield browser.new_page()
-        finally:
-            browser.close()
+def page(chromium: Browser) -> Iterator[Page]:
+    context = chromium.new_context()  # a fresh one: no cookies, no cache
+    try:
+        yield context.new_page()
+    finally:
+        context.close()
 
 
 def open_dashboard(page: Page, base: str, user: str) -> None:

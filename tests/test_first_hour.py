@@ -4,10 +4,12 @@ and served on every interface it prints a URL whose admin answers."""
 
 from __future__ import annotations
 
+import contextlib
 import re
 import signal
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -175,3 +177,50 @@ def test_serve_admin_needs_a_password_when_nobody_can_be_asked(tmp_path: Path) -
     assert again.wait(timeout=120) == 0
     printed = log.read_text()
     assert "no login yet:" in printed and "manage.py createsuperuser" in printed
+
+
+def test_serve_offers_an_admin_login_on_a_first_run_in_a_terminal(tmp_path: Path) -> None:
+    """In a terminal, with no superuser yet, serve asks; yes runs Django's
+    createsuperuser, and the admin line names the new login."""
+    import os
+    import pty
+
+    data = tmp_path / "data"
+    assert TEMPLATES.copy("demo", data)
+    controller, terminal = pty.openpty()
+    process = subprocess.Popen(
+        [sys.executable, "manage.py", "serve", "--dry-run", "--port", "8126"],
+        cwd=ROOT, env=server_env(data), stdin=terminal, stdout=terminal, stderr=terminal,
+        start_new_session=True,  # no controlling terminal: getpass reads the pty
+    )  # fmt: skip
+    os.close(terminal)
+    seen = ""
+
+    def answer(prompt: str, reply: str) -> None:
+        nonlocal seen
+        deadline = time.monotonic() + 120
+        while prompt not in seen:
+            assert time.monotonic() < deadline, seen
+            try:
+                seen += os.read(controller, 4096).decode(errors="replace")
+            except OSError:  # the other side closed
+                raise AssertionError(seen) from None
+        seen = seen.split(prompt, 1)[1]
+        os.write(controller, reply.encode() + b"\n")
+
+    try:
+        answer("Make one now? [Y/n]", "y")
+        answer("Username", "boss")
+        answer("Email address:", "")
+        answer("Password:", "first-hour-Pa55-7310")
+        answer("Password (again):", "first-hour-Pa55-7310")
+        with contextlib.suppress(OSError):  # to the end: EIO once serve has exited
+            while chunk := os.read(controller, 4096):
+                seen += chunk.decode(errors="replace")
+        assert process.wait(timeout=60) == 0, seen
+        assert "Superuser created successfully." in seen
+        assert "(log in as boss)" in seen, seen
+    finally:
+        if process.poll() is None:
+            process.kill()
+        os.close(controller)
