@@ -7,7 +7,7 @@ from urllib.parse import urlencode
 
 from django import forms
 from django.conf import settings
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, HttpResponse
@@ -18,6 +18,7 @@ from django.utils.decorators import method_decorator
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 from django.views.decorators.http import require_POST
+from redis.exceptions import RedisError
 
 from . import route_tester, selectors
 from .admin_chain import NamesChainsOnBlockedDelete, TargetInline
@@ -124,9 +125,14 @@ class BackendMappingAdmin(admin.ModelAdmin):
         owner = owner_model.objects.get(name=hop.target.name)
         if not self.admin_site.get_model_admin(owner_model).has_change_permission(request, owner):
             raise PermissionDenied
-        before = reset_breaker(name, hop, snapshot)
-        self.log_change(request, owner, f"Reset the circuit breaker {name} (was {before}).")
-        self.message_user(request, f"Breaker {name} reset (it was {before}).")
+        try:
+            before = reset_breaker(name, hop, snapshot)
+        except (RedisError, OSError) as exc:
+            message = f"Breaker {name} was not reset: the shared state (Redis) failed: {exc}"
+            self.message_user(request, message, messages.ERROR)
+        else:
+            self.log_change(request, owner, f"Reset the circuit breaker {name} (was {before}).")
+            self.message_user(request, f"Breaker {name} reset (it was {before}).")
         return redirect(f"{reverse('admin:routing_route_tester')}?{urlencode({'model': model})}")
 
     def route_tester_view(self, request: HttpRequest) -> HttpResponse:

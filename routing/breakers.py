@@ -276,6 +276,18 @@ class Breakers:
         breaker = self._breakers.get(name)  # a read never makes one
         return breaker.current_state if breaker is not None else pybreaker.STATE_CLOSED
 
+    def reset(self, name: str, config: BreakerSettings) -> None:
+        """Close a breaker by hand (an operator, from the admin): closed, its counts
+        and any probe token gone; in Redis when shared, so every process sees it.
+        Raises RedisError / OSError when the shared state cannot be reached."""
+        if self._url:
+            self._sync_reader().delete(_PREFIX + name, f"{_PREFIX}{name}:probe")
+        for box in (self, self._local):
+            if box is not None:
+                box.breaker(name, config).close()  # pybreaker's own reset
+                with box._lock:
+                    box._probes.pop(name, None)
+
     def states(self) -> dict[str, str]:
         """Every breaker this process has used, with its state now."""
         with self._lock:

@@ -14,5 +14,5 @@ def reset_breaker(name: str, hop: Hop, snapshot: Snapshot) -> str:
     box = breakers()
     config = breaker_settings(hop, snapshot)
     before = box.state(name, config)
-    box.breaker(name, config).close()  # pybreaker's public API: closed, counters reset
+    box.reset(name, config)
     return before

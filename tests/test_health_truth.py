@@ -17,7 +17,7 @@ from routing.resolution import Hop, Target
 from routing.route_tester import hop_breakers
 from routing.selectors import load_snapshot
 
-from .conftest import fake_upstream
+from .conftest import fake_upstream, redis_server
 from .test_admin import demo  # noqa: F401  (fixture)
 from .test_request_log_units import log_row
 
@@ -78,6 +78,9 @@ def test_the_route_tester_tells_an_open_breaker_and_resets_it(
         # The probe still lists models, but requests skip it: the breaker decides.
         assert f"breaker open ({name}): requests skip it" in body
         assert "models listed, key accepted" in body and "1 of 1 failed" in body
+        # Per deployment: the provider + upstream model's breaker, and the provider's own.
+        assert name == "cloud/gpt-4o"
+        assert 'data-breaker="cloud/gpt-4o"' in body and 'data-breaker="cloud"' in body
         response = admin_client.post(
             "/admin/routing/backendmapping/route-tester/reset-breaker/",
             {"breaker": name, "model": "gpt-x", "position": "0"},
@@ -94,3 +97,23 @@ def test_the_route_tester_tells_an_open_breaker_and_resets_it(
     assert bad.status_code == 404
     reset_url = "/admin/routing/backendmapping/route-tester/reset-breaker/"
     assert admin_client.get(reset_url).status_code == 405
+
+
+async def test_a_reset_reaches_every_process_through_redis(tmp_path: Any) -> None:
+    from routing.breakers import BreakerSettings, Breakers
+
+    config = BreakerSettings(fail_max=2, reset_timeout=600.0)
+    with redis_server(tmp_path) as url:
+        here, there = Breakers(url), Breakers(url)  # two gateway processes
+        for _ in range(2):
+            assert await here.admit("cloud/gpt-4o", config) is not None
+            await here.record("cloud/gpt-4o", config, ok=False)
+        assert there.state("cloud/gpt-4o", config) == "open"
+        assert await there.admit("cloud/gpt-4o", config) is None  # skipped everywhere
+        here.reset("cloud/gpt-4o", config)
+        assert there.state("cloud/gpt-4o", config) == "closed"
+        admission = await there.admit("cloud/gpt-4o", config)
+        assert admission is not None and not admission.probe  # closed: a plain pass
+        # Its count started again: one failure does not reopen it.
+        await there.record("cloud/gpt-4o", config, ok=False)
+        assert here.state("cloud/gpt-4o", config) == "closed"
