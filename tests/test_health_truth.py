@@ -100,7 +100,7 @@ def test_the_route_tester_tells_an_open_breaker_and_resets_it(
 
 
 async def test_a_reset_reaches_every_process_through_redis(tmp_path: Any) -> None:
-    from routing.breakers import BreakerSettings, Breakers
+    from routing.breakers import Breakers, BreakerSettings
 
     config = BreakerSettings(fail_max=2, reset_timeout=600.0)
     with redis_server(tmp_path) as url:
