@@ -62,7 +62,8 @@ class Activity:
         self.window.append((time.monotonic(), ctx.input_tokens, ctx.output_tokens))
         for attempt in ctx.served.attempts if ctx.served is not None else ():
             self.last_outcome[attempt.backend] = (attempt.outcome, row["time"])
-        history.note(row["backend"], row["status"], row["fallbacks"], row["latency_ms"])
+        attempts = ctx.served.attempts if ctx.served is not None else []
+        history.note(attempts, row["status"], row["latency_ms"])
         self._trim()
 
     def rates(self) -> dict[str, float]:

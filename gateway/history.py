@@ -1,11 +1,14 @@
 """The dashboard's last hour, per backend, as this process saw it.
 
-One bucket per minute and backend: requests, errors (status >= 500, or 429 from
-the gateway: what an operator must look at), fallbacks, and a latency histogram
-on fixed bounds. Fixed bounds make the buckets of several processes add up, so
-the page merges what each process sends and reads p95 off the merged histogram
-(as the upper bound of the bucket the 95th percentile falls in). State per
-process, in memory: a restarted process starts its hour afresh.
+One bucket per minute and backend, counted per attempt, so a backend that failed
+before another answered is charged with its failure: attempts, failures (any
+outcome but a success; a request refused before any backend is tried counts
+under "(none)" when its status is 5xx or 429), fallbacks away from it, and a
+latency histogram of its attempts on fixed bounds. Fixed bounds make the
+buckets of several processes add up, so the page merges what each process
+sends and reads p95 off the merged histogram (as the upper bound of the bucket
+the 95th percentile falls in). State per process, in memory: a restarted
+process starts its hour afresh.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ import time
 from bisect import bisect_left
 from collections.abc import Callable
 from typing import Any
+
+from routing.health import skipped, succeeded
 
 MINUTES = 60
 # Upper bounds in ms; the last bucket is everything slower.
@@ -30,20 +35,32 @@ class History:
         # minute (epoch // 60) -> backend -> [requests, errors, fallbacks, *histogram]
         self._minutes: dict[int, dict[str, list[int]]] = {}
 
-    def note(self, backend: str, status: int, fallbacks: int, latency_ms: float) -> None:
+    def note(self, attempts: list[Any], status: int, latency_ms: float) -> None:
+        """A finished request: its attempts (routing's Attempt: backend, outcome,
+        elapsed_ms), or none when it was refused before any backend."""
+        tried = [a for a in attempts if not skipped(a.outcome)]
         minute = int(self._clock() // 60)
         with self._lock:
             per_backend = self._minutes.setdefault(minute, {})
             if len(self._minutes) > MINUTES + 1:
                 for old in sorted(self._minutes)[: len(self._minutes) - MINUTES - 1]:
                     del self._minutes[old]
-            counts = per_backend.setdefault(
-                backend or NO_BACKEND, [0] * (_FIELDS + len(LATENCY_BOUNDS_MS) + 1)
-            )
-            counts[0] += 1
-            counts[1] += status >= 500 or status == 429
-            counts[2] += fallbacks
-            counts[_FIELDS + bisect_left(LATENCY_BOUNDS_MS, latency_ms)] += 1
+            if not tried:
+                self._add(per_backend, NO_BACKEND, status >= 500 or status == 429, 0, latency_ms)
+            for i, attempt in enumerate(tried):
+                moved_on = i + 1 < len(tried) and tried[i + 1].backend != attempt.backend
+                failed = not succeeded(attempt.outcome)
+                self._add(per_backend, attempt.backend, failed, moved_on, attempt.elapsed_ms)
+
+    @staticmethod
+    def _add(
+        per_backend: dict[str, list[int]], backend: str, failed: bool, moved_on: bool, ms: float
+    ) -> None:
+        counts = per_backend.setdefault(backend, [0] * (_FIELDS + len(LATENCY_BOUNDS_MS) + 1))
+        counts[0] += 1
+        counts[1] += failed
+        counts[2] += moved_on
+        counts[_FIELDS + bisect_left(LATENCY_BOUNDS_MS, ms)] += 1
 
     def export(self) -> dict[str, Any]:
         """The last MINUTES minutes, oldest first: what the page merges and draws."""
