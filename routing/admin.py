@@ -21,7 +21,7 @@ from django.views.decorators.http import require_POST
 from redis.exceptions import RedisError
 
 from . import route_tester, selectors
-from .admin_chain import NamesChainsOnBlockedDelete, TargetInline
+from .admin_chain import NamesChainsOnBlockedDelete, TargetInline, describe_chain
 from .admin_links import log_url
 from .health import RECENT_MINUTES
 from .local_state import has_model_folder, local_state
@@ -73,7 +73,7 @@ class LocalModelAdmin(NamesChainsOnBlockedDelete, admin.ModelAdmin):
 
 @admin.register(BackendMapping)
 class BackendMappingAdmin(admin.ModelAdmin):
-    list_display = ("pattern", "priority", "enabled", "chain", "description", "requests")
+    list_display = ("pattern", "priority", "enabled", "chain", "balance", "description", "requests")
     list_filter = ("enabled", "targets__provider", "targets__local_model")
     readonly_fields = ("requests",)
     search_fields = ("pattern", "description", "targets__upstream_model")
@@ -90,7 +90,7 @@ class BackendMappingAdmin(admin.ModelAdmin):
 
     @admin.display(description="chain (primary first)")
     def chain(self, obj: BackendMapping) -> str:
-        return " → ".join(str(t) for t in obj.targets.all()) or "—"
+        return describe_chain(list(obj.targets.all())) or "—"
 
     @admin.display(description="requests")
     def requests(self, obj: BackendMapping) -> SafeString | str:

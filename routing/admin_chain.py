@@ -21,11 +21,17 @@ class TargetForm(forms.ModelForm):
     position = forms.IntegerField(
         min_value=0, required=False, help_text="0 = primary; empty = at the end."
     )
+    weight = forms.IntegerField(
+        min_value=1, max_value=100, required=False, help_text="In a group: its share (empty: 1)."
+    )
 
     class Meta:
         model = MappingTarget
         fields = ("position", "local_model", "provider", "upstream_model", "input_price",
-                  "output_price")  # fmt: skip
+                  "output_price", "group", "weight")  # fmt: skip
+
+    def clean_weight(self) -> int:
+        return self.cleaned_data.get("weight") or 1
 
     def clean(self) -> dict[str, Any]:
         data = super().clean()
@@ -117,6 +123,22 @@ class TargetInline(admin.TabularInline):
     formset = TargetFormSet
     extra = 1
     ordering = ("position", "id")
+
+
+def describe_chain(targets: Sequence[MappingTarget]) -> str:
+    """A chain on one line, a load-balanced group as its members in brackets at
+    its first member's position: "a → [group g: b weight 2 | c] → d"."""
+    parts: list[str] = []
+    done: set[str] = set()
+    for target in targets:
+        if not target.group:
+            parts.append(str(target))
+        elif target.group not in done:
+            done.add(target.group)
+            members = [t for t in targets if t.group == target.group]
+            shown = " | ".join(f"{t}" + (f" weight {t.weight}" * (t.weight != 1)) for t in members)
+            parts.append(f"[group {target.group}: {shown}]")
+    return " → ".join(parts)
 
 
 def chains_using(objs: Sequence[Model]) -> list[SafeString]:

@@ -36,6 +36,20 @@ def _link(target: MappingTarget) -> _Flow:
     return link
 
 
+def _chain(targets: list[MappingTarget]) -> list[_Flow | dict[str, Any]]:
+    """The chain's links; a load-balanced group as {name, group: [members]} at
+    its first member's place, a member's weight written when it is not 1."""
+    out: list[_Flow | dict[str, Any]] = []
+    for target in targets:
+        if not target.group:
+            out.append(_link(target))
+        elif not any(isinstance(o, dict) and o.get("name") == target.group for o in out):
+            members = [t for t in targets if t.group == target.group]
+            group = [_link(t) | ({"weight": t.weight} if t.weight != 1 else {}) for t in members]
+            out.append({"name": target.group, "group": [_Flow(m) for m in group]})
+    return out
+
+
 def export_document() -> tuple[dict[str, Any], list[str]]:
     """The document, and warnings about keys an import could not restore."""
     warnings: list[str] = []
@@ -59,7 +73,7 @@ def export_document() -> tuple[dict[str, Any], list[str]]:
     # Resolution order, so a fresh import creates ties in the same id order (rule 4).
     ordered = sorted(rows, key=lambda m: Mapping(m.id, m.pattern, m.priority, ()).sort_key())
     mappings = [
-        _dump(m, MAPPING_SPEC) | {"chain": [_link(t) for t in m.targets.all()]} for m in ordered
+        _dump(m, MAPPING_SPEC) | {"chain": _chain(list(m.targets.all()))} for m in ordered
     ]
     document = {
         "version": VERSION,

@@ -20,6 +20,7 @@ from django.db import models, transaction
 from .config_export import export_document  # noqa: F401  (export_config imports it here)
 from .config_schema import (
     _TYPE_NAMES,
+    GROUP_KEYS,
     LOCAL_SPEC,
     MAPPING_SPEC,
     PRICE_KEYS,
@@ -40,6 +41,7 @@ from .models import (
     Provider,
 )
 from .services import set_provider_key
+from .validators import validate_group
 
 # ---------------------------------------------------------------- import: reading
 
@@ -171,16 +173,20 @@ def _sections(document: Any, problems: list[str]) -> dict[str, list[Any]]:
 
 
 def _link_of(target: MappingTarget) -> Link:
+    group = (target.group, target.weight)
     if target.local_model_id:
-        return ("local", target.local_model.name, "", None, None)  # type: ignore[union-attr]
+        return ("local", target.local_model.name, "", None, None, *group)  # type: ignore[union-attr]
     provider = target.provider.name  # type: ignore[union-attr]
-    return ("provider", provider, target.upstream_model, target.input_price, target.output_price)
+    prices = (target.input_price, target.output_price)
+    return ("provider", provider, target.upstream_model, *prices, *group)
 
 
 def _show(links: list[Link]) -> str:
-    return " -> ".join(
-        f"local:{n}" if k == "local" else f"{n}:{m or '*'}" for k, n, m, *_ in links
-    )
+    def one(kind: str, name: str, model: str, group: str) -> str:
+        text = f"local:{name}" if kind == "local" else f"{name}:{model or '*'}"
+        return f"{text} [group {group}]" if group else text
+
+    return " -> ".join(one(k, n, m, g) for k, n, m, _, _, g, _ in links)
 
 
 class _Planner:
@@ -281,7 +287,14 @@ class _Planner:
         if not isinstance(items, list) or not items:
             self.problems.append(f"{where}: expected a list of at least one target (the primary)")
             return
-        links = [link for j, item in enumerate(items) if (link := self.link(f"{where}[{j}]", item))]
+        links: list[Link] = []
+        groups = 0
+        for j, item in enumerate(items):
+            if isinstance(item, dict) and "group" in item:
+                groups += 1
+                links.extend(self.group(f"{where}[{j}]", item, f"g{groups}", links))
+            elif link := self.link(f"{where}[{j}]", item):
+                links.append(link)
         targets = [link[:3] for link in links]
         for j, target in enumerate(targets):
             if target in targets[:j]:  # as in the admin: a second try adds only time
@@ -293,6 +306,34 @@ class _Planner:
             self.plan.chains.append((mapping, links))
             label = f"mapping {mapping.pattern!r}"
             self.plan.changes.append(f"set the chain of {label}: {_show(links)}")
+
+    def group(self, where: str, item: dict[str, Any], auto: str, prior: list[Link]) -> list[Link]:
+        """A load-balanced group's members, named (its `name`, else g1, g2...)."""
+        self.problems.extend(f"{where}: unknown key {k!r}" for k in item if k not in GROUP_KEYS)
+        name, members = item.get("name", auto), item["group"]
+        try:
+            if not isinstance(name, str) or len(name) > 40:
+                raise ValidationError("expected a name of at most 40 characters")
+            validate_group(name)
+        except ValidationError as exc:
+            self.problems.append(f"{where}.name: {' '.join(exc.messages)}")
+            return []
+        if any(link[5] == name for link in prior):
+            self.problems.append(f"{where}.name: group {name!r} is already in this chain")
+        if not isinstance(members, list) or not members:
+            self.problems.append(f"{where}.group: expected a list of at least one target")
+            return []
+        out = []
+        for j, member in enumerate(members):
+            here = f"{where}.group[{j}]"
+            weight = member.get("weight", 1) if isinstance(member, dict) else 1
+            if isinstance(member, dict):
+                member = {k: v for k, v in member.items() if k != "weight"}
+            if not isinstance(weight, int) or isinstance(weight, bool) or not 1 <= weight <= 100:
+                self.problems.append(f"{here}.weight: expected an integer from 1 to 100")
+            elif link := self.link(here, member):
+                out.append((*link[:5], name, weight))
+        return out  # type: ignore[return-value]
 
     def link(self, where: str, item: Any) -> Link | None:
         if not isinstance(item, dict):
@@ -316,7 +357,7 @@ class _Planner:
         else:
             if not self.targets[(kind, name)]:
                 self.plan.warnings.append(f"{where}: {_KIND_LABEL[kind]} {name!r} is disabled")
-            return (kind, name, model, *prices)  # type: ignore[return-value]
+            return (kind, name, model, *prices, "", 1)  # type: ignore[return-value]
         return None
 
     def price(self, where: str, value: Any) -> Decimal | None:
@@ -340,8 +381,11 @@ def _apply(plan: ImportPlan) -> None:
     for mapping, links in plan.chains:
         # Replaced as a whole: a chain's order is its meaning, so no per-link merge.
         MappingTarget.objects.filter(mapping=mapping).delete()
-        for position, (kind, name, model, input_price, output_price) in enumerate(links):
+        for position, link in enumerate(links):
+            kind, name, model, input_price, output_price, group, weight = link
             MappingTarget.objects.create(
+                group=group,
+                weight=weight,
                 mapping=mapping,
                 position=position,
                 local_model=local[name] if kind == "local" else None,

@@ -67,11 +67,14 @@ PROVIDER_SPEC: Spec = {
 MAPPING_SPEC: Spec = {
     "pattern": Key("pattern", str, required=True),
     "priority": Key("priority", int),
+    "balance": Key("balance", str),  # how its load-balanced groups pick a member
     "enabled": Key("enabled", bool),
     "description": Key("description", str),
 }
 PRICE_KEYS = ("input_price", "output_price")  # USD per million tokens, provider links only
 TARGET_KEYS = ("provider", "model", "local", *PRICE_KEYS)
+MEMBER_KEYS = (*TARGET_KEYS, "weight")  # a load-balanced group's member
+GROUP_KEYS = ("group", "name")  # {name: mac, group: [member, ...]}; name optional
 _TYPE_NAMES = {
     str: "a string",
     bool: "true or false",
@@ -81,8 +84,9 @@ _TYPE_NAMES = {
     dict: "a mapping of strings to strings",
 }
 
-# ("local" | "provider", name, upstream model or "", input price, output price)
-Link = tuple[str, str, str, Decimal | None, Decimal | None]
+# ("local" | "provider", name, upstream model or "", input price, output price,
+#  group name or "", weight)
+Link = tuple[str, str, str, Decimal | None, Decimal | None, str, int]
 
 
 class ConfigError(Exception):

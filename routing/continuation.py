@@ -136,11 +136,7 @@ class Continuing:
             self._prior.input_tokens + self._input, self._prior.output_tokens + self._chunks
         )
         request = self._prefilled(text)
-        hops = [
-            (i, hop)
-            for i, hop in enumerate(walk.route.chain)
-            if i > walk.position and _can_continue(hop, walk)
-        ]
+        hops = [(i, hop) for i, hop in walk.after_serving() if _can_continue(hop, walk)]
 
         async def call(
             backend: Backend, hop: Hop, walk: Walk

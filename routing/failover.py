@@ -29,7 +29,8 @@ from inference.estimate import estimate_tokens
 from inference.types import ChatRequest, ChatResult, Event, MalformedEvent
 
 from . import selectors
-from .backends import backend_for, config_for, first_token_timeout, gate_for
+from .backends import backend_for, breaker_name, config_for, first_token_timeout, gate_for
+from .balance import balancer
 from .breakers import Gate
 from .models import CredentialError
 from .policy import Action, Count, Decision, Failure, classify, decide
@@ -145,18 +146,31 @@ LOCAL_RETRY = RetryPolicy(max_retries=0)  # a local failure is not helped by ask
 
 class Walk:
     """One request's way down its chain: where it is, what it has tried, and the
-    breakers of the target now serving it (settled when its answer ends)."""
+    breakers of the target now serving it (settled when its answer ends).
+
+    `order` is the chain as this request walks it: a load-balanced group's
+    members in the order its strategy chose (routing.balance). The serving
+    target counts as in flight (for least-in-flight) until it is settled."""
 
     def __init__(self, route: Route, snapshot: Snapshot) -> None:
         self.route, self.snapshot = route, snapshot
         self.served = Served()
         self.deadline = time.monotonic() + _budget(route, snapshot)
+        self.order = balancer().order(route)
         self.position = -1  # index in the chain of the target now serving
         self.gate: Gate | None = None  # its breakers, until settled
+        self.busy: str | None = None  # its deployment, in flight until settled
 
     @classmethod
     async def start(cls, model: str) -> Walk:
         return cls(*await route_for(model))
+
+    def after_serving(self) -> list[tuple[int, Hop]]:
+        """The targets after the one now serving, in this walk's order: the rest
+        of its group first, then the chain's next positions."""
+        indices = [index for index, _ in self.order]
+        at = indices.index(self.position) if self.position in indices else -1
+        return self.order[at + 1 :]
 
     def left(self) -> float:
         return self.deadline - time.monotonic()
@@ -164,6 +178,9 @@ class Walk:
     async def settle(self, ok: bool | None, *, provider_too: bool = False) -> None:
         """The serving target's outcome, told to its breakers once."""
         gate, self.gate = self.gate, None
+        busy, self.busy = self.busy, None
+        if busy is not None:
+            balancer().inflight.end(busy)
         if gate is not None:
             await gate.record(ok, provider_too=provider_too)
 
@@ -178,7 +195,7 @@ class Walk:
         most meaningful failure when none does. `prefill`: a continuation, whose
         failures are only logged (the caller reports the original failure)."""
         errors: list[GatewayError] = []
-        for index, hop in hops if hops is not None else enumerate(self.route.chain):
+        for index, hop in hops if hops is not None else self.order:
             try:
                 backend = backend_for(hop, self.snapshot, self.deadline)
             except CredentialError as exc:
@@ -220,13 +237,17 @@ class Walk:
                 )
                 return False, None
             started = time.monotonic()
+            inflight = balancer().inflight
+            inflight.begin(deployment := breaker_name(hop))
             try:
                 result = await call(backend, hop, self)
             except asyncio.CancelledError:
+                inflight.end(deployment)
                 # The client went away: no verdict, and a probe hands its token back.
                 await asyncio.shield(gate.record(None))
                 raise
             except Exception as exc:
+                inflight.end(deployment)
                 error = as_gateway_error(exc, backend.name, self.route.requested)
                 elapsed = (time.monotonic() - started) * 1000
                 delay = await self._failed(hop, gate, error, attempt, retry, prefill, elapsed)
@@ -239,8 +260,10 @@ class Walk:
                 await asyncio.sleep(delay)
                 attempt += 1
                 continue
-            self._note(hop, "continued" if prefill else "ok", (time.monotonic() - started) * 1000)
-            self.position, self.gate = index, gate
+            elapsed = time.monotonic() - started
+            balancer().latency.record(deployment, elapsed)  # to the first token, or the answer
+            self._note(hop, "continued" if prefill else "ok", elapsed * 1000)
+            self.position, self.gate, self.busy = index, gate, deployment
             if not prefill:
                 self.served.backend, self.served.model = backend.name, hop.model
             if len(self.served.attempts) > 1:

@@ -22,6 +22,7 @@ from .validators import (
     model_name_validator,
     validate_base_url,
     validate_extra_headers,
+    validate_group,
     validate_pattern,
 )
 
@@ -263,6 +264,18 @@ class BackendMapping(models.Model):
     priority = models.IntegerField(
         default=0, help_text="Higher wins; among equal priorities the most specific pattern wins."
     )
+
+    class Balance(models.TextChoices):
+        LEAST_IN_FLIGHT = "least-in-flight", "least in flight"
+        ROUND_ROBIN = "round-robin", "round robin"
+        LATENCY = "latency", "lowest latency (time to first token)"
+
+    balance = models.CharField(
+        max_length=20,
+        choices=Balance.choices,
+        default=Balance.LEAST_IN_FLIGHT,
+        help_text="How a group of equivalent targets in this chain picks one for a request.",
+    )
     enabled = models.BooleanField(default=True)
     description = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -292,6 +305,18 @@ class MappingTarget(models.Model):
     # target costs its local model's prices.
     input_price = price_field("input", null=True, blank=True)
     output_price = price_field("output", null=True, blank=True)
+    group = models.CharField(
+        max_length=40,
+        blank=True,
+        validators=[validate_group],
+        help_text="Targets of this chain with the same group name share the load (the "
+        "mapping's balance); the group stands at its first member's position.",
+    )
+    weight = models.PositiveSmallIntegerField(
+        default=1,
+        validators=[MinValueValidator(1), MaxValueValidator(100)],
+        help_text="Share of its group's traffic, relative to the other members.",
+    )
 
     class Meta:
         ordering = ["position", "id"]

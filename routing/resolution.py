@@ -35,6 +35,10 @@ class Target:
     upstream_model: str = ""  # empty: the requested name
     # USD per million tokens (None: not priced); not part of the target's identity.
     prices: tuple[Decimal, Decimal] | None = field(default=None, compare=False)
+    # A load-balanced group's name (empty: a position of its own) and this
+    # member's share of it; neither is part of the target's identity either.
+    group: str = field(default="", compare=False)
+    weight: int = field(default=1, compare=False)
 
     def model_for(self, requested: str) -> str:
         if self.kind == "local":
@@ -47,6 +51,33 @@ class Target:
             if self.kind == "local"
             else f"{self.name}:{self.upstream_model or '*'}"
         )
+
+
+def grouped(targets: list[Target]) -> tuple[Target, ...]:
+    """The chain with each group's members side by side, at its first member's
+    position: the walk tries a group as one position (routing.balance)."""
+    out: list[Target] = []
+    for target in targets:
+        if target.group:
+            if any(t.group == target.group for t in out):
+                continue  # placed with its group's first member
+            out.extend(t for t in targets if t.group == target.group)
+        else:
+            out.append(target)
+    return tuple(out)
+
+
+def segments(chain: tuple[Hop, ...]) -> list[list[tuple[int, Hop]]]:
+    """The chain's positions: a single target, or a group's members (adjacent,
+    see `grouped`), each with its index in the chain."""
+    out: list[list[tuple[int, Hop]]] = []
+    for index, hop in enumerate(chain):
+        group = hop.target.group
+        if group and out and out[-1][0][1].target.group == group:
+            out[-1].append((index, hop))
+        else:
+            out.append([(index, hop)])
+    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +111,7 @@ class Mapping:
     priority: int
     targets: tuple[Target, ...]
     regex: re.Pattern[str] = field(compare=False, repr=False, default=None)  # type: ignore[assignment]
+    balance: str = "least-in-flight"  # how its groups pick a member (routing.balance)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "regex", re.compile(translate(self.pattern)))

@@ -10,11 +10,12 @@ from asgiref.sync import async_to_sync
 
 from . import selectors
 from .backends import breaker_name, breaker_settings
+from .balance import balancer
 from .breakers import breakers
 from .health import Recent, ever_contacted, recent_attempts
 from .local_state import local_state
 from .probes import ProbeResult, probe_providers
-from .resolution import Hop, Route, Verdict
+from .resolution import Hop, Route, Verdict, segments
 from .selectors import Snapshot
 
 FAILING_RATE = 0.5  # recent attempts failing this often: traffic is moving elsewhere
@@ -22,7 +23,8 @@ FAILING_RATE = 0.5  # recent attempts failing this often: traffic is moving else
 
 @dataclass(frozen=True)
 class HopReport:
-    position: int
+    position: int  # index in the chain
+    role: str  # "primary", "fallback 2", "primary, group g (least-in-flight)"
     label: str
     kind: str
     model: str
@@ -53,7 +55,10 @@ def explain(requested: str) -> Explanation:
     providers = {h.target.name for h in chain if h.target.kind == "provider"}
     probes = async_to_sync(_probe_all)(snapshot, sorted(providers))
     recent = recent_attempts() if chain else {}
-    hops = [_report(i, hop, snapshot, probes, recent) for i, hop in enumerate(chain)]
+    roles = chain_roles(route) if route else []
+    hops = [
+        _report(i, hop, roles[i], snapshot, probes, recent) for i, hop in enumerate(chain)
+    ]
     return Explanation(requested, route, table.verdicts(requested), hops, table.cloud_routing)
 
 
@@ -73,9 +78,31 @@ def hop_breakers(hop: Hop, snapshot: Snapshot) -> list[tuple[str, str]]:
     return [(name, box.state(name, config)) for name in names]
 
 
+def chain_roles(route: Route) -> list[str]:
+    """Each target's place: its position (a group counts as one) and, in a group,
+    the group, the strategy, its weight and its requests in flight now."""
+    roles: list[str] = []
+    balance = route.mapping.balance if route.mapping else ""
+    counts = balancer().inflight
+    for i, segment in enumerate(segments(route.chain)):
+        place = "primary" if i == 0 else f"fallback {i}"
+        for _, hop in segment:
+            group = hop.target.group
+            if not group:
+                roles.append(place)
+                continue
+            busy = counts.count(breaker_name(hop))
+            roles.append(
+                f"{place}, group {group} ({balance}, weight {hop.target.weight}, "
+                f"{busy} in flight)"
+            )
+    return roles
+
+
 def _report(
     position: int,
     hop: Hop,
+    role: str,
     snapshot: Snapshot,
     probes: dict[str, ProbeResult],
     recent_by: dict[str, Recent],
@@ -99,7 +126,9 @@ def _report(
         )
     healthy, health = verdict(states, recent, never, probe_ok)
     kind = "local" if target.kind == "local" else snapshot.providers[target.name].kind
-    return HopReport(position, label, kind, model, healthy, health, states, recent, never, probe)
+    return HopReport(
+        position, role, label, kind, model, healthy, health, states, recent, never, probe
+    )
 
 
 def breaker_prefix(hop: Hop) -> str:

@@ -14,7 +14,7 @@ from decimal import Decimal
 from django.conf import settings
 
 from .models import BackendMapping, LocalModel, Provider, RoutingState, RoutingSwitch
-from .resolution import Mapping, RoutingTable, Target
+from .resolution import Mapping, RoutingTable, Target, grouped
 from .stamped import StampedCache
 
 
@@ -49,14 +49,18 @@ def load_snapshot() -> Snapshot:
         targets = []
         for t in row.targets.all():
             # Disabled targets drop out of the chain; the admin warns about them.
+            group, weight = t.group, t.weight
             if t.local_model_id and t.local_model.name in local:
-                targets.append(Target("local", t.local_model.name))  # priced by the model
+                name = t.local_model.name  # priced by the model
+                targets.append(Target("local", name, group=group, weight=weight))
             elif t.provider_id and t.provider.name in providers:
                 priced = t.input_price is not None or t.output_price is not None
                 prices = (t.input_price or Decimal(0), t.output_price or Decimal(0))
                 name, model = t.provider.name, t.upstream_model
-                targets.append(Target("provider", name, model, prices if priced else None))
-        mappings.append(Mapping(row.id, row.pattern, row.priority, tuple(targets)))
+                price = prices if priced else None
+                targets.append(Target("provider", name, model, price, group, weight))
+        chain = grouped(targets)
+        mappings.append(Mapping(row.id, row.pattern, row.priority, chain, balance=row.balance))
     table = RoutingTable(
         mappings,
         frozenset(local),

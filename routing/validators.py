@@ -15,6 +15,11 @@ model_name_validator = RegexValidator(
     r"^[^\s]+$", "Model names cannot contain whitespace.", code="invalid_model_name"
 )
 
+# A load-balanced group's name: short and plain, it shows in routes and the admin.
+validate_group = RegexValidator(
+    r"^[A-Za-z0-9_.-]+$", "A group name is letters, digits, '-', '_' or '.'.", code="bad_group"
+)
+
 
 def validate_pattern(value: str) -> None:
     if not value or any(c.isspace() for c in value):

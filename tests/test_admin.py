@@ -54,6 +54,7 @@ def mapping_form(pattern: str, targets: list[dict[str, Any]], **fields: Any) -> 
     data: dict[str, Any] = {
         "pattern": pattern,
         "priority": fields.get("priority", 0),
+        "balance": fields.get("balance", "least-in-flight"),
         "description": "",
         "targets-TOTAL_FORMS": len(targets),
         "targets-INITIAL_FORMS": 0,

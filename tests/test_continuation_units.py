@@ -45,6 +45,9 @@ class StubWalk:
     async def settle(self, ok: bool | None, *, provider_too: bool = False) -> None:
         self.verdicts.append(ok)
 
+    def after_serving(self) -> list[Any]:
+        return []  # the stub's run() stands for the targets after the serving one
+
     async def run(self, call: Any, hops: Any, *, prefill: bool = False) -> Any:
         if self._continuation is None:
             raise BackendUnavailable("nobody can continue")

@@ -7,12 +7,22 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from routing.models import BackendMapping, LocalModel, Provider
-from routing.resolution import Mapping, Route, RoutingTable
+from routing.resolution import Hop, Mapping, Route, RoutingTable, segments
 from routing.selectors import Snapshot, load_snapshot
 
 
 def _chain(mapping: Mapping) -> str:
-    return " -> ".join(t.label() for t in mapping.targets) or "(empty: every target disabled)"
+    hops = tuple(Hop(t, t.model_for("")) for t in mapping.targets)
+    parts = []
+    for segment in segments(hops):
+        labels = [_weighted(hop.target.label(), hop) for _, hop in segment]
+        group = segment[0][1].target.group
+        parts.append(f"[{group} {mapping.balance}: {' | '.join(labels)}]" if group else labels[0])
+    return " -> ".join(parts) or "(empty: every target disabled)"
+
+
+def _weighted(text: str, hop: Hop) -> str:
+    return f"{text} (weight {hop.target.weight})" if hop.target.weight != 1 else text
 
 
 class Command(BaseCommand):
@@ -113,7 +123,15 @@ class Command(BaseCommand):
             raise CommandError(f"no route for {requested!r}")
 
     def chain(self, route: Route) -> None:
-        for i, hop in enumerate(route.chain):
+        balance = route.mapping.balance if route.mapping else ""
+        for i, segment in enumerate(segments(route.chain)):
             role = "primary:" if i == 0 else f"fallback {i}:"
-            where = "local model" if hop.target.kind == "local" else "provider"
-            self.stdout.write(f"  {role:<12} {where} {hop.target.name}, model {hop.model!r}")
+            group = segment[0][1].target.group
+            if group:
+                # Where its traffic goes: each member by the strategy, then the others.
+                self.stdout.write(f"  {role:<12} group {group} ({balance}, shared by):")
+                role = ""
+            for _, hop in segment:
+                where = "local model" if hop.target.kind == "local" else "provider"
+                line = _weighted(f"{where} {hop.target.name}, model {hop.model!r}", hop)
+                self.stdout.write(f"  {role:<12} {'  ' if group else ''}{line}")
