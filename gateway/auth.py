@@ -9,6 +9,7 @@ anonymously; a known key still gets its models and limits.
 
 from __future__ import annotations
 
+import hmac
 import math
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
@@ -54,6 +55,11 @@ async def authenticate(request: HttpRequest, ctx: RequestContext) -> None:
     """Identify the caller from `Authorization: Bearer` or `x-api-key`."""
     required = settings.GATEWAY_REQUIRE_API_KEYS
     secret = presented_key(request)
+    if settings.GATEWAY_MODEL_SERVER_KEY:
+        # A model server: one key, the front tier's; its own limits were applied there.
+        if not hmac.compare_digest(secret.encode(), settings.GATEWAY_MODEL_SERVER_KEY.encode()):
+            raise AuthenticationFailed("Invalid or missing model server key.")
+        return
     if not secret:
         if required:
             raise AuthenticationFailed(

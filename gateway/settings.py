@@ -234,6 +234,16 @@ GATEWAY_LOCAL_BREAKER_RESET_SECONDS = env_float("GATEWAY_LOCAL_BREAKER_RESET_SEC
 # How often a process checks the database for routing changes made elsewhere.
 GATEWAY_ROUTING_REFRESH_SECONDS = env_float("GATEWAY_ROUTING_REFRESH_SECONDS", 1.0)
 
+# Set: this process is a model server (manage.py serve_models): it serves its
+# local models only, to callers presenting this key (the front tier's gateways,
+# where it is a provider of kind model-server); client keys are not consulted.
+GATEWAY_MODEL_SERVER_KEY = os.environ.get("GATEWAY_MODEL_SERVER_KEY", "").strip()
+# Set (by `serve --workers N`, or by hand): this request worker's local models
+# live in the model server at this URL (its /v1), reached with this key, instead
+# of in this process; the routing still names them local:<name>.
+GATEWAY_LOCAL_MODELS_URL = os.environ.get("GATEWAY_LOCAL_MODELS_URL", "").strip().rstrip("/")
+GATEWAY_LOCAL_MODELS_KEY = os.environ.get("GATEWAY_LOCAL_MODELS_KEY", "").strip()
+
 # Client API keys on every /v1 endpoint. Off: callers without a key (or with
 # an unknown one) are let in; a known key still gets its models and limits.
 GATEWAY_REQUIRE_API_KEYS = env_bool("GATEWAY_REQUIRE_API_KEYS", True)

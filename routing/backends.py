@@ -9,7 +9,8 @@ from django.conf import settings
 
 from inference.base import Backend
 from inference.cloud.anthropic import AnthropicBackend
-from inference.cloud.config import ProviderConfig
+from inference.cloud.config import ProviderConfig, RetryPolicy, Timeouts
+from inference.cloud.model_server import ModelServerBackend
 from inference.cloud.openai import OpenAIBackend
 from inference.errors import ModelNotFound
 
@@ -18,7 +19,6 @@ from .models import LocalModel, provider_config
 from .resolution import Hop, Target
 
 if TYPE_CHECKING:
-    from inference.local.backend import LocalBackend
     from inference.local.engine import Engine
 
     from .selectors import Snapshot
@@ -48,11 +48,31 @@ def get_engine() -> Engine:
     return _engine
 
 
-def local_backend(model: LocalModel) -> LocalBackend:
+def local_backend(model: LocalModel) -> Backend:
+    if settings.GATEWAY_LOCAL_MODELS_URL:
+        return ModelServerBackend(served_elsewhere(model), model.name)
     from inference.local.backend import LocalBackend
 
     return LocalBackend(
         get_engine(), model.spec(), model.defaults(), prefill=model.accepts_prefill
+    )
+
+
+def served_elsewhere(model: LocalModel) -> ProviderConfig:
+    """A local model that lives in this deployment's model server (GATEWAY_LOCAL_MODELS_URL):
+    named and timed as a local model, asked once per target (as local models are)."""
+    return ProviderConfig(
+        name=f"local:{model.name}",
+        kind="model-server",
+        base_url=settings.GATEWAY_LOCAL_MODELS_URL,
+        api_key=settings.GATEWAY_LOCAL_MODELS_KEY,
+        timeouts=Timeouts(
+            first_byte=settings.GATEWAY_LOCAL_FIRST_TOKEN_TIMEOUT,
+            first_token=settings.GATEWAY_LOCAL_FIRST_TOKEN_TIMEOUT,
+            total=settings.GATEWAY_REQUEST_TIMEOUT,
+        ),
+        retry=RetryPolicy(max_retries=0),
+        prefill=model.accepts_prefill,
     )
 
 
@@ -76,6 +96,8 @@ def backend_for(hop: Hop, snapshot: Snapshot, deadline: float | None = None) -> 
     config = config_for(snapshot, hop.target.name)
     if config.kind == "anthropic":
         return AnthropicBackend(config, hop.model, deadline)
+    if config.kind == "model-server":
+        return ModelServerBackend(config, hop.model, deadline)
     return OpenAIBackend(config, hop.model, deadline)
 
 
@@ -108,7 +130,10 @@ def first_token_timeout(hop: Hop, snapshot: Snapshot) -> float:
 
 
 def preload_local_models() -> None:
-    """Start loading every enabled `preload` model (in the background)."""
+    """Start loading every enabled `preload` model (in the background); none in a
+    request worker whose local models live in a model server."""
+    if settings.GATEWAY_LOCAL_MODELS_URL:
+        return
     engine = get_engine()
     for model in LocalModel.objects.filter(enabled=True, preload=True):
         engine.preload(model.spec())

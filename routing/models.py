@@ -129,6 +129,8 @@ class Provider(models.Model):
     class Kind(models.TextChoices):
         OPENAI = "openai", "OpenAI-compatible"
         ANTHROPIC = "anthropic", "Anthropic"
+        # Another machine's (or process's) local models: manage.py serve_models.
+        MODEL_SERVER = "model-server", "Gateway model server"
 
     DEFAULT_URLS = {
         Kind.OPENAI: "https://api.openai.com/v1",
@@ -210,7 +212,14 @@ class Provider(models.Model):
 
     @property
     def effective_base_url(self) -> str:
-        return (self.base_url or self.DEFAULT_URLS[self.Kind(self.kind)]).rstrip("/")
+        return (self.base_url or self.DEFAULT_URLS.get(self.Kind(self.kind), "")).rstrip("/")
+
+    def clean(self) -> None:
+        if self.kind == self.Kind.MODEL_SERVER and not self.base_url:
+            raise ValidationError(
+                {"base_url": "A model server has no default address: give its URL, "
+                 "e.g. http://10.0.0.5:8100/v1."}
+            )  # fmt: skip
 
 
 class CloudCredential(models.Model):

@@ -30,7 +30,10 @@ class Snapshot:
 
 
 def cloud_routing() -> bool:
-    """The admin's switch, or ENABLE_CLOUD_ROUTING until the switch is set."""
+    """The admin's switch, or ENABLE_CLOUD_ROUTING until the switch is set; never
+    on a model server, which serves its own local models only."""
+    if settings.GATEWAY_MODEL_SERVER_KEY:
+        return False
     chosen = RoutingSwitch.current()
     return bool(settings.ENABLE_CLOUD_ROUTING if chosen is None else chosen)
 

@@ -53,6 +53,9 @@ _MODELLED = {
     "model", "messages", "max_tokens", "max_completion_tokens", "temperature", "top_p",
     "stop", "seed", "n", "stream", "stream_options", "user", "tools", "tool_choice",
     "parallel_tool_calls", "metadata", "reasoning_effort",
+    # vLLM's switches for continuing a trailing assistant message, which the
+    # gateway's own model-server client sends (a continuation, see routing.continuation).
+    "continue_final_message", "add_generation_prompt",
 }  # fmt: skip
 REASONING_EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh")
 # Defaults that are the same as not asking for the feature at all.
@@ -102,9 +105,23 @@ def parse_request(data: Any) -> tuple[ChatRequest, bool]:
         extensions=extensions,
         source_protocol="openai",
         raw=data,
+        continuation=_continues(data, wire.messages),
     )
     include_usage = bool(wire.stream_options and wire.stream_options.include_usage)
     return request, include_usage
+
+
+def _continues(data: dict[str, Any], messages: list[Any]) -> bool:
+    """`continue_final_message`: the trailing assistant message is continued,
+    as a local model always does with one; said explicitly, it must be there."""
+    if data.get("continue_final_message") is not True:
+        return False
+    if not messages or messages[-1].role != "assistant":
+        raise InvalidRequest(
+            "continue_final_message needs a final assistant message to continue",
+            param="continue_final_message",
+        )
+    return True
 
 
 def _reasoning(effort: str | None) -> Reasoning | None:

@@ -28,7 +28,7 @@ class RetryPolicy:
 @dataclass(frozen=True, slots=True)
 class ProviderConfig:
     name: str
-    kind: Literal["openai", "anthropic"]
+    kind: Literal["openai", "anthropic", "model-server"]
     base_url: str
     api_key: str = field(repr=False)
     extra_headers: dict[str, str] = field(default_factory=dict)
@@ -40,7 +40,9 @@ class ProviderConfig:
 
     @property
     def accepts_prefill(self) -> bool:
-        return self.prefill if self.prefill is not None else self.kind == "anthropic"
+        if self.prefill is not None:
+            return self.prefill
+        return self.kind in ("anthropic", "model-server")  # a model server's local models do
 
     def auth_headers(self) -> dict[str, str]:
         headers = dict(self.extra_headers)

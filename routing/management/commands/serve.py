@@ -12,6 +12,7 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from gateway.addresses import allow_host, python_command, reachable_host, url_host
+from gateway.edge.launch import edge_command
 from routing.models import ApiKey, LocalModel
 from routing.services_keys import create_api_key
 
@@ -25,6 +26,13 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--host", default=os.environ.get("GATEWAY_HOST", "127.0.0.1"))
         parser.add_argument("--port", type=int, default=int(os.environ.get("GATEWAY_PORT", "8000")))
+        parser.add_argument(
+            "--workers",
+            type=int,
+            default=int(os.environ.get("GATEWAY_WORKERS", "1")),
+            help="gateway processes on this address (default 1); with more than one, local "
+            "models are served by one model-server process started for them",
+        )
         parser.add_argument("--no-demo", action="store_true", help="do not build the demo model")
         parser.add_argument(
             "--dry-run", action="store_true", help="prepare everything but do not start daphne"
@@ -40,6 +48,8 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
+        if options["workers"] < 1:
+            raise CommandError("--workers: at least 1")
         self.stdout.write("applying migrations ...")
         call_command("migrate", interactive=False, verbosity=0)
         demo = LocalModel.objects.filter(name="demo").first()
@@ -98,21 +108,40 @@ class Command(BaseCommand):
                 f"  admin: {base}/admin/  (no login yet: {python_command()} manage.py "
                 "createsuperuser, or serve --admin NAME)\n"
             )
+        if options["workers"] > 1:
+            self._warn_shared_state()
         if options["dry_run"]:
             return
         sys.stdout.flush()
+        if options["workers"] > 1:
+            from gateway.edge.workers import Supervisor
+
+            local = LocalModel.objects.filter(enabled=True).exists()
+            grace = settings.GATEWAY_SHUTDOWN_GRACE_SECONDS
+            say = self._say
+            sys.exit(Supervisor(host, port, options["workers"], model_server=local,
+                                grace=grace, say=say).run())  # fmt: skip
         # daphne with the edge guard and the graceful drain (gateway.edge.server).
-        argv = [
-            sys.executable,
-            "-m",
-            "gateway.edge.server",
-            "-b",
-            host,
-            "-p",
-            str(port),
-            "gateway.asgi:application",
-        ]
-        os.execv(sys.executable, argv)
+        os.execv(sys.executable, edge_command(host, port))
+
+    def _say(self, line: str) -> None:
+        self.stdout.write(f"serve: {line}")
+        self.stdout.flush()
+
+    def _warn_shared_state(self) -> None:
+        """Several workers share breakers, rate limits, budgets and the dashboard
+        through Redis, and the routing and request log through the database."""
+        if not settings.REDIS_URL:
+            self.stderr.write(
+                "warning: --workers without REDIS_URL: each worker keeps its own breakers, "
+                "rate limits, budgets and dashboard (a key gets N times its limit); set "
+                "REDIS_URL (README: Production)"
+            )
+        if settings.DATABASES["default"]["ENGINE"].endswith("sqlite3"):
+            self.stderr.write(
+                "warning: --workers on SQLite: one writer at a time for every worker's "
+                "request log; set DATABASE_URL to PostgreSQL (README: Production)"
+            )
 
     def _admin(self, options: dict[str, Any]) -> str | None:
         """The admin login to name: the one asked for with --admin (made if new), else
