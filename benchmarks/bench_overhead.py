@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import shutil
 import socket
@@ -28,7 +27,6 @@ import tempfile
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
 import orjson
 
@@ -45,6 +43,7 @@ from common import (
     percentile,
 )
 from common import progress as say
+from wrk_load import Result, wrk
 
 # The fake upstream takes any key: the provider's, and the gateway client key sent direct.
 UPSTREAM_KEY, PATH = "sk-bench", "/v1/chat/completions"
@@ -52,7 +51,6 @@ MODEL = "gpt-bench"  # mapped to itself: direct and gateway requests are byte-id
 BODY = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 16}
 STREAM_BODY = {**BODY, "stream": True, "stream_options": {"include_usage": True}}
 GOAL_LATENCY_MS, GOAL_TTFB_MS, GOAL_RPS = 2.0, 3.0, 500.0
-Result = dict[str, Any]
 Times = list[list[float]]  # seconds per request, one list per target
 
 _APPLY_SPEC = """
@@ -164,55 +162,22 @@ def interleaved(urls: list[str], key: str, body: dict[str, object], n: int, warm
     return times
 
 
-_WRK_DONE = """
-done = function(s, latency, requests)
-  local e = s.errors
-  io.write(string.format('WRK_JSON {"requests": %d, "us": %d, "errors": %d, "non2xx": %d, '
-    .. '"p50_us": %d, "p99_us": %d}\\n', s.requests, s.duration,
-    e.connect + e.read + e.write + e.timeout, e.status,
-    latency:percentile(50), latency:percentile(99)))
-end
-"""
-
-
-def cpu_seconds(pid: int) -> tuple[float, float]:
-    """User and system CPU of a process (all its threads, ended ones too), from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return int(fields[11]) / os.sysconf("SC_CLK_TCK"), int(fields[12]) / os.sysconf("SC_CLK_TCK")
-
-
-def wrk(
-    server: ServerProcess, key: str, body: dict[str, object], secs: float, workdir: Path
-) -> Result:
-    """wrk -t1 -c32 for `secs`, plus the server's CPU: ms per request and cores used."""
-    assert server.process is not None
-    script = workdir / ("wrk-stream.lua" if body.get("stream") else "wrk.lua")
-    script.write_text(
-        f'wrk.method = "POST"\nwrk.body = [[{orjson.dumps(body).decode()}]]\n'
-        f'wrk.headers["Content-Type"] = "application/json"\n'
-        f'wrk.headers["Authorization"] = "Bearer {key}"\n{_WRK_DONE}'
-    )
-    argv = ["wrk", "-t1", "-c32", f"-d{secs:g}s", "--timeout", "10s", "-s", str(script)]
-    cpu = cpu_seconds(server.process.pid)
-    run = subprocess.run([*argv, server.url + PATH], capture_output=True, text=True,
-                         timeout=secs + 60)  # fmt: skip
-    user, system = (b - a for a, b in zip(cpu, cpu_seconds(server.process.pid), strict=True))
-    match = re.search(r"^WRK_JSON (.*)$", run.stdout, re.M)
-    if match is None:
-        raise RuntimeError(f"wrk printed no summary:\n{run.stdout}{run.stderr}")
-    r = json.loads(match.group(1))
-    if r["errors"] or r["non2xx"] or not r["requests"]:
-        raise RuntimeError(f"wrk against {server.name}: {r}")
-    return {**r, "rps": r["requests"] / r["us"] * 1e6, "cores": (user + system) / r["us"] * 1e6,
-            "cpu_ms": (user + system) / r["requests"] * 1e3,
-            "sys_ms": system / r["requests"] * 1e3}  # fmt: skip
+GATEWAY_ENV = {"ENABLE_CLOUD_ROUTING": "1", "GATEWAY_LOG_LEVEL": "WARNING"}
 
 
 def start_gateway(
     workdir: Path, upstream_url: str, module: str = "gateway.edge.server"
 ) -> tuple[ServerProcess, str]:
     """A migrated, configured gateway, and a client API key for it."""
-    data, env = workdir / "gateway", {"ENABLE_CLOUD_ROUTING": "1", "GATEWAY_LOG_LEVEL": "WARNING"}
+    data, secret = prepare_gateway(workdir, upstream_url)
+    server = gateway_server(data, module=module, **GATEWAY_ENV)
+    server.start()
+    return server, secret
+
+
+def prepare_gateway(workdir: Path, upstream_url: str) -> tuple[Path, str]:
+    """A migrated data dir routing MODEL to the upstream, and a client API key."""
+    data, env = workdir / "gateway", GATEWAY_ENV
     provider = {"name": "bench", "kind": "openai", "base_url": f"{upstream_url}/v1",
                 "max_retries": 0, "breaker_fail_max": 1000, "first_byte_timeout": 10.0}  # fmt: skip
     spec = {"key": UPSTREAM_KEY, "model": MODEL, "provider": provider}
@@ -220,9 +185,7 @@ def start_gateway(
     manage(data, "migrate", "--noinput", **env)
     manage(data, "shell", "-c", _APPLY_SPEC, ROUTING_SPEC=json.dumps(spec), **env)
     secret = manage(data, "create_api_key", "bench", **env).split()[-1]  # printed last
-    server = gateway_server(data, module=module, **env)
-    server.start()
-    return server, secret
+    return data, secret
 
 
 # Self time: the group of the innermost frame that has one (first match wins).
@@ -387,6 +350,13 @@ def main() -> None:
         help="how the gateway is served: daphne with the edge guard (as manage.py serve), "
         "or bare daphne (to measure what the guard costs)",
     )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="instead: requests/s at c=64 through `serve --workers 1` and `--workers N`, "
+        "and the gateway processes' CPU per request for each (overhead_workers.py)",
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is needed for the c=32 figures: apt-get install -y wrk")
@@ -394,7 +364,12 @@ def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="bench-overhead-"))
     servers: list[ServerProcess] = []
     try:
-        run(args, workdir, servers)
+        if args.workers:
+            from overhead_workers import run_workers
+
+            run_workers(args, workdir, servers)
+        else:
+            run(args, workdir, servers)
     finally:
         for server in reversed(servers):
             server.stop()

@@ -23,7 +23,10 @@ from .data_templates import TEMPLATES
 pytestmark = pytest.mark.e2e
 
 # The set-up commands (venv, pip, serve / pytest) are run by test_serve and CI.
-SETUP_MARKERS = {"<!-- serve-command -->", "<!-- test-command -->"}
+# Not run here: the README's set-up and test commands, and the production
+# commands, which need PostgreSQL, Redis and other machines (tests/test_deployment.py
+# and tests/test_serve_workers.py run that topology).
+SETUP_MARKERS = {"<!-- serve-command -->", "<!-- test-command -->", "<!-- production-commands -->"}
 FILE_MARKER = re.compile(r"<!-- file: (?P<name>[\w.-]+) -->")
 DOWNLOAD = re.compile(r"\bhf download \S+ --local-dir (?P<dir>\S+)")
 
