@@ -9,12 +9,21 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser, OutputWrapper
 
 from gateway.addresses import allow_host, python_command, reachable_host, url_host
 from gateway.edge.launch import edge_command
 from routing.models import ApiKey, LocalModel
 from routing.services_keys import create_api_key
+
+
+def prepare_data(stdout: OutputWrapper, *, demo: bool) -> None:
+    """Migrate, and on a first run build the demo model (unless `demo` is off)."""
+    call_command("migrate", interactive=False, verbosity=0)
+    row = LocalModel.objects.filter(name="demo").first()
+    if demo and (row is None or not (row.resolved_path / "config.json").exists()):
+        stdout.write("building the demo model (first run) ...")
+        call_command("build_demo_model", stdout=stdout)
 
 
 class Command(BaseCommand):
@@ -51,13 +60,7 @@ class Command(BaseCommand):
         if options["workers"] < 1:
             raise CommandError("--workers: at least 1")
         self.stdout.write("applying migrations ...")
-        call_command("migrate", interactive=False, verbosity=0)
-        demo = LocalModel.objects.filter(name="demo").first()
-        if not options["no_demo"] and (
-            demo is None or not (demo.resolved_path / "config.json").exists()
-        ):
-            self.stdout.write("building the demo model (first run) ...")
-            call_command("build_demo_model", stdout=self.stdout)
+        prepare_data(self.stdout, demo=not options["no_demo"])
         host, port = options["host"], options["port"]
         shown = reachable_host(host)
         base = f"http://{url_host(shown)}:{port}"

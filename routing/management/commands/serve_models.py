@@ -8,12 +8,13 @@ import sys
 from typing import Any
 
 from django.conf import settings
-from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from gateway.addresses import EVERY_INTERFACE, allow_host, python_command, reachable_host, url_host
 from gateway.edge.launch import edge_command
 from routing.models import LocalModel
+
+from .serve import prepare_data
 
 DEFAULT_PORT = 8100
 MAKE_KEY = 'python3 -c "import secrets; print(secrets.token_urlsafe(32))"'
@@ -60,13 +61,7 @@ class Command(BaseCommand):
             )
         host, port = options["host"], options["port"]
         check_private(host)
-        call_command("migrate", interactive=False, verbosity=0)
-        demo = LocalModel.objects.filter(name="demo").first()
-        if not options["no_demo"] and (
-            demo is None or not (demo.resolved_path / "config.json").exists()
-        ):
-            self.stdout.write("building the demo model (first run) ...")
-            call_command("build_demo_model", stdout=self.stdout)
+        prepare_data(self.stdout, demo=not options["no_demo"])
         names = list(LocalModel.objects.filter(enabled=True).values_list("name", flat=True))
         shown = reachable_host(host)
         allow_host(shown)
