@@ -200,6 +200,7 @@ async def current_stats(*, backends: bool = True, with_history: bool = True) -> 
             "prompt_cache_tokens_reused": engine.prompt_cache_tokens_reused,
         },
         "backends": [{"name": b.name, "kind": b.kind, "breaker": b.breaker} for b in listed],
+        "groups": await database_sync_to_async(monitor.group_states)() if backends else [],
         # The last hour per minute (not every tick: it is the larger part).
         **({"history": history.export()} if with_history else {}),
         # What this process last saw of each backend; the page keeps the newest.

@@ -51,5 +51,39 @@ def backend_states() -> list[BackendState]:
     return [found[name] for name in sorted(found)]
 
 
+def group_states() -> list[dict[str, object]]:
+    """Each load-balanced group of the routing and where its traffic goes now:
+    per member, its requests in flight (every process, when Redis shares them)
+    and this process's EWMA of its time to first token."""
+    from routing.backends import breaker_name
+    from routing.balance import balancer
+    from routing.resolution import Hop, segments
+
+    try:
+        snapshot = selectors.snapshot()
+    except Exception:  # the database is down: no groups to show this tick
+        logger.warning("group states: routing snapshot unavailable", exc_info=True)
+        return []
+    counts, latency = balancer().inflight, balancer().latency.ewma
+    out: list[dict[str, object]] = []
+    for mapping in snapshot.table.mappings:
+        hops = tuple(Hop(t, t.model_for(mapping.pattern)) for t in mapping.targets)
+        for segment in segments(hops):
+            if not segment[0][1].target.group:
+                continue
+            members = []
+            for _, hop in segment:
+                name = breaker_name(hop)
+                seconds = latency.get(name)
+                members.append({
+                    "deployment": name, "weight": hop.target.weight,
+                    "in_flight": counts.count(name),
+                    "ttft_ms": None if seconds is None else round(seconds * 1000, 1),
+                })  # fmt: skip
+            out.append({"mapping": mapping.pattern, "group": segment[0][1].target.group,
+                        "balance": mapping.balance, "members": members})  # fmt: skip
+    return out
+
+
 def _kind(kind: str) -> str:
     return "local" if kind == "local" else "provider"

@@ -224,6 +224,24 @@ mappings:
             "fallback 1",
         ]
 
+    def test_the_dashboard_lists_groups_with_their_traffic(self) -> None:
+        from gateway.monitor import group_states
+        from routing.balance import balancer, reset
+
+        self.imported()
+        reset()
+        try:
+            balancer().inflight.begin("mac-2/qwen")
+            balancer().latency.record("mac-1/qwen", 0.25)
+            [group] = group_states()
+        finally:
+            reset()
+        assert (group["mapping"], group["group"], group["balance"]) == ("qwen", "g1", "round-robin")
+        assert group["members"] == [
+            {"deployment": "mac-1/qwen", "weight": 2, "in_flight": 0, "ttft_ms": 250.0},
+            {"deployment": "mac-2/qwen", "weight": 1, "in_flight": 1, "ttft_ms": None},
+        ]
+
     def test_a_member_added_later_joins_its_group(self) -> None:
         mapping = self.imported()
         target = MappingTarget.objects.get(mapping=mapping, provider__name="cloud")
