@@ -69,6 +69,7 @@ async def shutdown() -> None:
     and must not be lost to a pool that would not close.
     """
     from inference.cloud.pool import pool
+    from routing import balance
     from routing.backends import get_engine
 
     from . import dashboard, ratelimit, request_log
@@ -85,6 +86,8 @@ async def shutdown() -> None:
     await step("stopping the engine", asyncio.to_thread(get_engine().close))
     logger.info("shutdown: closed %s upstream connection pool(s), engine stopped", closed)
     await step("writing the rate-limit charges", ratelimit.aclose())
+    # Other processes stop counting this one's requests in flight at once.
+    await step("withdrawing the in-flight counts", asyncio.to_thread(balance.reset))
     waiting = await step("writing the request log", asyncio.to_thread(request_log.stop))
     logger.info("shutdown: request log written (%s rows were waiting)", waiting)
 

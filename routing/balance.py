@@ -30,7 +30,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from django.conf import settings
 
@@ -109,8 +109,8 @@ class SharedCounts(threading.Thread):
             return
         others: dict[str, int] = {}
         gone = []
-        for field, raw in every.items():
-            name = field.decode()
+        for key, raw in every.items():
+            name = key.decode()
             if name == self.me:
                 continue
             entry = json.loads(raw)
@@ -153,7 +153,7 @@ class Balancer:
     inflight: InFlight
     latency: Latency
     rng: Callable[[], float] = random.random
-    turns: dict[tuple[int, str], int] | None = None
+    turns: dict[tuple[int, str], int] = field(default_factory=dict)  # (mapping, group) -> next
 
     def order(self, route: Route) -> Ordered:
         """The chain as this request walks it: each group's members best first."""
@@ -170,11 +170,9 @@ class Balancer:
         names = [breaker_name(hop) for _, hop in members]
         weights = [max(1, hop.target.weight) for _, hop in members]
         if strategy == "round-robin":
-            turns = self.turns if self.turns is not None else {}
-            self.turns = turns
             key = (mapping_id, members[0][1].target.group)
-            turn = turns.get(key, 0)
-            turns[key] = turn + 1
+            turn = self.turns.get(key, 0)
+            self.turns[key] = turn + 1
             first = smooth_wrr(weights)[turn % sum(weights)]
             return members[first:] + members[:first]
         if strategy == "latency":

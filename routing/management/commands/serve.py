@@ -59,6 +59,9 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         if options["workers"] < 1:
             raise CommandError("--workers: at least 1")
+        if options["workers"] > 1 and ":" in options["host"]:
+            # The workers adopt one listening socket, which daphne takes as IPv4.
+            raise CommandError("--workers: listen on an IPv4 address (0.0.0.0 for every one)")
         self.stdout.write("applying migrations ...")
         prepare_data(self.stdout, demo=not options["no_demo"])
         host, port = options["host"], options["port"]
