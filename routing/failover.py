@@ -128,6 +128,7 @@ async def count_tokens(request: ChatRequest) -> tuple[int, str, Served]:
         return await within(walk.left(), work, backend.name, _SPENT, "budget"), "exact"
 
     walk = await Walk.start(request.model)
+    walk.timed = False  # a count says nothing about a target's time to first token
     try:
         count, how = await walk.run(call)
     except GatewayError as exc:
@@ -160,6 +161,7 @@ class Walk:
         self.position = -1  # index in the chain of the target now serving
         self.gate: Gate | None = None  # its breakers, until settled
         self.busy: str | None = None  # its deployment, in flight until settled
+        self.timed = True  # an answer: its time feeds the latency strategy
 
     @classmethod
     async def start(cls, model: str) -> Walk:
@@ -261,7 +263,8 @@ class Walk:
                 attempt += 1
                 continue
             elapsed = time.monotonic() - started
-            balancer().latency.record(deployment, elapsed)  # to the first token, or the answer
+            if self.timed:  # to the first token, or to the whole answer (non-streamed)
+                balancer().latency.record(deployment, elapsed)
             self._note(hop, "continued" if prefill else "ok", elapsed * 1000)
             self.position, self.gate, self.busy = index, gate, deployment
             if not prefill:
