@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import openai
@@ -189,7 +190,14 @@ def test_the_route_tester_shows_an_open_breaker_and_resets_it(
         client.chat.completions.create(
             model="o1-x", messages=[{"role": "user", "content": "Hi"}], max_tokens=2
         )
+    # Outcomes are recorded just after each answer is written: reload until the
+    # last one is in (found under load, with the suite run in parallel).
+    deadline = time.monotonic() + 10
     page.reload()
+    while "failed" not in primary.locator(".recent").inner_text():
+        assert time.monotonic() < deadline, primary.locator(".recent").inner_text()
+        time.sleep(0.1)
+        page.reload()
     expect(primary.locator(".verdict")).to_contain_text("breaker open")
     for _ in range(40):  # the attempts reach the log off the request path
         if "failed" in primary.locator(".recent").inner_text():
