@@ -26,7 +26,7 @@ from .costs import cost_of
 from .ratelimit import limiter
 
 if TYPE_CHECKING:
-    from .context import RequestContext
+    from .record import RequestContext
 
 # Endpoints whose tokens are not generated, so do not count against a key's limit.
 UNCHARGED_ENDPOINTS = frozenset({"messages.count_tokens"})

@@ -10,7 +10,7 @@ from routing import selectors
 from routing.pricing import ZERO, cost, prices_for
 
 if TYPE_CHECKING:
-    from .context import RequestContext
+    from .record import RequestContext
 
 # Counting tokens is free upstream too: not billed.
 UNBILLED_ENDPOINTS = frozenset({"messages.count_tokens"})
