@@ -15,9 +15,8 @@ from typing import Any, Literal
 import orjson
 from django.http import HttpRequest, HttpResponse
 
+from inference import scrub
 from inference.errors import GatewayError
-
-from . import scrub
 
 logger = logging.getLogger(__name__)
 
@@ -112,15 +111,3 @@ def error_response(error: GatewayError, protocol: Protocol) -> HttpResponse:
         response["Retry-After"] = str(max(1, math.ceil(retry_after)))
     return response
 
-
-def validation_message(errors: list[dict[str, Any]]) -> tuple[str, str | None]:
-    """A readable message and the offending parameter from pydantic's error list."""
-    first = errors[0] if errors else {}
-    loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "payload")]
-    param = ".".join(loc) or None
-    message = first.get("msg", "invalid request")
-    if param:
-        message = f"{param}: {message}"
-    if len(errors) > 1:
-        message += f" (and {len(errors) - 1} more error{'s' if len(errors) > 2 else ''})"
-    return message, param

@@ -113,4 +113,4 @@ async def stream(request: HttpRequest) -> HttpResponse:
     except (ValueError, TypeError, AttributeError):
         return JsonResponse({"error": "A JSON object is expected.", "status": 400}, status=400)
     ctx.served = served
-    return sse_response(held, events, _Encoder(ctx), ctx, served.headers())  # type: ignore[arg-type]
+    return sse_response(held, events, _Encoder(ctx), ctx, served.headers())

@@ -10,10 +10,10 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+from inference import scrub
 from inference.errors import GatewayError
 from inference.types import Event, Finish, PromptUsage, is_content
 
-from . import scrub
 from .errors import Protocol
 
 

@@ -262,8 +262,8 @@ LOGGING = {
     "formatters": {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
     },
-    # Provider keys and bearer tokens never reach a log line (gateway.scrub).
-    "filters": {"redact": {"()": "gateway.scrub.RedactingFilter"}},
+    # Provider keys and bearer tokens never reach a log line (inference.scrub).
+    "filters": {"redact": {"()": "inference.scrub.RedactingFilter"}},
     "handlers": {
         "console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["redact"]}
     },

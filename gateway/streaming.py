@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import Any, ClassVar, Protocol
 
 from django.http import HttpResponse, StreamingHttpResponse
 
@@ -16,15 +16,42 @@ from inference.types import ChatRequest, ChatResult, Event
 from routing import failover
 
 from .context import RequestContext, finish
+from .errors import Protocol as ErrorProtocol
+from .errors import error_body
 
 logger = logging.getLogger(__name__)
 
 
-class Encoder:
-    """What a wire protocol provides to turn events into bytes."""
+class Encoder(Protocol):
+    """What turns a stream's events, and an error after its 200, into bytes."""
 
-    encode: Callable[[Event], bytes]
-    error: Callable[[GatewayError], bytes]
+    def encode(self, event: Event) -> bytes: ...
+
+    def error(self, error: GatewayError) -> bytes: ...
+
+
+class WireEncoder(Protocol):
+    """A wire protocol's stream encoder (`inference.wire`): it frames an in-band
+    error's envelope, which `gateway.errors` builds."""
+
+    protocol: ClassVar[ErrorProtocol]
+
+    def encode(self, event: Event) -> bytes: ...
+
+    def error(self, body: dict[str, Any]) -> bytes: ...
+
+
+class _InBand:
+    """A wire encoder with errors in the caller's envelope."""
+
+    def __init__(self, wire: WireEncoder) -> None:
+        self._wire = wire
+
+    def encode(self, event: Event) -> bytes:
+        return self._wire.encode(event)
+
+    def error(self, error: GatewayError) -> bytes:
+        return self._wire.error(error_body(error, self._wire.protocol))
 
 
 async def _body(
@@ -88,7 +115,7 @@ async def answer(
     ctx: RequestContext,
     chat: ChatRequest,
     render: Callable[[ChatResult, str], dict[str, Any]],
-    encoder: Callable[[str], Encoder],
+    encoder: Callable[[str], WireEncoder],
 ) -> HttpResponse:
     """Route the request and answer in the client's protocol (`render` / `encoder`)."""
     if not chat.stream:
@@ -103,4 +130,4 @@ async def answer(
         return response
     held, events, served = await failover.stream(chat)
     ctx.served = served
-    return sse_response(held, events, encoder(served.model), ctx, served.headers())
+    return sse_response(held, events, _InBand(encoder(served.model)), ctx, served.headers())

@@ -10,6 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+# Longer requested names are refused (400) before any lookup: real model names
+# are far shorter, and a name is held in caches, labels, log rows and headers.
+MAX_MODEL_NAME = 256
+
 Role = Literal["system", "user", "assistant", "tool"]
 # Internal finish reasons; protocols map them to their own names.
 FinishReason = Literal["stop", "length", "tool_calls", "stop_sequence", "content_filter"]

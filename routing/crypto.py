@@ -15,7 +15,7 @@ from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from django.conf import settings
 from django.db import models
 
-from gateway import scrub
+from inference import scrub
 
 
 class DecryptionError(Exception):

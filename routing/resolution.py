@@ -22,10 +22,9 @@ from decimal import Decimal
 from fnmatch import translate
 from typing import Literal
 
+from inference.types import MAX_MODEL_NAME
+
 _WILDCARDS = re.compile(r"\*|\?|\[[^\]]*\]")
-# Longer requested names are refused (400) before any lookup: real model names
-# are far shorter, and a name is held in caches, labels and log rows.
-MAX_MODEL_NAME = 256
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,14 +9,15 @@ from typing import Any
 
 import pytest
 
-from gateway import scrub
 from gateway.edge import checks
 from gateway.errors import error_body
-from gateway.protocols import anthropic as anthropic_wire
-from gateway.protocols import openai as openai_wire
+from inference import scrub
 from inference.cloud.errors import transport_error
 from inference.errors import InvalidRequest
-from routing.resolution import MAX_MODEL_NAME, Mapping, RoutingTable, Target
+from inference.types import MAX_MODEL_NAME
+from inference.wire import anthropic as anthropic_wire
+from inference.wire import openai as openai_wire
+from routing.resolution import Mapping, RoutingTable, Target
 
 
 def openai(**extra: Any) -> dict[str, Any]:

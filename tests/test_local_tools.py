@@ -141,9 +141,9 @@ TWO_CALLS = [
 async def test_a_local_models_tool_calls_are_real_calls_in_both_protocols(
     demo_model_path: Path,
 ) -> None:
-    from gateway.protocols import anthropic as anthropic_wire
-    from gateway.protocols import openai as openai_wire
     from inference.base import collect
+    from inference.wire import anthropic as anthropic_wire
+    from inference.wire import openai as openai_wire
 
     engine = ScriptedEngine(TWO_CALLS)
     backend = LocalBackend(engine, ModelSpec("demo", str(demo_model_path)))

@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from gateway.protocols.openai import parse_request
 from inference.errors import InvalidRequest
 from inference.types import ImagePart, TextPart, ThinkingPart, ToolCallPart, ToolResultPart
+from inference.wire.openai import parse_request
 
 BAD_IMAGE = {"type": "image_url", "image_url": {"url": "data:x"}}
 

@@ -12,11 +12,10 @@ from anthropic.lib.streaming._messages import accumulate_event
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.protocols import anthropic as wire
+from gateway.errors import error_body
 from inference import jsonio
 from inference.base import ResultBuilder
-from inference.cloud.anthropic import request_body
-from inference.errors import InvalidRequest, RateLimited, UnsupportedFeature
+from inference.errors import GatewayError, InvalidRequest, RateLimited, UnsupportedFeature
 from inference.estimate import IMAGE_TOKENS, estimate_tokens
 from inference.types import (
     ChatRequest,
@@ -36,6 +35,8 @@ from inference.types import (
     Usage,
     WireEvent,
 )
+from inference.wire import anthropic as wire
+from inference.wire.anthropic import request_body
 
 USER = [{"role": "user", "content": "Hello"}]
 
@@ -167,7 +168,7 @@ def test_blocks_and_tools_only_anthropic_can_take_are_kept_and_named() -> None:
     assert chat.tools == [] and chat.raw == data
     upstream = request_body(chat, "claude-x", stream=False)
     assert upstream == {**data, "model": "claude-x"}  # untouched for an Anthropic upstream
-    from inference.cloud.openai import request_body as openai_body
+    from inference.wire.openai import request_body as openai_body
 
     with pytest.raises(UnsupportedFeature, match="document block") as refused:
         openai_body(chat, "gpt-x", stream=False)
@@ -419,10 +420,15 @@ def test_stream_without_content_and_stop_sequence() -> None:
     assert out[2]["delta"] == {"stop_reason": "stop_sequence", "stop_sequence": "END"}
 
 
+def in_band(error: GatewayError) -> dict[str, Any]:
+    """An error's Anthropic envelope, as the gateway hands it to the encoder."""
+    return error_body(error, "anthropic")
+
+
 def test_stream_error_event() -> None:
     encoder = wire.StreamEncoder("m")
     encoder.encode(TextDelta("x"))
-    raw = encoder.error(RateLimited("slow down"))
+    raw = encoder.error(in_band(RateLimited("slow down")))
     assert raw.startswith(b"event: error\ndata: ")
     assert parse_sse(raw) == [
         {"type": "error", "error": {"type": "rate_limit_error", "message": "slow down"}}
@@ -446,10 +452,10 @@ def test_anthropic_upstream_is_relayed_untouched() -> None:
     stop = b'event: message_stop\ndata: {"type":"message_stop"}\n\n'
     assert encoder.encode(WireEvent("anthropic", stop)) == stop
     assert encoder.encode(finish()) == b""
-    assert encoder.error(RateLimited("x")).startswith(b"event: error")
+    assert encoder.error(in_band(RateLimited("x"))).startswith(b"event: error")
     upstream_error = b'event: error\ndata: {"type":"error"}\n\n'
     assert encoder.encode(WireEvent("anthropic", upstream_error)) == upstream_error
-    assert encoder.error(RateLimited("x")) == b""  # said once, by the upstream
+    assert encoder.error(in_band(RateLimited("x"))) == b""  # said once, by the upstream
 
     # An upstream stream that ended without message_stop still ends properly.
     encoder = wire.StreamEncoder("m")

@@ -9,11 +9,11 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.protocols.openai import StreamEncoder, completion_body, parse_request
 from inference.base import ResultBuilder
-from inference.cloud import anthropic as anthropic_upstream
-from inference.cloud import openai as openai_upstream
 from inference.types import Finish, TextDelta, ToolCallDelta, Usage
+from inference.wire import anthropic as anthropic_upstream
+from inference.wire import openai as openai_upstream
+from inference.wire.openai import StreamEncoder, completion_body, parse_request
 
 text = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), min_size=1, max_size=30)
 name = st.from_regex(r"[a-z][a-z_]{0,12}", fullmatch=True)

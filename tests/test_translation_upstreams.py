@@ -13,13 +13,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.protocols import anthropic as anthropic_wire
-from gateway.protocols import openai as openai_wire
 from inference.base import ResultBuilder
 from inference.cloud import anthropic as anthropic_upstream
 from inference.cloud import openai as openai_upstream
 from inference.cloud.config import ProviderConfig
-from inference.cloud.sse import SSEEvent
+from inference.cloud.sse import SSEEvent, encode_sse
 from inference.errors import UnsupportedFeature
 from inference.types import (
     ChatRequest,
@@ -32,6 +30,8 @@ from inference.types import (
     ToolCallDelta,
     WireEvent,
 )
+from inference.wire import anthropic as anthropic_wire
+from inference.wire import openai as openai_wire
 
 text = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), min_size=1, max_size=20)
 name = st.from_regex(r"[a-z][a-z_]{0,10}", fullmatch=True)
@@ -86,7 +86,7 @@ def anthropic_requests(draw: st.DrawFn) -> dict[str, Any]:
 @given(anthropic_requests())
 def test_anthropic_request_keeps_shared_fields_on_the_way_to_openai(body: dict[str, Any]) -> None:
     chat = anthropic_wire.parse_request(body)
-    sent = openai_upstream.request_body(chat, "gpt-x", stream=False)
+    sent = openai_wire.request_body(chat, "gpt-x", stream=False)
     assert sent["max_tokens"] == body["max_tokens"]
     for ours, theirs in (("temperature", "temperature"), ("top_p", "top_p")):
         assert sent.get(theirs) == body.get(ours)
@@ -133,11 +133,11 @@ def test_top_k_and_tool_choice_only_where_the_upstream_takes_them() -> None:
         {"model": "m", "max_tokens": 5, "top_k": 40, "tool_choice": {"type": "none"},
          "messages": [{"role": "user", "content": "hi"}]}
     )  # fmt: skip
-    compatible = openai_upstream.request_body(chat, "x", stream=False)
+    compatible = openai_wire.request_body(chat, "x", stream=False)
     assert compatible["top_k"] == 40  # vLLM, llama.cpp, Ollama take it
     assert "tool_choice" not in compatible  # OpenAI refuses a tool_choice without tools
     with pytest.raises(UnsupportedFeature, match="top_k"):
-        openai_upstream.request_body(chat, "x", stream=False, official=True)
+        openai_wire.request_body(chat, "x", stream=False, official=True)
 
 
 async def events_of(
@@ -209,14 +209,13 @@ async def test_anthropic_stream_blocks_become_tool_indices_thinking_and_usage() 
     ]
     assert (got[-1].usage.input_tokens, got[-1].usage.output_tokens) == (12, 30)  # type: ignore[union-attr]
     # The same answer, whole, folds to the same result as the stream.
-    whole = anthropic_upstream.result_of(
+    whole = anthropic_wire.result_of(
         {"content": [
             {"type": "thinking", "thinking": "hm", "signature": "s1"},
             {"type": "text", "text": "Two calls."},
             {"type": "tool_use", "id": "toolu_a", "name": "f", "input": {"x": 1}},
             {"type": "tool_use", "id": "toolu_b", "name": "g", "input": {}},
         ], "stop_reason": "tool_use", "usage": {"input_tokens": 12, "output_tokens": 30}},
-        "p",
     )  # fmt: skip
     builder = ResultBuilder("m")
     for event in got:
@@ -291,10 +290,9 @@ async def test_openai_stop_reason_names_the_stop_sequence() -> None:
     ]
     got = await internal(backend.read_stream(events_of(*stream), request))  # type: ignore[arg-type]
     assert got[-1] == Finish("stop_sequence", got[-1].usage, "END")  # type: ignore[union-attr]
-    whole = openai_upstream.result_of(
+    whole = openai_wire.result_of(
         {"choices": [{"message": {"content": "one two"}, "finish_reason": "stop",
                       "stop_reason": "END"}]},
-        "p",
     )  # fmt: skip
     assert (whole.finish.reason, whole.finish.stop_sequence) == ("stop_sequence", "END")
     body = anthropic_wire.message_body(whole, "m")
@@ -317,10 +315,12 @@ def test_openai_client_stream_passthrough_hides_the_usage_it_did_not_ask_for() -
     chat, _ = openai_wire.parse_request(
         {"model": "m", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
     )
-    body = openai_upstream.request_body(chat, "gpt-x", stream=True)
+    body = openai_wire.request_body(chat, "gpt-x", stream=True)
     assert body["stream_options"] == {"include_usage": True}
     chunk = {"id": "c", "choices": [{"index": 0, "delta": {"content": "a"}}], "usage": None}
-    relayed = openai_upstream._relayed(SSEEvent(json.dumps(chunk)), chunk, strip_usage=True)
-    assert relayed is not None and b"usage" not in relayed.data
+    decoder = openai_wire.StreamDecoder(chat)
+    relayed = next(iter(decoder.decode(chunk, encode_sse(SSEEvent(json.dumps(chunk))))))
+    assert isinstance(relayed, WireEvent) and b"usage" not in relayed.data
     last = {"id": "c", "choices": [], "usage": {"prompt_tokens": 1}}
-    assert openai_upstream._relayed(SSEEvent(json.dumps(last)), last, strip_usage=True) is None
+    assert list(decoder.decode(last, encode_sse(SSEEvent(json.dumps(last))))) == []
+    assert decoder.usage.input_tokens == 1  # still counted for the key and the log

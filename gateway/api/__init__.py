@@ -10,9 +10,10 @@ from ninja.errors import HttpError
 from ninja.errors import ValidationError as NinjaValidationError
 
 from inference.errors import EngineError, GatewayError, InvalidRequest, ModelNotFound
+from inference.wire.common import validation_message
 
 from .. import context
-from ..errors import error_response, request_protocol, validation_message
+from ..errors import error_response, request_protocol
 from . import anthropic, health, models, openai
 
 logger = logging.getLogger(__name__)

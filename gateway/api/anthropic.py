@@ -1,22 +1,22 @@
-"""Anthropic-protocol endpoints: thin views over the routing service."""
+"""Anthropic-protocol endpoints: thin views over routing and `inference.wire.anthropic`."""
 
 from __future__ import annotations
 
 from django.http import HttpRequest, HttpResponse
 from ninja import Router
 
+from inference.wire import anthropic as wire
+from inference.wire.common import decode_json
 from routing import failover
 
 from .. import context
-from ..protocols import anthropic as wire
-from ..schemas.anthropic import CountTokensRequest
 from ..streaming import answer
-from .openai import json_response, parse_json
+from .responses import json_response
 
 router = Router(tags=["anthropic"])
 
 
-def _body(schema: type[CountTokensRequest]) -> dict[str, object]:
+def _body(schema: type[wire.CountTokensRequest]) -> dict[str, object]:
     content = {"application/json": {"schema": schema.model_json_schema()}}
     return {"requestBody": {"required": True, "content": content}}
 
@@ -24,13 +24,13 @@ def _body(schema: type[CountTokensRequest]) -> dict[str, object]:
 @router.post("/messages", openapi_extra=_body(wire.MessagesRequest))
 async def messages(request: HttpRequest) -> HttpResponse:
     ctx = await context.begin(request, "anthropic", "messages")
-    chat = wire.parse_request(parse_json(request))
+    chat = wire.parse_request(decode_json(request.body))
     chat.headers = wire.forwarded_headers(request.headers)
     await context.admit(ctx, chat.model, stream=chat.stream)
     return await answer(ctx, chat, wire.message_body, wire.StreamEncoder)
 
 
-@router.post("/messages/count_tokens", openapi_extra=_body(CountTokensRequest))
+@router.post("/messages/count_tokens", openapi_extra=_body(wire.CountTokensRequest))
 async def count_tokens(request: HttpRequest) -> HttpResponse:
     """Counted by the route's first target that can answer, as a request would be sent.
 
@@ -41,7 +41,7 @@ async def count_tokens(request: HttpRequest) -> HttpResponse:
     X-Gateway-Count header says which ("exact" or "estimate").
     """
     ctx = await context.begin(request, "anthropic", "messages.count_tokens")
-    chat = wire.parse_count_request(parse_json(request))
+    chat = wire.parse_count_request(decode_json(request.body))
     chat.headers = wire.forwarded_headers(request.headers)
     await context.admit(ctx, chat.model, stream=False)
     count, how, served = await failover.count_tokens(chat)

@@ -9,12 +9,12 @@ from django.http import HttpRequest, HttpResponse
 from ninja import Router
 
 from inference.errors import InvalidRequest, ModelNotFound
+from inference.types import MAX_MODEL_NAME
 from routing import selectors
-from routing.resolution import MAX_MODEL_NAME
 
 from .. import auth, context
 from ..errors import request_protocol
-from .openai import json_response
+from .responses import json_response
 
 router = Router(tags=["models"])
 

@@ -13,7 +13,7 @@ the model server stops the generation when its client goes away.
 from __future__ import annotations
 
 from ..types import ChatRequest
-from .anthropic import count_body
+from ..wire.anthropic import count_body
 from .openai import OpenAIBackend
 from .transport import post_json
 

@@ -10,13 +10,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
+from pydantic import Discriminator, Field, Tag, model_validator
 
-from .common import ModelName
-
-
-class _Open(BaseModel):
-    model_config = ConfigDict(extra="allow", strict=True)
+from ..common import ModelName
+from ..common import Open as _Open
 
 
 class TextBlock(_Open):

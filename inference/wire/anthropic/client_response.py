@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import json
 import uuid
-from typing import Any
+from typing import Any, ClassVar, Literal
 
-from inference import jsonio
-from inference.errors import GatewayError
-from inference.types import (
+from ... import jsonio, scrub
+from ...types import (
     ChatResult,
     Continued,
     Event,
@@ -26,11 +25,8 @@ from inference.types import (
     WireEvent,
 )
 
-from .. import scrub
-from ..errors import error_body
-
 # Internal finish reason -> Anthropic stop_reason. Not the inverse of
-# inference.cloud.anthropic.STOP_REASONS: that one folds pause_turn into "stop".
+# upstream_response.STOP_REASONS: that one folds pause_turn into "stop".
 STOP_REASONS: dict[FinishReason, str] = {
     "stop": "end_turn",
     "length": "max_tokens",
@@ -48,7 +44,7 @@ def tool_input(arguments: str) -> dict[str, Any]:
     """A tool call's JSON arguments as the object Anthropic's `input` must be.
 
     A JSON value that is not an object is wrapped as {"value": ...}, the same
-    convention `inference.cloud.anthropic` uses upstream; text that is not JSON
+    convention `upstream_request` uses; text that is not JSON
     at all (a local model can write anything) is passed on as {"arguments": text}
     rather than lost, so the client's own validation can say what is wrong.
     """
@@ -136,6 +132,8 @@ class StreamEncoder:
     When the backend relays an Anthropic upstream (WireEvent), its bytes go out
     as they came and the events derived from them are not sent a second time.
     """
+
+    protocol: ClassVar[Literal["anthropic"]] = "anthropic"
 
     def __init__(self, model: str) -> None:
         self.id = new_id("msg")
@@ -237,11 +235,12 @@ class StreamEncoder:
                 delta = {"type": "input_json_delta", "partial_json": event.arguments}
                 out.append(self._delta(index, delta))
 
-    def error(self, error: GatewayError) -> bytes:
-        """An in-band error: the stream had started, so the status is already sent."""
+    def error(self, body: dict[str, Any]) -> bytes:
+        """An in-band error (`body`: the error envelope, from gateway.errors): the
+        stream had started, so the status is already sent."""
         if self._relayed_error:
             return b""  # the upstream's own error event already went out as it was
-        return sse("error", error_body(error, "anthropic"))
+        return sse("error", body)
 
     def _message_start(self, first: Event) -> bytes:
         # A local model counts its prompt first (PromptUsage); cloud backends

@@ -11,13 +11,10 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from .common import ModelName
-
-
-class _Open(BaseModel):
-    model_config = ConfigDict(extra="allow", strict=True)
+from ..common import ModelName
+from ..common import Open as _Open
 
 
 class FunctionCall(_Open):

@@ -1,9 +1,5 @@
-"""Anthropic Messages wire format (client-facing) <-> the internal form.
-
-The upstream-facing direction (the gateway calling an Anthropic provider) is
-`inference.cloud.anthropic`; this module is what a client speaking Anthropic's
-protocol to the gateway sends and receives.
-"""
+"""An Anthropic Messages request (or count_tokens body) from a client -> the
+internal request, and the client headers an Anthropic upstream needs too."""
 
 from __future__ import annotations
 
@@ -12,8 +8,8 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from inference.errors import InvalidRequest
-from inference.types import (
+from ...errors import InvalidRequest
+from ...types import (
     ChatRequest,
     ImagePart,
     Message,
@@ -26,9 +22,8 @@ from inference.types import (
     ToolResultPart,
     ToolSpec,
 )
-
-from ..errors import validation_message
-from ..schemas.anthropic import (
+from ..common import extensions, validation_message
+from .schemas import (
     BLOCK_TYPES,
     Base64Source,
     ContentBlock,
@@ -46,18 +41,6 @@ from ..schemas.anthropic import (
     ToolResultBlock,
     ToolUseBlock,
 )
-from .anthropic_response import STOP_REASONS, StreamEncoder, message_body, tool_input
-
-__all__ = [
-    "STOP_REASONS",
-    "MessagesRequest",
-    "StreamEncoder",
-    "forwarded_headers",
-    "message_body",
-    "parse_count_request",
-    "parse_request",
-    "tool_input",
-]
 
 # Fields of the wire request that the internal form models; the rest are
 # protocol extensions a backend must either honour or refuse. Extensions are
@@ -158,11 +141,6 @@ def _prompt(wire: CountTokensRequest, data: dict[str, Any]) -> ChatRequest:
         # the blocks back as the client sent them.
         messages.extend(Message("system", [TextPart(b.text)]) for b in wire.system or [])
     messages.extend(_message(m, i, unmodelled) for i, m in enumerate(wire.messages))
-    extensions = {
-        key: value
-        for key, value in data.items()
-        if key not in _MODELLED and value not in _NEUTRAL.get(key, (None,))
-    }
     tools: list[ToolSpec] = []
     for i, tool in enumerate(wire.tools or []):
         if tool.custom:
@@ -176,7 +154,7 @@ def _prompt(wire: CountTokensRequest, data: dict[str, Any]) -> ChatRequest:
         tools=tools,
         tool_choice=_tool_choice(wire.tool_choice),
         reasoning=reasoning,
-        extensions={**extensions, **unmodelled},
+        extensions={**extensions(data, _MODELLED, _NEUTRAL), **unmodelled},
         source_protocol="anthropic",
         raw=data,
     )
