@@ -295,7 +295,7 @@ def table(lat: Times, ttfb: Times, rps: dict[str, list[Result]]) -> None:
 def run(args: argparse.Namespace, workdir: Path, servers: list[ServerProcess]) -> None:
     say(f"starting the fake upstream in its own process (logs in {workdir})")
     port = free_port()
-    argv = [sys.executable, "-m", "inference.fake_upstream", "--port", str(port), "--no-record"]
+    argv = [sys.executable, "-m", "fake_upstream", "--port", str(port), "--no-record"]
     upstream = ServerProcess("fake upstream", argv, offline_env(),
                              workdir / "fake-upstream.log", port, "/_control/health")  # fmt: skip
     servers.append(upstream)
@@ -321,7 +321,7 @@ def run(args: argparse.Namespace, workdir: Path, servers: list[ServerProcess]) -
                 f"{r['p50_us'] / 1e3:.2f} ms p99 {r['p99_us'] / 1e3:.2f} ms; server CPU "
                 f"{r['cores']:.2f} cores, {r['cpu_ms']:.3f} ms/request "
                 f"({r['sys_ms']:.3f} ms of it in the kernel)")  # fmt: skip
-    print("\nupstream: the fake upstream (python -m inference.fake_upstream), own process")
+    print("\nupstream: the fake upstream (python -m fake_upstream), own process")
     print("load: blocking raw-socket keep-alive client (c=1), wrk -t1 -c32 (c=32)")
     for name, (direct, via) in rps.items():
         headroom = direct["rps"] / via["rps"]

@@ -41,7 +41,7 @@ def serve(data: Path, workers: int) -> ServerProcess:
 
 def run_workers(args: argparse.Namespace, workdir: Path, servers: list[ServerProcess]) -> None:
     port = free_port()
-    argv = [sys.executable, "-m", "inference.fake_upstream", "--port", str(port), "--no-record"]
+    argv = [sys.executable, "-m", "fake_upstream", "--port", str(port), "--no-record"]
     upstream = ServerProcess("fake upstream", argv, offline_env(),
                              workdir / "fake-upstream.log", port, "/_control/health")  # fmt: skip
     say(f"starting the fake upstream in its own process (logs in {workdir})")

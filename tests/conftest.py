@@ -393,7 +393,7 @@ def fresh_upstream(upstream: Any) -> Any:
 @contextlib.contextmanager
 def fake_upstream(*api_keys: str) -> Iterator[Any]:
     """The project's fake upstream in a thread of this process, taking these keys."""
-    from inference.fake_upstream import FakeUpstream
+    from fake_upstream import FakeUpstream
 
     server = FakeUpstream(api_keys=set(api_keys)).start_in_thread()
     try:

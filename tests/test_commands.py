@@ -15,7 +15,7 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db import connection
 
-from inference.fake_upstream import FakeUpstream
+from fake_upstream import FakeUpstream
 from routing.config_schema import load_yaml
 from routing.models import (
     BackendMapping,

@@ -13,7 +13,7 @@ import httpx
 import pytest
 from anthropic.types import MessageParam
 
-from inference.fake_upstream import FakeUpstream
+from fake_upstream import FakeUpstream
 
 from .conftest import LiveServer, routed_gateway
 

@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 import openai
 import pytest
 
-from inference.fake_upstream import FakeUpstream
+from fake_upstream import FakeUpstream
 
 from .conftest import LiveServer, fake_upstream, routed_gateway
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from inference.fake_upstream import FakeUpstream
+from fake_upstream import FakeUpstream
 
 from .conftest import LiveServer, configure_routing, fake_upstream, free_port, server_env
 

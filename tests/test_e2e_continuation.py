@@ -18,8 +18,8 @@ import httpx
 import openai
 import pytest
 
-from inference.fake_upstream import FakeUpstream
-from inference.fake_upstream.replies import content_text
+from fake_upstream import FakeUpstream
+from fake_upstream.replies import content_text
 
 from .conftest import LiveServer, routed_gateway, run_in_shell
 

@@ -10,7 +10,7 @@ import json
 import openai
 import pytest
 
-from inference.fake_upstream import FakeUpstream
+from fake_upstream import FakeUpstream
 
 from .conftest import LiveServer
 from .test_e2e_failover import UPSTREAM_KEYS, gateway  # noqa: F401  (its gateway, its keys)

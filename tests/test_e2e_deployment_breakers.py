@@ -11,7 +11,7 @@ import httpx
 import openai
 import pytest
 
-from inference.fake_upstream import FakeUpstream
+from fake_upstream import FakeUpstream
 
 from .conftest import LiveServer, routed_gateway
 

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 import httpx
 import pytest
 
-from inference.fake_upstream import FakeUpstream
-from inference.fake_upstream.replies import content_text, plan_text
+from fake_upstream import FakeUpstream
+from fake_upstream.replies import content_text, plan_text
 
 from .conftest import LiveServer, routed_gateway
 from .fault_clients import CLIENTS, HI, MAX_TOKENS

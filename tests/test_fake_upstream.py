@@ -23,7 +23,7 @@ import httpx
 import openai
 import pytest
 
-from inference.fake_upstream import FakeUpstream, FaultSpecError, Kind, parse_fault
+from fake_upstream import FakeUpstream, FaultSpecError, Kind, parse_fault
 
 ROOT = Path(__file__).resolve().parent.parent
 KEY = "sk-test-123"
@@ -857,7 +857,7 @@ def test_standalone_process() -> None:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "inference.fake_upstream", "--port", str(port), "--api-key", KEY],
+        [sys.executable, "-m", "fake_upstream", "--port", str(port), "--api-key", KEY],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         text=True,

@@ -14,8 +14,8 @@ import pytest
 from django.test import Client, RequestFactory, override_settings
 from prometheus_client.parser import text_string_to_metric_families
 
+from fake_upstream import FakeUpstream
 from gateway import metrics
-from inference.fake_upstream import FakeUpstream
 
 from .conftest import LiveServer, routed_gateway, single_try_provider
 

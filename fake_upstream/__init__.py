@@ -3,7 +3,7 @@
 It speaks the real wire formats over HTTP/1.1 (keep-alive, chunked SSE streams)
 on raw asyncio streams, so it can also misbehave the way real upstreams do:
 reset connections, hang, stall or cut streams. The requested model name picks
-the behaviour; see :mod:`inference.fake_upstream.faults` for the table.
+the behaviour; see :mod:`fake_upstream.faults` for the table.
 
 Endpoints (with or without the ``/v1`` prefix):
 
@@ -29,7 +29,15 @@ In-process use::
     ...server.url, server.requests, server.count(model="x"), server.fail_next("x")
     await server.stop()             # or server.stop_thread()
 
-Standalone: ``python -m inference.fake_upstream --host 127.0.0.1 --port 9100``.
+Standalone: ``python -m fake_upstream --host 127.0.0.1 --port 9100`` (from the
+repository's root).
+
+A test tool, not part of the gateway: a top-level package that pyproject's
+``packages.find`` leaves out of the installed distribution, and independent of
+what it tests: it imports nothing from ``gateway``, ``routing`` or ``inference``
+(its wire formats are written again here from the providers' documentation, so
+a mistake in ``inference.wire`` cannot hide behind the same mistake in the fake).
+``tests/test_layout.py`` holds both to that.
 """
 
 from .faults import Fault, FaultSpecError, Kind, parse_fault

@@ -1,4 +1,4 @@
-"""Run the fake upstream on its own: ``python -m inference.fake_upstream --port 9100``.
+"""Run the fake upstream on its own: ``python -m fake_upstream --port 9100``.
 
 Prints one line, ``fake-upstream listening on http://HOST:PORT``, once it accepts
 connections, so a parent process started with ``--port 0`` can read the port.
@@ -17,7 +17,7 @@ from .server import FakeUpstream
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m inference.fake_upstream")
+    parser = argparse.ArgumentParser(prog="python -m fake_upstream")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=9100, help="0 picks a free port")
     parser.add_argument(
