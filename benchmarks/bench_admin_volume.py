@@ -49,7 +49,7 @@ def setup_django(data_dir: Path) -> None:
 
 
 def seed(rows: int, keys: list[int]) -> None:
-    from routing.services_logs import write_request_logs
+    from gateway.usage.services import write_request_logs
 
     rng = random.Random(17)
     now = datetime.now(UTC)
@@ -118,8 +118,9 @@ def main() -> None:
         from django.test import Client
         from django.test.utils import setup_test_environment
 
-        from routing.admin_links import period_filters
-        from routing.models import ApiKey, RequestLog
+        from gateway.keys.models import ApiKey
+        from gateway.usage.links import period_filters
+        from gateway.usage.models import RequestLog
 
         progress("migrating a fresh SQLite database")
         call_command("migrate", verbosity=0)
@@ -137,7 +138,7 @@ def main() -> None:
         row = RequestLog.objects.order_by("-id").values_list("id", flat=True).first()
         today = datetime.now(UTC).date()
         week = urlencode(period_filters(today - timedelta(days=6), today))
-        log = "/admin/routing/requestlog/"
+        log = "/admin/usage/requestlog/"
         pages = [
             ("request log list", log),
             ("filter: status 503", f"{log}?status=503"),

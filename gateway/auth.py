@@ -2,7 +2,7 @@
 
 A key comes as `Authorization: Bearer <key>` (OpenAI SDK, and the Anthropic
 SDK) or `x-api-key: <key>` (Anthropic's own header). Keys are looked up in the
-per-process keyring (`routing.selectors_keys`): no database query per request.
+per-process keyring (`gateway.keys.selectors`): no database query per request.
 With GATEWAY_REQUIRE_API_KEYS off, a caller without a known key is let in
 anonymously; a known key still gets its models and limits.
 """
@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING
 from django.conf import settings
 from django.http import HttpRequest
 
+from gateway.keys import selectors as keyring
+from gateway.keys.selectors import KeyRecord
 from inference.errors import AuthenticationFailed, PermissionDenied, RateLimited
-from routing import selectors_keys
-from routing.selectors_keys import KeyRecord
 
 from . import budgets
 from .costs import cost_of
@@ -66,7 +66,7 @@ async def authenticate(request: HttpRequest, ctx: RequestContext) -> None:
                 "Missing API key: send it as `Authorization: Bearer <key>` or `x-api-key: <key>`."
             )
         return
-    key = await selectors_keys.afind(secret)
+    key = await keyring.afind(secret)
     if key is None:
         if required:
             raise AuthenticationFailed("Invalid API key.")  # never echo what was sent

@@ -53,7 +53,7 @@ def periods(now: datetime) -> dict[str, tuple[str, datetime, date]]:
 
 def logged_spend(key_id: int, since: date) -> int:
     """Micro-dollars a key spent from `since` (UTC) on, as the request log holds it."""
-    from routing.models import UsageDay
+    from gateway.usage.models import UsageDay
 
     total = UsageDay.objects.filter(key_id=key_id, day__gte=since).aggregate(s=Sum("cost"))["s"]
     return int((total or 0) * MICRO)

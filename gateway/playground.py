@@ -17,11 +17,11 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.template.response import TemplateResponse
 from django.views.decorators.http import require_POST
 
+from gateway.keys.models import ApiKey
+from gateway.keys.selectors import KeyRecord
 from inference.errors import AuthenticationFailed, GatewayError, InvalidRequest
 from inference.types import ChatRequest, Event, Finish, Message, TextDelta, TextPart
 from routing import failover, selectors
-from routing.models import ApiKey
-from routing.selectors_keys import KeyRecord
 
 from . import context
 from .costs import cost_of

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from django.conf import settings
 from django.db import DatabaseError, DataError, IntegrityError, close_old_connections, connection
 
-from routing.services_logs import prune_request_log, write_request_logs
+from gateway.usage.services import prune_request_log, write_request_logs
 
 from .costs import cost_of
 
@@ -68,6 +68,8 @@ def row(ctx: RequestContext) -> dict[str, Any]:
         "requested_model": _text(ctx.requested_model, 200),
         "backend": _text(served.backend, 200) if served else "",
         "served_model": _text(served.model, 200) if served else "",
+        # As before the walk carried it: named for answered requests only.
+        "mapping": _text(served.mapping, 200) if served and served.backend else "",
         "attempts": _count(len(served.attempts), SMALL) if served else 0,
         "fallbacks": _count(served.fallbacks, SMALL) if served else 0,
         "attempt_trail": _text(served.trail, 1000) if served else "",

@@ -101,6 +101,8 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "channels",
     "routing.apps.RoutingConfig",
+    "gateway.keys.apps.KeysConfig",
+    "gateway.usage.apps.UsageConfig",
 ]
 
 MIDDLEWARE = [

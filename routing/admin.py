@@ -20,9 +20,10 @@ from django.utils.safestring import SafeString
 from django.views.decorators.http import require_POST
 from redis.exceptions import RedisError
 
+from gateway.usage.links import log_url
+
 from . import route_tester, selectors
 from .admin_chain import NamesChainsOnBlockedDelete, TargetInline, describe_chain
-from .admin_links import log_url
 from .health import RECENT_MINUTES
 from .local_state import has_model_folder, local_state
 from .models import BackendMapping, LocalModel, Provider, RoutingSwitch
@@ -179,7 +180,8 @@ class RoutingSwitchAdmin(admin.ModelAdmin):
         return redirect("admin:routing_routingswitch_change", obj.pk)
 
 
-# Providers, keys and the request log have their own admin modules; importing
-# them registers them. Provider keys are edited on the provider form only (the
-# CloudCredential rows stay, without an admin page of their own).
-from . import admin_keys, admin_logs, admin_providers  # noqa: E402, F401
+# Providers have their own admin module; importing it registers them. Provider
+# keys are edited on the provider form only (the CloudCredential rows stay,
+# without an admin page of their own). Client keys and the request log are
+# the admin of their own apps (gateway.keys, gateway.usage).
+from . import admin_providers  # noqa: E402, F401

@@ -155,7 +155,7 @@ class Walk:
 
     def __init__(self, route: Route, snapshot: Snapshot) -> None:
         self.route, self.snapshot = route, snapshot
-        self.served = Served()
+        self.served = Served(mapping=route.mapping.pattern if route.mapping else "")
         self.deadline = time.monotonic() + _budget(route, snapshot)
         self.order = balancer().order(route)
         self.position = -1  # index in the chain of the target now serving

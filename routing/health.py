@@ -7,6 +7,9 @@ outcome, ..."), so they are shared by all processes and need no state of their
 own: the last RECENT_MINUTES, at most SAMPLE_ROWS rows (the time index keeps
 the read small). A deployment with no attempt in the log at all is "never
 contacted", which is not "healthy".
+
+The log is the `gateway.usage` app's: this module is routing's one read of
+it (nothing there imports routing's health back).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from datetime import datetime, timedelta
 
 from django.utils import timezone
 
-from .models import RequestLog
+from gateway.usage.models import RequestLog
 
 RECENT_MINUTES = 15
 SAMPLE_ROWS = 2000

@@ -413,9 +413,6 @@ def provider_config(provider: Provider, api_key: str | None = None) -> ProviderC
     )
 
 
-# Client keys and the request log live in their own modules; imported here so
-# Django registers them with this app.
-from .models_keys import ApiKey, ApiKeyState  # noqa: E402, F401
-from .models_logs import RequestLog  # noqa: E402, F401
+# The runtime switch lives in its own module; imported here so Django
+# registers it with this app.
 from .models_runtime import RoutingSwitch  # noqa: E402, F401
-from .models_usage import UsageDay  # noqa: E402, F401

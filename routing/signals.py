@@ -1,4 +1,4 @@
-"""Any routing or key change bumps the version stamp that every process watches."""
+"""Any routing change bumps the version stamp that every process watches."""
 
 from __future__ import annotations
 
@@ -9,9 +9,8 @@ from django.core.signals import setting_changed
 from django.db import transaction
 from django.db.models.signals import post_delete, post_save
 
-from . import selectors, selectors_keys, services_keys
+from . import selectors
 from .models import (
-    ApiKey,
     BackendMapping,
     CloudCredential,
     LocalModel,
@@ -22,7 +21,7 @@ from .models import (
 )
 
 
-def _on_change(invalidate: Callable[[], None], bump: Callable[[], None]) -> Callable[..., None]:
+def on_change(invalidate: Callable[[], None], bump: Callable[[], None]) -> Callable[..., None]:
     """A save/delete receiver: drop this process's cache now, and bump the stamp
     other processes watch once the change is committed."""
 
@@ -40,8 +39,7 @@ def _bump() -> None:
     selectors.invalidate()
 
 
-_changed = _on_change(selectors.invalidate, _bump)
-_key_changed = _on_change(selectors_keys.invalidate, services_keys.keys_changed)
+_changed = on_change(selectors.invalidate, _bump)
 
 
 def _setting_changed(setting: str, **kwargs: Any) -> None:
@@ -56,5 +54,3 @@ def connect() -> None:
     for model in routing:
         post_save.connect(_changed, sender=model, dispatch_uid=f"routing-{model.__name__}-save")
         post_delete.connect(_changed, sender=model, dispatch_uid=f"routing-{model.__name__}-del")
-    post_save.connect(_key_changed, sender=ApiKey, dispatch_uid="keys-save")
-    post_delete.connect(_key_changed, sender=ApiKey, dispatch_uid="keys-del")

@@ -34,6 +34,14 @@ def validate_pattern(value: str) -> None:
         raise ValidationError(f"Not a valid fnmatch pattern: {exc}", code="bad_pattern") from exc
 
 
+def validate_patterns(value: object) -> None:
+    """A list of fnmatch patterns (a client key's allowed models)."""
+    if not isinstance(value, list) or not all(isinstance(p, str) for p in value):
+        raise ValidationError("A list of fnmatch patterns is expected.", code="bad_patterns")
+    for pattern in value:
+        validate_pattern(pattern)
+
+
 def _unclosed_bracket(pattern: str) -> bool:
     """A `[` that fnmatch would take literally for want of its `]`: a likely typo.
     Brackets are read as fnmatch reads them, so `[[]` (a literal "[") is fine."""

@@ -53,11 +53,12 @@ def _data_templates(tmp_path_factory: pytest.TempPathFactory) -> None:
 @pytest.fixture(autouse=True)
 def _fresh_routing_snapshot() -> None:
     """Each test's database starts over, so must the cached routing snapshot and keys."""
+    from gateway.keys import selectors as keyring
     from gateway.ratelimit import reset_limiter
-    from routing import selectors, selectors_keys
+    from routing import selectors
 
     selectors.invalidate()
-    selectors_keys.invalidate()
+    keyring.invalidate()
     reset_limiter()
 
 
@@ -308,7 +309,7 @@ import json, os
 from datetime import timedelta
 from django.utils import timezone
 from django.db import transaction
-from routing.services_keys import create_api_key
+from gateway.keys.services import create_api_key
 made = {}
 with transaction.atomic():  # a running server sees all of them or none
     for name, spec in json.loads(os.environ["KEY_SPECS"]).items():

@@ -72,13 +72,13 @@ def test_reordering_a_chain_by_typing_a_position(gateway: LiveServer, page: Page
 
 
 _KEY_NAMES = """
-from routing.models import ApiKey
+from gateway.keys.models import ApiKey
 print("NAMES=" + ",".join(ApiKey.objects.order_by("name").values_list("name", flat=True)))
 """
 
 
 def test_reloading_the_key_page_makes_no_second_key(gateway: LiveServer, page: Page) -> None:
-    page.goto(f"{gateway.url}/admin/routing/apikey/add/")
+    page.goto(f"{gateway.url}/admin/keys/apikey/add/")
     page.fill("#id_name", "browser-reload")
     page.click("input[name=_save]")
     page.wait_for_url("**/created/")
@@ -120,7 +120,7 @@ def test_the_request_log_fits_1400_px(gateway: LiveServer, page: Page) -> None:
     # Rows are written off the request path: reload until both are there.
     rows = page.locator("#result_list tbody tr")
     for _ in range(60):
-        page.goto(f"{gateway.url}/admin/routing/requestlog/")
+        page.goto(f"{gateway.url}/admin/usage/requestlog/")
         if rows.filter(has_text="no-such-model").count() and rows.filter(
             has_text="gpt-browser"
         ).count():

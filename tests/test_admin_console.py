@@ -11,18 +11,19 @@ import pytest
 from django.test import Client
 from django.utils import timezone
 
+from gateway.keys import admin as admin_keys
+from gateway.keys.models import ApiKey
+from gateway.keys.services import create_api_key
+from gateway.usage.models import RequestLog
 from inference.local.chunks import EngineStats
-from routing import admin_keys, local_state
+from routing import local_state
 from routing.models import (
-    ApiKey,
     BackendMapping,
     CloudCredential,
     LocalModel,
     MappingTarget,
     Provider,
-    RequestLog,
 )
-from routing.services_keys import create_api_key
 
 from .conftest import fake_upstream
 from .test_admin import KEY, _change_form_data, demo, mapping_form, provider  # noqa: F401
@@ -153,19 +154,19 @@ def test_an_expiry_in_the_past_is_refused(admin_client: Client) -> None:
         "name": "late", "enabled": "on", "models_text": "",
         "expires_at_0": past.strftime("%Y-%m-%d"), "expires_at_1": past.strftime("%H:%M:%S"),
     }  # fmt: skip
-    response = admin_client.post("/admin/routing/apikey/add/", data)
+    response = admin_client.post("/admin/keys/apikey/add/", data)
     assert response.status_code == 200 and "This time has passed" in response.content.decode()
     assert not ApiKey.objects.exists()
     # A key that has expired since can still be edited (its expiry left as it is).
     key, _ = create_api_key("old", expires_at=timezone.now() - timedelta(hours=1))
-    page = admin_client.get(f"/admin/routing/apikey/{key.pk}/change/")
+    page = admin_client.get(f"/admin/keys/apikey/{key.pk}/change/")
     form = page.context["adminform"].form
     data = {
         "name": "old-renamed", "enabled": "on", "models_text": "",
         "expires_at_0": form["expires_at"].value().strftime("%Y-%m-%d"),
         "expires_at_1": form["expires_at"].value().strftime("%H:%M:%S.%f"),
     }  # fmt: skip
-    response = admin_client.post(f"/admin/routing/apikey/{key.pk}/change/", data)
+    response = admin_client.post(f"/admin/keys/apikey/{key.pk}/change/", data)
     assert response.status_code == 302, response.content.decode()[:2000]
     assert ApiKey.objects.get(pk=key.pk).name == "old-renamed"
 
@@ -189,7 +190,7 @@ def test_labels(admin_client: Client) -> None:
     key, _ = create_api_key("labels")
     RequestLog.objects.create(created_at=timezone.now(), api_key=key, protocol="openai",
                               endpoint="chat.completions", status=200, latency_ms=1.0)  # fmt: skip
-    page = admin_client.get("/admin/routing/requestlog/").content.decode()
+    page = admin_client.get("/admin/usage/requestlog/").content.decode()
     assert "1 request log entry" in page
     assert "Api key" not in page and "Latency ms" not in page
     assert "View site" not in admin_client.get("/admin/").content.decode()
@@ -200,7 +201,7 @@ def test_the_key_page_is_a_get_that_reloads_without_a_new_key(
 ) -> None:
     now = [1_900_000_000.0]
     monkeypatch.setattr(admin_keys, "clock", lambda: now[0])
-    created = admin_client.post("/admin/routing/apikey/add/", {"name": "ci", "enabled": "on"})
+    created = admin_client.post("/admin/keys/apikey/add/", {"name": "ci", "enabled": "on"})
     assert created.status_code == 302
     pages = [admin_client.get(created["Location"]).content.decode() for _ in range(3)]
     secrets = {SECRET.search(page).group(0) for page in pages}  # type: ignore[union-attr]
@@ -218,7 +219,7 @@ def test_the_key_page_is_a_get_that_reloads_without_a_new_key(
 
 def test_key_names_are_unique(admin_client: Client) -> None:
     create_api_key("ci")
-    response = admin_client.post("/admin/routing/apikey/add/", {"name": "ci", "enabled": "on"})
+    response = admin_client.post("/admin/keys/apikey/add/", {"name": "ci", "enabled": "on"})
     assert response.status_code == 200
     assert "API key with this Name already exists" in response.content.decode()
     assert ApiKey.objects.count() == 1

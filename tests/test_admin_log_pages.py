@@ -7,19 +7,24 @@ from datetime import UTC, timedelta
 from typing import Any
 
 import pytest
+from asgiref.sync import async_to_sync
 from django.test import Client
 from django.utils import timezone
 
-from routing.models import BackendMapping, LocalModel, MappingTarget, Provider, RequestLog
-from routing.services_keys import create_api_key
-from routing.services_logs import write_request_logs
+from gateway import request_log
+from gateway.context import RequestContext
+from gateway.keys.services import create_api_key
+from gateway.usage.models import RequestLog
+from gateway.usage.services import write_request_logs
+from routing.failover import Walk
+from routing.models import BackendMapping, LocalModel, MappingTarget, Provider
 
 from .test_admin import demo, provider  # noqa: F401  (fixtures)
 from .test_request_log_units import log_row
 
 pytestmark = pytest.mark.django_db
 
-LOG = "/admin/routing/requestlog/"
+LOG = "/admin/usage/requestlog/"
 
 
 def test_the_list_shows_what_an_operator_scans(admin_client: Client) -> None:
@@ -57,7 +62,7 @@ def test_the_row_page_adds_the_error_and_links_what_the_row_names(
     assert "the upstream answered 502" in page
     assert f'href="/admin/routing/backendmapping/{mapping.pk}/change/">gpt-*</a>' in page
     assert f'href="/admin/routing/provider/{provider.pk}/change/">openai</a>' in page
-    assert f'href="/admin/routing/apikey/{key.pk}/change/">' in page
+    assert f'href="/admin/keys/apikey/{key.pk}/change/">' in page
     assert f'href="{LOG}?mapping=gpt-%2A"' in page and f'href="{LOG}?backend=openai"' in page
     assert f'href="{LOG}?api_key__id__exact={key.pk}"' in page
     local = log_row(0, None, backend="local:demo")
@@ -79,19 +84,30 @@ def test_a_mapping_links_to_the_requests_it_routed(admin_client: Client) -> None
     assert admin_client.get(f"{LOG}?mapping=gpt-*").context["cl"].result_count == 1
 
 
-def test_the_writer_names_the_mapping_that_routed_a_row(
+@pytest.mark.django_db(transaction=True)
+def test_a_row_names_the_mapping_its_request_resolved(
     settings: Any, provider: Provider, demo: LocalModel  # noqa: F811
 ) -> None:
+    """The walk carries the mapping it resolved to the log row; the writer never
+    resolves again, so a change saved before the row is written does not rename it."""
     settings.ENABLE_CLOUD_ROUTING = True
     mapping = BackendMapping.objects.create(pattern="gpt-*")
     MappingTarget.objects.create(mapping=mapping, provider=provider, position=0)
-    base = {"created_at": timezone.now(), "protocol": "openai", "endpoint": "chat.completions",
-            "status": 200, "latency_ms": 1.0}  # fmt: skip
-    write_request_logs([
-        base | {"requested_model": "gpt-4o", "backend": "openai"},
-        base | {"requested_model": "demo", "backend": "local:demo"},  # no mapping: by name
-        base | {"requested_model": "nothing", "backend": "", "status": 404},
-    ])  # fmt: skip
+    walks = {name: async_to_sync(Walk.start)(name) for name in ("gpt-4o", "demo")}
+    assert walks["gpt-4o"].served.mapping == "gpt-*"
+    assert walks["demo"].served.mapping == ""  # no mapping: the local model by name
+    mapping.pattern = "gpt-4*"  # saved after the request resolved, before its row is written
+    mapping.save()
+    rows = []
+    for name, walk in walks.items():
+        ctx = RequestContext(protocol="openai", endpoint="chat.completions")
+        ctx.requested_model, ctx.status, ctx.served = name, 200, walk.served
+        walk.served.backend = "openai" if name == "gpt-4o" else "local:demo"
+        rows.append(request_log.row(ctx))
+    unanswered = RequestContext(protocol="openai", endpoint="chat.completions")
+    unanswered.requested_model, unanswered.status = "nothing", 404
+    rows.append(request_log.row(unanswered))
+    write_request_logs(rows)
     rows = RequestLog.objects.order_by("id").values_list("requested_model", "mapping")
     assert list(rows) == [("gpt-4o", "gpt-*"), ("demo", ""), ("nothing", "")]
 
@@ -99,7 +115,7 @@ def test_the_writer_names_the_mapping_that_routed_a_row(
 def test_the_usage_rollup_adds_up_to_the_log_across_batches() -> None:
     import random
 
-    from routing.models import UsageDay
+    from gateway.usage.models import UsageDay
 
     key, _ = create_api_key("rollup")
     rng = random.Random(3)
@@ -132,8 +148,8 @@ def test_the_usage_rollup_adds_up_to_the_log_across_batches() -> None:
 
 
 def test_pruning_keeps_the_usage_rollup_longer(admin_client: Client) -> None:
-    from routing.models import UsageDay
-    from routing.services_logs import USAGE_KEEP_DAYS, prune_request_log
+    from gateway.usage.models import UsageDay
+    from gateway.usage.services import USAGE_KEEP_DAYS, prune_request_log
 
     log_row(40)
     log_row(USAGE_KEEP_DAYS + 5)
@@ -141,5 +157,5 @@ def test_pruning_keeps_the_usage_rollup_longer(admin_client: Client) -> None:
     assert not RequestLog.objects.exists()
     [kept] = UsageDay.objects.all()
     assert kept.day == (timezone.now() - timedelta(days=40)).astimezone(UTC).date()
-    page = admin_client.get("/admin/routing/requestlog/usage/?days=90")
+    page = admin_client.get("/admin/usage/requestlog/usage/?days=90")
     assert [r.requests for r, _ in page.context["rows"]] == [1]

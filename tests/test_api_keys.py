@@ -229,7 +229,7 @@ def test_over_the_token_limit_is_429_with_retry_after(gateway, keys) -> None:
 def test_key_changes_reach_a_running_gateway(gateway, keys) -> None:
     secret = make_api_keys(gateway, {"late": {}})["late"]
     assert wait_for_status(gateway, secret, 200) == 200  # created by another process
-    gateway.manage("shell", "-c", "from routing.models import ApiKey; "
+    gateway.manage("shell", "-c", "from gateway.keys.models import ApiKey; "
                    "k = ApiKey.objects.get(name='late'); k.enabled = False; k.save()")  # fmt: skip
     assert wait_for_status(gateway, secret, 401) == 401
 

@@ -19,10 +19,10 @@ import pytest
 from django.utils import timezone
 
 from gateway import budgets
+from gateway.keys.services import create_api_key
+from gateway.usage.services import write_request_logs
 from routing import pricing, selectors
 from routing.models import BackendMapping, LocalModel, MappingTarget, Provider
-from routing.services_keys import create_api_key
-from routing.services_logs import write_request_logs
 
 from .conftest import LiveServer, make_api_keys, redis_server, routed_gateway, run_in_shell
 
@@ -121,7 +121,7 @@ def priced_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveSer
 
 _COSTS = """
 import json
-from routing.models import RequestLog, UsageDay
+from gateway.usage.models import RequestLog, UsageDay
 print("COSTS=" + json.dumps([str(c) for c in RequestLog.objects.values_list("cost", flat=True)]))
 """
 
@@ -214,7 +214,7 @@ def test_create_api_key_takes_budgets() -> None:
 
     from django.core.management import call_command
 
-    from routing.models import ApiKey
+    from gateway.keys.models import ApiKey
 
     out = io.StringIO()
     call_command("create_api_key", "ci", "--budget-day", "2.50", "--budget-month", "40",

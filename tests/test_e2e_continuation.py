@@ -86,7 +86,7 @@ def wait_for(check: Callable[[], object], what: str, seconds: float = 10) -> obj
 
 _ROWS = """
 import json, os
-from routing.models import RequestLog
+from gateway.usage.models import RequestLog
 model = json.loads(os.environ["MODEL"])
 rows = RequestLog.objects.filter(requested_model=model).order_by("id")
 print("ROWS=" + json.dumps(list(rows.values("fallbacks", "attempt_trail", "backend",

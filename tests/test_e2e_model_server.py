@@ -101,7 +101,7 @@ def test_streaming_prefill_and_count_tokens_match_the_model_in_process(front: Li
 
 _ROWS = """
 import json
-from routing.models import RequestLog
+from gateway.usage.models import RequestLog
 print("ROWS=" + json.dumps(list(RequestLog.objects.filter(status=499).values(
     "requested_model", "output_tokens"))))
 """

@@ -87,7 +87,7 @@ def test_refusals_with_a_known_key_reach_the_request_log(tmp_path: Path) -> None
 def _rows(server: LiveServer) -> str:
     return server.manage(
         "shell", "-c",
-        "from routing.models import RequestLog; import json; print(json.dumps(["
+        "from gateway.usage.models import RequestLog; import json; print(json.dumps(["
         "[r.status, r.error_type, r.endpoint, r.api_key.name if r.api_key else None] "
         "for r in RequestLog.objects.all()]))",
     ).stdout.strip().splitlines()[-1]  # fmt: skip

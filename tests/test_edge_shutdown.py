@@ -33,7 +33,7 @@ STREAMS = {
 
 _ROWS = """
 import json
-from routing.models import RequestLog
+from gateway.usage.models import RequestLog
 print("ROWS=" + json.dumps([[r.requested_model, r.status, r.error_type, r.output_tokens]
                             for r in RequestLog.objects.all()]))
 """

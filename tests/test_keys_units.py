@@ -17,11 +17,12 @@ from django.utils import timezone
 
 from gateway import auth
 from gateway.context import RequestContext
+from gateway.keys import selectors as keyring
+from gateway.keys.models import ApiKey, ApiKeyState
+from gateway.keys.services import create_api_key
 from gateway.ratelimit import MemoryLimiter, RedisLimiter
+from gateway.usage.models import RequestLog
 from inference.errors import AuthenticationFailed, PermissionDenied, RateLimited
-from routing import selectors_keys
-from routing.models import ApiKey, ApiKeyState, RequestLog
-from routing.services_keys import create_api_key
 
 from .conftest import redis_server
 
@@ -51,11 +52,11 @@ def test_only_a_hash_of_the_secret_is_stored() -> None:
 @pytest.mark.django_db
 def test_key_lookups_are_cached(django_assert_num_queries: Any) -> None:
     _, secret = create_api_key("cached")
-    assert selectors_keys.find(secret) is not None  # loads the keyring
+    assert keyring.find(secret) is not None  # loads the keyring
     with django_assert_num_queries(0):
         for _ in range(3):
-            assert selectors_keys.find(secret) is not None
-            assert selectors_keys.find("gw-unknown") is None  # unknown keys too
+            assert keyring.find(secret) is not None
+            assert keyring.find("gw-unknown") is None  # unknown keys too
 
 
 @pytest.mark.django_db(transaction=True)
@@ -73,7 +74,7 @@ async def test_an_authenticated_request_makes_no_query_once_cached(
 
     # Neither a query on this thread nor a hop to a thread that would query. (The
     # query counter opens this thread's connection, which Django refuses on a loop.)
-    monkeypatch.setattr(selectors_keys._cache, "get", no_database)
+    monkeypatch.setattr(keyring._cache, "get", no_database)
     monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "1")
     with django_assert_num_queries(0):
         for headers in ({"authorization": f"Bearer {secret}"}, {"x_api_key": secret}):
@@ -178,14 +179,14 @@ def test_admin_shows_the_secret_once_and_never_again(
     before = ApiKeyState.current()
     with django_capture_on_commit_callbacks(execute=True):
         created = admin_client.post(
-            "/admin/routing/apikey/add/",
+            "/admin/keys/apikey/add/",
             {"name": "web", "enabled": "on", "models_text": "gpt-*\nclaude-*, demo",
              "requests_per_minute": "60", "tokens_per_minute": ""},
         )  # fmt: skip
     key = ApiKey.objects.get(name="web")
     # POST-redirect-GET: the page that shows the secret is a GET of its own.
     assert created.status_code == 302, created.content.decode()[:2000]
-    assert created["Location"] == f"/admin/routing/apikey/{key.pk}/created/"
+    assert created["Location"] == f"/admin/keys/apikey/{key.pk}/created/"
     shown = admin_client.get(created["Location"])
     assert "no-store" in shown["Cache-Control"]
     page = shown.content.decode()
@@ -201,12 +202,12 @@ def test_admin_shows_the_secret_once_and_never_again(
     RequestLog.objects.create(created_at=timezone.now(), api_key=key, protocol="openai",
                               endpoint="chat.completions", status=200, latency_ms=1.0)  # fmt: skip
     later = [
-        "/admin/routing/apikey/",
-        f"/admin/routing/apikey/{key.pk}/change/",
-        f"/admin/routing/apikey/{key.pk}/history/",
-        f"/admin/routing/apikey/{key.pk}/delete/",
-        "/admin/routing/requestlog/",
-        "/admin/routing/requestlog/usage/",
+        "/admin/keys/apikey/",
+        f"/admin/keys/apikey/{key.pk}/change/",
+        f"/admin/keys/apikey/{key.pk}/history/",
+        f"/admin/keys/apikey/{key.pk}/delete/",
+        "/admin/usage/requestlog/",
+        "/admin/usage/requestlog/usage/",
         "/admin/",
     ]
     for url in later:
@@ -214,7 +215,7 @@ def test_admin_shows_the_secret_once_and_never_again(
         assert response.status_code == 200, url
         assert secret not in response.content.decode(), url
         assert key.key_hash not in response.content.decode(), url
-    changelist = admin_client.get("/admin/routing/apikey/").content.decode()
+    changelist = admin_client.get("/admin/keys/apikey/").content.decode()
     assert key.prefix in changelist and "gpt-*, claude-*, demo" in changelist
     assert secret not in caplog.text
     assert secret not in str(key) and secret not in repr(key)
@@ -224,22 +225,22 @@ def test_admin_shows_the_secret_once_and_never_again(
 def test_admin_rejects_bad_patterns_and_disables_keys(
     admin_client: Client, django_capture_on_commit_callbacks: Any
 ) -> None:
-    bad = admin_client.post("/admin/routing/apikey/add/", {"name": "x", "models_text": "gpt-[4"})
+    bad = admin_client.post("/admin/keys/apikey/add/", {"name": "x", "models_text": "gpt-[4"})
     assert bad.status_code == 200 and "gpt-[4" in bad.content.decode()
     assert not ApiKey.objects.exists()
     key, secret = create_api_key("to-disable")
-    assert selectors_keys.find(secret) is not None
+    assert keyring.find(secret) is not None
     before = ApiKeyState.current()
     with django_capture_on_commit_callbacks(execute=True):
         response = admin_client.post(
-            "/admin/routing/apikey/",
+            "/admin/keys/apikey/",
             {"action": "disable_keys", "_selected_action": [key.pk]},
         )
     assert response.status_code == 302
     key.refresh_from_db()
     assert not key.enabled
     assert ApiKeyState.current() > before
-    found = selectors_keys.find(secret)
+    found = keyring.find(secret)
     assert found is not None and not found.enabled  # the cache saw the bulk update
 
 

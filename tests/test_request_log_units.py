@@ -15,11 +15,12 @@ from django.utils import timezone
 
 from gateway import request_log
 from gateway.context import RequestContext
+from gateway.keys.models import ApiKey
+from gateway.keys.selectors import KeyRecord
+from gateway.keys.services import create_api_key
+from gateway.usage.models import RequestLog
+from gateway.usage.services import write_request_logs
 from routing.failover import Attempt, Served
-from routing.models import ApiKey, RequestLog
-from routing.selectors_keys import KeyRecord
-from routing.services_keys import create_api_key
-from routing.services_logs import write_request_logs
 
 
 def finished(model: str = "demo", *, status: int = 200, key: Any = None) -> RequestContext:
@@ -160,11 +161,11 @@ def test_request_log_admin_is_read_only(admin_client: Client) -> None:
     key, _ = create_api_key("adm")
     row = log_row(0, key, stream=True, backend="cloud", status=503, error_type="upstream_error")
     log_row(1)
-    base = "/admin/routing/requestlog/"
+    base = "/admin/usage/requestlog/"
     listing = admin_client.get(base)
     assert listing.status_code == 200
     page = listing.content.decode()
-    assert "/admin/routing/requestlog/usage/" in page and f"{base}add/" not in page
+    assert "/admin/usage/requestlog/usage/" in page and f"{base}add/" not in page
     queries = [
         "protocol__exact=openai",
         "status=503",
@@ -195,7 +196,7 @@ def test_usage_page_per_key_model_and_day(admin_client: Client) -> None:
     log_row(2, None, input_tokens=4, output_tokens=4)
     log_row(2, key, input_tokens=1000, output_tokens=1)
     log_row(60, key)  # outside every period shown
-    page = admin_client.get("/admin/routing/requestlog/usage/?days=7")
+    page = admin_client.get("/admin/usage/requestlog/usage/?days=7")
     assert page.status_code == 200
     rows = [row for row, _ in page.context["rows"]]
     assert [(r.key_id, r.model, r.requests, r.errors, r.input_tokens, r.output_tokens)
@@ -215,15 +216,15 @@ def test_usage_page_per_key_model_and_day(admin_client: Client) -> None:
     assert admin_client.get(url).context["cl"].result_count == 3
     _, url = page.context["days_rows"][1]
     assert admin_client.get(url).context["cl"].result_count == 2
-    only_key = admin_client.get(f"/admin/routing/requestlog/usage/?key={key.pk}&days=90")
+    only_key = admin_client.get(f"/admin/usage/requestlog/usage/?key={key.pk}&days=90")
     assert {r.key_id for r, _ in only_key.context["rows"]} == {key.pk}
     assert sum(r.requests for r, _ in only_key.context["rows"]) == 5
-    anonymous = admin_client.get("/admin/routing/requestlog/usage/?key=none")
+    anonymous = admin_client.get("/admin/usage/requestlog/usage/?key=none")
     assert [r.key_id for r, _ in anonymous.context["rows"]] == [None]
     _, url = anonymous.context["rows"][0]
     assert admin_client.get(url).context["cl"].result_count == 1
     # Reachable from the key list too.
-    assert b"/admin/routing/requestlog/usage/" in admin_client.get("/admin/routing/apikey/").content
+    assert b"/admin/usage/requestlog/usage/" in admin_client.get("/admin/keys/apikey/").content
 
 
 @pytest.mark.django_db
@@ -232,6 +233,6 @@ def test_usage_takes_the_request_logs_view_permission(client: Client) -> None:
 
     staff = User.objects.create_user("ops", password="x", is_staff=True)
     client.force_login(staff)
-    assert client.get("/admin/routing/requestlog/usage/").status_code == 403
+    assert client.get("/admin/usage/requestlog/usage/").status_code == 403
     staff.user_permissions.add(Permission.objects.get(codename="view_requestlog"))
-    assert client.get("/admin/routing/requestlog/usage/").status_code == 200
+    assert client.get("/admin/usage/requestlog/usage/").status_code == 200

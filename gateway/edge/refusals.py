@@ -17,8 +17,8 @@ from typing import Any
 
 import orjson
 
+from gateway.keys import selectors as keyring
 from inference.errors import GatewayError
-from routing import selectors_keys
 
 from .. import context, metrics
 from ..auth import key_in
@@ -62,7 +62,7 @@ async def refused(
     if not secret:
         return
     try:
-        key = await selectors_keys.afind(secret)
+        key = await keyring.afind(secret)
     except Exception:  # the database is away: the count above still stands
         logger.warning("edge refusal: the key could not be looked up", exc_info=True)
         return

@@ -13,8 +13,9 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from gateway.addresses import allow_host, python_command, reachable_host, url_host
 from gateway.edge.launch import edge_command
-from routing.models import ApiKey, LocalModel
-from routing.services_keys import create_api_key
+from gateway.keys.models import ApiKey
+from gateway.keys.services import create_api_key
+from routing.models import LocalModel
 
 
 def prepare_data(stdout: OutputWrapper, *, demo: bool) -> None:

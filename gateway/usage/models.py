@@ -1,13 +1,17 @@
-"""The request log: one row per API request, written in batches off the request path.
+"""The request log (one row per API request, written in batches off the request
+path) and the daily usage rollup the writer keeps beside it (`services`).
 
-Import it from `routing.models`, which registers it with the app.
+Both moved here from the routing app (`migrations/0001_initial.py` says how);
+the log's key column points at `gateway.keys`' ApiKey.
 """
 
 from __future__ import annotations
 
 from django.db import models
 
-from .models_keys import ApiKey
+from gateway.keys.models import ApiKey
+
+ANONYMOUS_KEY = 0  # UsageDay.key_id of requests made without a key (NULL would not be unique)
 
 
 class RequestLog(models.Model):
@@ -60,6 +64,8 @@ class RequestLog(models.Model):
     ttft_ms = models.FloatField(null=True, blank=True, verbose_name="time to first token (ms)")
 
     class Meta:
+        # The routing app's table, kept when the model moved (migrations/0001 says why).
+        db_table = "routing_requestlog"
         ordering = ["-created_at", "-id"]
         verbose_name = "request log entry"
         verbose_name_plural = "request log entries"
@@ -74,3 +80,33 @@ class RequestLog(models.Model):
 
     def __str__(self) -> str:
         return f"{self.created_at:%Y-%m-%d %H:%M:%S} {self.endpoint} {self.status}"
+
+
+class UsageDay(models.Model):
+    """Requests, tokens and spend per UTC day, key and requested model.
+
+    Kept by the request log writer in the same transaction as the rows it adds,
+    so the usage page reads a few hundred rows instead of grouping a month of
+    the log.
+    """
+
+    day = models.DateField(help_text="UTC day.")
+    # Not a foreign key: a deleted key's usage stays, under its old id.
+    key_id = models.PositiveIntegerField(default=ANONYMOUS_KEY)
+    model = models.CharField(max_length=200, help_text="The requested model name.")
+    requests = models.PositiveBigIntegerField(default=0)
+    errors = models.PositiveBigIntegerField(default=0)
+    input_tokens = models.PositiveBigIntegerField(default=0)
+    output_tokens = models.PositiveBigIntegerField(default=0)
+    cost = models.DecimalField(max_digits=16, decimal_places=8, default=0, help_text="USD.")
+
+    class Meta:
+        db_table = "routing_usageday"  # kept from the routing app, as RequestLog's
+        verbose_name = "usage per day"
+        constraints = [
+            models.UniqueConstraint(fields=["day", "key_id", "model"], name="usage_day_key_model")
+        ]
+        indexes = [models.Index(fields=["key_id", "day"], name="usage_key_day")]
+
+    def __str__(self) -> str:
+        return f"{self.day} key {self.key_id} {self.model}: {self.requests} requests"

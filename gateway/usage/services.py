@@ -11,9 +11,9 @@ from django.db import connection, transaction
 from django.db.models import Field, Q
 from django.utils import timezone
 
-from . import selectors
-from .models import ApiKey, RequestLog, UsageDay
-from .models_usage import ANONYMOUS_KEY
+from gateway.keys.models import ApiKey
+
+from .models import ANONYMOUS_KEY, RequestLog, UsageDay
 
 PRUNE_CHUNK = 10_000
 USAGE_KEEP_DAYS = 400
@@ -36,7 +36,6 @@ def write_request_logs(rows: Sequence[dict[str, Any]]) -> int:
         if key_id is not None:
             used[key_id] = max(used.get(key_id, row["created_at"]), row["created_at"])
     fields = _insert_fields()
-    _mapping_patterns(rows)
     with transaction.atomic():
         # A key deleted since its request was answered: keep the row, without the key.
         existing = set(ApiKey.objects.filter(id__in=used).values_list("id", flat=True))
@@ -56,17 +55,6 @@ def write_request_logs(rows: Sequence[dict[str, Any]]) -> int:
             stale = Q(last_used_at__isnull=True) | Q(last_used_at__lt=used[key_id])
             ApiKey.objects.filter(stale, id=key_id).update(last_used_at=used[key_id])
     return len(rows)
-
-
-def _mapping_patterns(rows: Sequence[dict[str, Any]]) -> None:
-    """Name the mapping that routed each answered row's model, from the routing
-    snapshot (cached, so no query per row). Resolved here, off the request path:
-    a change saved in the half second since the request reads as the new route."""
-    table = selectors.snapshot().table
-    for row in rows:
-        if "mapping" not in row and row.get("backend"):
-            route = table.resolve(row["requested_model"])
-            row["mapping"] = route.mapping.pattern if route and route.mapping else ""
 
 
 # The same statement on SQLite (3.24+) and PostgreSQL: add to a day's totals,

@@ -9,7 +9,7 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
-from routing.services_keys import create_api_key
+from gateway.keys.services import create_api_key
 
 
 def _positive(value: str) -> int:

@@ -9,9 +9,10 @@ from typing import Any
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 
-from .admin_links import log_url, period_filters
-from .models import ApiKey
-from .selectors_usage import ANONYMOUS, DayTotal, UsageRow, daily_totals, usage_by_key_and_model
+from gateway.keys.models import ApiKey
+
+from .links import log_url, period_filters
+from .selectors import ANONYMOUS, DayTotal, UsageRow, daily_totals, usage_by_key_and_model
 
 PERIODS = (7, 14, 30, 90)
 
@@ -51,7 +52,7 @@ def usage_page(request: HttpRequest, context: dict[str, Any]) -> HttpResponse:
         "total_output": sum(t.output_tokens for t in totals),
         "total_cost": sum(t.cost for t in totals),
     }
-    return TemplateResponse(request, "admin/routing/usage.html", context)
+    return TemplateResponse(request, "admin/usage/usage.html", context)
 
 
 def _key_filter(key: str) -> dict[str, str]:

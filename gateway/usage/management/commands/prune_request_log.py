@@ -7,7 +7,7 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from routing.services_logs import prune_request_log
+from gateway.usage.services import prune_request_log
 
 
 class Command(BaseCommand):

@@ -24,10 +24,11 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
 
-from .crypto import fernet
-from .models import ApiKey, validate_pattern
-from .models_keys import expired
-from .services_keys import set_keys_enabled
+from routing.crypto import fernet
+from routing.models import validate_pattern
+
+from .models import ApiKey, expired
+from .services import set_keys_enabled
 
 # The new secret travels from save_model to response_add on the request object,
 # then to the page in the session, encrypted: never in clear, a cookie or a message.
@@ -123,7 +124,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
     search_fields = ("name", "prefix")
     readonly_fields = ("key_display", "created_at", "last_used_at")
     actions = ["enable_keys", "disable_keys"]
-    change_list_template = "admin/routing/apikey/change_list.html"
+    change_list_template = "admin/keys/apikey/change_list.html"
 
     def get_fieldsets(self, request: HttpRequest, obj: ApiKey | None = None) -> Any:
         main = ("name", "enabled", "expires_at", "models_text")
@@ -147,7 +148,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
 
     @admin.display(description="usage")
     def usage_link(self, obj: ApiKey) -> str:
-        url = reverse("admin:routing_requestlog_usage")
+        url = reverse("admin:usage_requestlog_usage")
         return format_html('<a href="{}?key={}">usage</a>', url, obj.pk)
 
     def save_model(self, request: HttpRequest, obj: ApiKey, form: Any, change: bool) -> None:
@@ -163,11 +164,11 @@ class ApiKeyAdmin(admin.ModelAdmin):
             return super().response_add(request, obj, post_url_continue)
         delattr(request, _SECRET_ATTR)
         remember_secret(request, obj.pk, secret)
-        return redirect("admin:routing_apikey_created", obj.pk)
+        return redirect("admin:keys_apikey_created", obj.pk)
 
     def get_urls(self) -> list[Any]:
         view = self.admin_site.admin_view(self.created_view)
-        return [path("<int:key_id>/created/", view, name="routing_apikey_created"),
+        return [path("<int:key_id>/created/", view, name="keys_apikey_created"),
                 *super().get_urls()]  # fmt: skip
 
     def created_view(self, request: HttpRequest, key_id: int) -> HttpResponse:
@@ -183,7 +184,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
             "minutes": SHOW_SECONDS // 60,
             "base": request.build_absolute_uri("/").rstrip("/"),
         }
-        response = TemplateResponse(request, "admin/routing/apikey/created.html", context)
+        response = TemplateResponse(request, "admin/keys/apikey/created.html", context)
         response["Cache-Control"] = "no-store"  # the one page that holds the secret
         return response
 

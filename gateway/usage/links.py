@@ -10,7 +10,7 @@ from django.urls import reverse
 
 def log_url(**filters: object) -> str:
     """The request log list, filtered (the admin's own query parameters)."""
-    base = reverse("admin:routing_requestlog_changelist")
+    base = reverse("admin:usage_requestlog_changelist")
     return f"{base}?{urlencode(filters)}" if filters else base
 
 

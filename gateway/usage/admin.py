@@ -1,6 +1,6 @@
 """Django admin for the request log (read-only): a list that fits a 1400 px
 screen, a row page with everything else and links to what the row names, and
-the usage page (in admin_usage)."""
+the usage page (in `page`)."""
 
 from __future__ import annotations
 
@@ -14,9 +14,11 @@ from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
-from .admin_links import log_url
-from .admin_usage import usage_page
-from .models import BackendMapping, LocalModel, Provider, RequestLog
+from routing.models import BackendMapping, LocalModel, Provider
+
+from .links import log_url
+from .models import RequestLog
+from .page import usage_page
 
 LOCAL_PREFIX = "local:"
 
@@ -54,7 +56,7 @@ class RequestLogAdmin(admin.ModelAdmin):
     list_select_related = ("api_key",)
     show_full_result_count = False  # a COUNT(*) over a large log on every page is slow
     show_facets = admin.ShowFacets.NEVER  # a count per filter choice: a scan each
-    change_list_template = "admin/routing/requestlog/change_list.html"
+    change_list_template = "admin/usage/requestlog/change_list.html"
     fieldsets = (
         (None, {"fields": ("created_at", "key_link", "protocol", "endpoint", "streamed")}),
         ("Route", {"fields": ("requested_model", "mapping_link", "backend_link",
@@ -132,7 +134,7 @@ class RequestLogAdmin(admin.ModelAdmin):
     def key_link(self, obj: RequestLog) -> SafeString | str:
         if obj.api_key is None:
             return "—"
-        change = reverse("admin:routing_apikey_change", args=[obj.api_key_id])
+        change = reverse("admin:keys_apikey_change", args=[obj.api_key_id])
         return format_html(
             '{} · <a href="{}">all its requests</a>',
             _link(change, str(obj.api_key)),
@@ -165,7 +167,7 @@ class RequestLogAdmin(admin.ModelAdmin):
 
     def get_urls(self) -> list[Any]:
         view = self.admin_site.admin_view(self.usage_view)
-        return [path("usage/", view, name="routing_requestlog_usage"), *super().get_urls()]
+        return [path("usage/", view, name="usage_requestlog_usage"), *super().get_urls()]
 
     def usage_view(self, request: HttpRequest) -> HttpResponse:
         # admin_view lets in any staff user: usage is read from the log, so it

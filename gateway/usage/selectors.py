@@ -10,8 +10,9 @@ from typing import Any
 
 from django.db.models import QuerySet, Sum
 
-from .models import ApiKey, UsageDay
-from .models_usage import ANONYMOUS_KEY
+from gateway.keys.models import ApiKey
+
+from .models import ANONYMOUS_KEY, UsageDay
 
 CENTS = Decimal("0.0001")  # spend is shown to a hundredth of a cent
 ANONYMOUS = "none"  # the key filter's value for requests made without a key

@@ -1,4 +1,4 @@
-"""Writes of client API keys (services write; `selectors_keys` reads)."""
+"""Writes of client API keys (services write; `selectors` reads)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from django.db import transaction
 from django.db.models import QuerySet
 
 from .models import ApiKey, ApiKeyState
-from .selectors_keys import invalidate
+from .selectors import invalidate
 
 
 def create_api_key(

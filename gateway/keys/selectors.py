@@ -13,9 +13,9 @@ from datetime import datetime
 from decimal import Decimal
 from fnmatch import translate
 
-from .models import ApiKey, ApiKeyState
-from .models_keys import expired, hash_secret
-from .stamped import StampedCache
+from routing.stamped import StampedCache
+
+from .models import ApiKey, ApiKeyState, expired, hash_secret
 
 
 @dataclass(frozen=True, slots=True)
