@@ -357,6 +357,13 @@ def main() -> None:
         help="instead: requests/s at c=64 through `serve --workers 1` and `--workers N`, "
         "and the gateway processes' CPU per request for each (overhead_workers.py)",
     )
+    parser.add_argument(
+        "--transports",
+        action="store_true",
+        help="instead: one gateway per upstream transport (httpx, httpx-aiohttp, ...), "
+        "added latency and requests/s at c=32 each (overhead_transports.py)",
+    )
+    parser.add_argument("--rounds", type=int, default=2, help="--transports: wrk passes")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is needed for the c=32 figures: apt-get install -y wrk")
@@ -368,6 +375,10 @@ def main() -> None:
             from overhead_workers import run_workers
 
             run_workers(args, workdir, servers)
+        elif args.transports:
+            from overhead_transports import run_transports
+
+            run_transports(args, workdir, servers)
         else:
             run(args, workdir, servers)
     finally:

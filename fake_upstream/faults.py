@@ -36,6 +36,9 @@ Model name                         Effect (both protocols, streaming or not, unl
                                    once; non-streaming answers are delayed as a whole.
 ``fault-slow-tokens:S``            Wait S seconds before every content token (slow but healthy;
                                    non-streaming waits S * tokens).
+``fault-slow-body:S``              Non-streaming: the headers and half the body at once, the
+                                   rest S seconds later (a slow body after a prompt head).
+                                   Streams: as ``slow-first-token:S``.
 ``fault-cut-after:N``              Streams: after N content tokens close the connection (FIN)
                                    without the SSE terminator or the last zero-size chunk.
                                    Non-streaming: headers and half the body, then close.
@@ -96,6 +99,7 @@ class Kind(Enum):
     HANG = "hang"
     SLOW_FIRST_TOKEN = "slow-first-token"
     SLOW_TOKENS = "slow-tokens"
+    SLOW_BODY = "slow-body"
     CUT_AFTER = "cut-after"
     STALL_AFTER = "stall-after"
     MALFORMED = "malformed"
@@ -128,6 +132,7 @@ HEALTHY = Fault(Kind.HEALTHY)
 _DEFAULT_PARAM: dict[Kind, float | None] = {
     Kind.SLOW_FIRST_TOKEN: None,
     Kind.SLOW_TOKENS: None,
+    Kind.SLOW_BODY: None,
     Kind.CUT_AFTER: None,
     Kind.STALL_AFTER: None,
     Kind.MALFORMED: 1,

@@ -32,6 +32,12 @@ async def send_body(
         await asyncio.sleep((fault.number or 0) * tokens)
     elif kind is Kind.MALFORMED:
         body = MALFORMED_JSON
+    elif kind is Kind.SLOW_BODY:
+        half = len(body) // 2
+        await conn.send(conn.head(200, headers, length=len(body)) + body[:half])
+        await asyncio.sleep(fault.number or 0)
+        await conn.send(body[half:])
+        return
     elif kind in (Kind.CUT_AFTER, Kind.STALL_AFTER):
         # Promise the whole body, deliver half: the client sees a truncated answer.
         await conn.send(conn.head(200, headers, length=len(body)) + body[: len(body) // 2])
@@ -51,7 +57,8 @@ async def send_stream(conn: Connection, headers: bytes, plan: StreamPlan, fault:
     kind = fault.kind
     tokens = plan.tokens
     at = min(fault.count, len(tokens)) if kind in _AT_TOKEN else -1
-    first_delay = (fault.number or 0) if kind is Kind.SLOW_FIRST_TOKEN else 0.0
+    slow_first = kind in (Kind.SLOW_FIRST_TOKEN, Kind.SLOW_BODY)
+    first_delay = (fault.number or 0) if slow_first else 0.0
     each_delay = (fault.number or 0) if kind is Kind.SLOW_TOKENS else 0.0
 
     for i in range(len(tokens) + 1):

@@ -48,26 +48,29 @@ def get_engine() -> Engine:
     return _engine
 
 
-def local_backend(model: LocalModel) -> Backend:
+def local_backend(model: LocalModel, deadline: float | None = None) -> Backend:
+    """`deadline` (monotonic): the request's total budget, which a model server's
+    client keeps to itself (the in-process engine is timed by the failover walk)."""
     if settings.GATEWAY_LOCAL_MODELS_URL:
-        return ModelServerBackend(served_elsewhere(model), model.name)
+        return ModelServerBackend(served_elsewhere(model), model.name, deadline)
     from inference.local.backend import LocalBackend
 
-    return LocalBackend(
-        get_engine(), model.spec(), model.defaults(), prefill=model.accepts_prefill
-    )
+    return LocalBackend(get_engine(), model.spec(), model.defaults(), prefill=model.accepts_prefill)
 
 
 def served_elsewhere(model: LocalModel) -> ProviderConfig:
     """A local model that lives in this deployment's model server (GATEWAY_LOCAL_MODELS_URL):
-    named and timed as a local model, asked once per target (as local models are)."""
+    named and timed as a local model, asked once per target (as local models are).
+    A whole answer's head comes when the model has generated it: like the
+    in-process engine's answer it has the request's whole budget, where a
+    stream's first token keeps the local first-token limit."""
     return ProviderConfig(
         name=f"local:{model.name}",
         kind="model-server",
         base_url=settings.GATEWAY_LOCAL_MODELS_URL,
         api_key=settings.GATEWAY_LOCAL_MODELS_KEY,
         timeouts=Timeouts(
-            first_byte=settings.GATEWAY_LOCAL_FIRST_TOKEN_TIMEOUT,
+            first_byte=settings.GATEWAY_REQUEST_TIMEOUT,
             first_token=settings.GATEWAY_LOCAL_FIRST_TOKEN_TIMEOUT,
             total=settings.GATEWAY_REQUEST_TIMEOUT,
         ),
@@ -92,7 +95,7 @@ def backend_for(hop: Hop, snapshot: Snapshot, deadline: float | None = None) -> 
         model = snapshot.local_models.get(hop.target.name)
         if model is None:
             raise ModelNotFound(f"local model {hop.target.name!r} is not enabled", param="model")
-        return local_backend(model)
+        return local_backend(model, deadline)
     config = config_for(snapshot, hop.target.name)
     if config.kind == "anthropic":
         return AnthropicBackend(config, hop.model, deadline)

@@ -126,10 +126,11 @@ FAULTS = {
         Expect("in-band", 1, prefix=CUT3),
         fallback_model="fault-no-prefill",
     ),
+    # A whole answer's body that stops after its head: the stream-idle limit.
     "stall": Fault(
         "fault-stall-after:3",
         True,
-        Expect("fallback", 1, None, FIRST_BYTE, 2.5),
+        Expect("fallback", 1, None, IDLE, 2.5),
         Expect("continued", 1, None, IDLE, 2.5, prefix=CUT3),
     ),
     "malformed-after-content": Fault(

@@ -34,38 +34,60 @@ def _remaining(deadline: float | None, limit: float) -> float:
     return min(limit, left)
 
 
+def _spent(deadline: float | None) -> bool:
+    return deadline is not None and time.monotonic() >= deadline - 0.01
+
+
 async def _send(
     config: ProviderConfig,
     path: str,
     body: dict[str, Any],
     deadline: float | None,
     headers: dict[str, str] | None,
-    *,
-    stream: bool,
 ) -> httpx.Response:
-    """POST on the provider's pooled client, until the response head (and for a
-    whole answer, its body) under the first-byte timeout; transport failures
-    become the provider's UpstreamError."""
+    """POST on the provider's pooled client, until the response head, under the
+    first-byte timeout (capped by the request's deadline); transport failures
+    become the provider's UpstreamError. The body is the caller's to read."""
     upstream = pool.get(config)
     request = upstream.request("POST", path, jsonio.dumps(body), headers)
-    response: httpx.Response | None = None
     try:
         async with asyncio.timeout(_remaining(deadline, config.timeouts.first_byte)):
-            response = await upstream.client.send(request, stream=True)
-            if not stream:
-                try:
-                    await response.aread()
-                finally:
-                    await response.aclose()
-            return response
+            return await upstream.client.send(request, stream=True)
     except (httpx.HTTPError, TimeoutError, OSError) as exc:
-        # Before the head: a connection-level failure, or a silent server; a
-        # body cut after the head is a broken answer of this deployment only.
-        timeout = isinstance(exc, TimeoutError | httpx.TimeoutException)
-        failure = "first_byte_timeout" if timeout else "connection" if response is None else None
-        if timeout and deadline is not None and time.monotonic() >= deadline - 0.01:
-            failure = "budget"
+        # A connection-level failure, or a silent server (or the budget spent first).
+        failure = "connection"
+        if isinstance(exc, TimeoutError | httpx.TimeoutException):
+            failure = "budget" if _spent(deadline) else "first_byte_timeout"
         raise transport_error(config.name, exc, failure) from None
+
+
+async def read_whole(
+    config: ProviderConfig, response: httpx.Response, deadline: float | None
+) -> bytes:
+    """A whole answer's body, however long it takes within the request's budget,
+    as long as data keeps coming: a gap longer than the stream-idle timeout is a
+    stalled answer (its head came, its content did not: no retry, the next
+    target), the budget spent is the end of the request. A body cut short is a
+    broken answer of this deployment."""
+    chunks: list[bytes] = []
+    body = response.aiter_raw()
+    try:
+        while True:
+            limit = config.timeouts.stream_idle
+            try:
+                async with asyncio.timeout(_remaining(deadline, limit)):
+                    chunk = await anext(body, None)
+            except TimeoutError:
+                stalled = TimeoutError(f"the answer's body stalled: no data for {limit:g}s")
+                failure = "budget" if _spent(deadline) else "first_token_timeout"
+                raise transport_error(config.name, stalled, failure) from None
+            if chunk is None:
+                return b"".join(chunks)
+            chunks.append(chunk)
+    except (httpx.HTTPError, OSError) as exc:
+        raise transport_error(config.name, exc, None) from None
+    finally:
+        await response.aclose()
 
 
 async def post_json(
@@ -75,11 +97,14 @@ async def post_json(
     deadline: float | None,
     headers: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    response = await _send(config, path, body, deadline, headers, stream=False)
+    if deadline is None:  # a call outside a routed request: the provider's own budget
+        deadline = time.monotonic() + config.timeouts.total
+    response = await _send(config, path, body, deadline, headers)
+    content = await read_whole(config, response, deadline)
     if response.status_code >= 400:
-        raise from_response(config.name, response, *error_details(response.content))
+        raise from_response(config.name, response, *error_details(content))
     try:
-        data = orjson.loads(response.content)
+        data = orjson.loads(content)
     except orjson.JSONDecodeError:
         raise malformed(config.name, "the response body is not JSON") from None
     if not isinstance(data, dict):
@@ -100,11 +125,11 @@ async def sse_stream(
     Until the first event the provider's first-byte timeout applies, then its
     stream-idle timeout; the request's deadline caps both.
     """
-    response = await _send(config, path, body, deadline, headers, stream=True)
+    response = await _send(config, path, body, deadline, headers)
     try:
         if response.status_code >= 400:
-            await response.aread()
-            raise from_response(config.name, response, *error_details(response.content))
+            content = await read_whole(config, response, deadline)
+            raise from_response(config.name, response, *error_details(content))
         yield TimedEvents(config, response, deadline)
     finally:
         await response.aclose()
@@ -153,8 +178,7 @@ class TimedEvents:
             except (httpx.HTTPError, TimeoutError, OSError) as exc:
                 failure = None  # a broken stream
                 if isinstance(exc, TimeoutError):
-                    spent = self._deadline is not None and time.monotonic() >= self._deadline - 0.01
-                    failure = "budget" if spent else self._failure
+                    failure = "budget" if _spent(self._deadline) else self._failure
                     exc = TimeoutError(f"no event for {limit:g}s")
                 raise transport_error(self._config.name, exc, failure) from None
             self._ready.extend(self._parser.feed(chunk))
