@@ -25,12 +25,12 @@ class Served:
 
     backend: str = ""
     model: str = ""
-    # The pattern of the mapping that routed the requested name ("": the local
-    # model of that name), as this request resolved it: the request log keeps it.
-    mapping: str = ""
     attempts: list[Attempt] = field(default_factory=list)
     continuations: int = 0  # times another target took over a broken stream
     malformed_events: int = 0  # unparsable upstream stream events skipped
+    # The pattern of the mapping that routed the requested name ("": the local
+    # model of that name), as this request resolved it: the request log keeps it.
+    mapping: str = ""
 
     @property
     def fallbacks(self) -> int:
