@@ -46,9 +46,7 @@ class _InBand:
 
     def __init__(self, wire: WireEncoder) -> None:
         self._wire = wire
-
-    def encode(self, event: Event) -> bytes:
-        return self._wire.encode(event)
+        self.encode: Callable[[Event], bytes] = wire.encode  # per event: no extra call
 
     def error(self, error: GatewayError) -> bytes:
         return self._wire.error(error_body(error, self._wire.protocol))

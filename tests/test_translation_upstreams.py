@@ -319,8 +319,8 @@ def test_openai_client_stream_passthrough_hides_the_usage_it_did_not_ask_for() -
     assert body["stream_options"] == {"include_usage": True}
     chunk = {"id": "c", "choices": [{"index": 0, "delta": {"content": "a"}}], "usage": None}
     decoder = openai_wire.StreamDecoder(chat)
-    relayed = next(iter(decoder.decode(chunk, encode_sse(SSEEvent(json.dumps(chunk))))))
+    relayed = next(iter(decoder.decode(chunk, lambda: encode_sse(SSEEvent(json.dumps(chunk))))))
     assert isinstance(relayed, WireEvent) and b"usage" not in relayed.data
     last = {"id": "c", "choices": [], "usage": {"prompt_tokens": 1}}
-    assert list(decoder.decode(last, encode_sse(SSEEvent(json.dumps(last))))) == []
+    assert list(decoder.decode(last, lambda: encode_sse(SSEEvent(json.dumps(last))))) == []
     assert decoder.usage.input_tokens == 1  # still counted for the key and the log

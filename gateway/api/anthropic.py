@@ -48,4 +48,4 @@ async def count_tokens(request: HttpRequest) -> HttpResponse:
     ctx.served, ctx.input_tokens = served, count
     context.finish(ctx)
     headers = {**served.headers(), "X-Gateway-Count": how}
-    return json_response({"input_tokens": count}, headers=headers)
+    return json_response(wire.count_tokens_body(count), headers=headers)

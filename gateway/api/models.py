@@ -1,4 +1,5 @@
-"""GET /v1/models: in OpenAI's format, or Anthropic's when the client sends anthropic-version."""
+"""GET /v1/models: in OpenAI's format, or Anthropic's when the client sends
+anthropic-version (the shapes: `inference.wire.<protocol>.models`)."""
 
 from __future__ import annotations
 
@@ -10,10 +11,12 @@ from ninja import Router
 
 from inference.errors import InvalidRequest, ModelNotFound
 from inference.types import MAX_MODEL_NAME
+from inference.wire import anthropic as anthropic_wire
+from inference.wire import openai as openai_wire
 from routing import selectors
 
 from .. import auth, context
-from ..errors import request_protocol
+from ..errors import Protocol, request_protocol
 from .responses import json_response
 
 router = Router(tags=["models"])
@@ -28,16 +31,11 @@ def _created(snapshot: selectors.Snapshot, name: str) -> tuple[datetime, str]:
     return _EPOCH, "gateway"  # a routed name has no creation date of its own
 
 
-def _card(snapshot: selectors.Snapshot, name: str, anthropic: bool) -> dict[str, Any]:
+def _card(snapshot: selectors.Snapshot, name: str, protocol: Protocol) -> dict[str, Any]:
     created, owner = _created(snapshot, name)
-    if anthropic:
-        return {
-            "type": "model",
-            "id": name,
-            "display_name": name,
-            "created_at": created.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        }
-    return {"id": name, "object": "model", "created": int(created.timestamp()), "owned_by": owner}
+    if protocol == "anthropic":
+        return anthropic_wire.model_card(name, created)
+    return openai_wire.model_card(name, created, owner)
 
 
 @router.get("/models")
@@ -49,32 +47,12 @@ async def list_models(request: HttpRequest) -> HttpResponse:
     # A key limited to some models is shown only those.
     names = [n for n in snapshot.table.advertised_models() if auth.allowed(ctx, n)]
     if protocol != "anthropic":
-        body = {"object": "list", "data": [_card(snapshot, n, False) for n in names]}
+        body = openai_wire.model_list([_card(snapshot, n, protocol) for n in names])
     else:
-        page, has_more = _page(request, names)
-        body = {
-            "data": [_card(snapshot, n, True) for n in page],
-            "has_more": has_more,
-            "first_id": page[0] if page else None,
-            "last_id": page[-1] if page else None,
-        }
+        page, has_more = anthropic_wire.paginate(names, request.GET)
+        body = anthropic_wire.model_list([_card(snapshot, n, protocol) for n in page], has_more)
     context.finish(ctx)
     return json_response(body)
-
-
-def _page(request: HttpRequest, names: list[str]) -> tuple[list[str], bool]:
-    """Anthropic's cursor pagination (limit, after_id, before_id) over the sorted names."""
-    raw = request.GET.get("limit", "20")
-    if not raw.isdigit() or not 1 <= int(raw) <= 1000:
-        raise InvalidRequest("limit must be an integer from 1 to 1000", param="limit")
-    limit = int(raw)
-    after, before = request.GET.get("after_id"), request.GET.get("before_id")
-    if before:
-        names = [n for n in names if n < before]
-        return names[-limit:], len(names) > limit
-    if after:
-        names = [n for n in names if n > after]
-    return names[:limit], len(names) > limit
 
 
 @router.get("/models/{path:model_id}")  # names like org/model
@@ -89,4 +67,4 @@ async def get_model(request: HttpRequest, model_id: str) -> HttpResponse:
     if snapshot.table.resolve(model_id) is None:
         raise ModelNotFound(f"The model {model_id!r} does not exist.", param="model")
     context.finish(ctx)
-    return json_response(_card(snapshot, model_id, protocol == "anthropic"))
+    return json_response(_card(snapshot, model_id, protocol))

@@ -7,6 +7,7 @@ client says where it goes, reads the stream, and classifies its failures.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from functools import partial
 from typing import Any
 
 from ..types import ChatRequest, ChatResult, Event, MalformedEvent, WireEvent
@@ -51,7 +52,7 @@ class OpenAIBackend(CloudBackend):
             if "error" in chunk:
                 raise _stream_error(self.name, chunk["error"])
             # Relayed only once known good: a broken event becomes our error.
-            for out in decoder.decode(chunk, encode_sse(event)):
+            for out in decoder.decode(chunk, partial(encode_sse, event)):
                 yield out
         finish = decoder.finish()
         if finish is None:

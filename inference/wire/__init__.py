@@ -11,6 +11,10 @@ that protocol and the internal form (`inference.types`), in both roles:
   (`upstream_request`), the upstream's answer or SSE events -> internal
   (`upstream_response`).
 
+Besides: `schemas` (the request shapes), `models` (the /v1/models shapes).
+What both share is `common`; the error envelopes are `gateway.errors`' (the
+one place errors become HTTP), which a stream encoder only frames.
+
 The views in `gateway/api/` and the cloud clients in `inference/cloud/` only
 call these packages; how bytes travel (HTTP, pools, timeouts) and how errors
 become HTTP statuses stay with them.

@@ -1,4 +1,5 @@
-"""Internal answers -> Anthropic's `message` object and its stream of named SSE events."""
+"""Internal answers -> Anthropic's `message` object and its stream of named SSE
+events; a token count -> count_tokens' answer."""
 
 from __future__ import annotations
 
@@ -115,6 +116,11 @@ def message_body(result: ChatResult, model: str) -> dict[str, Any]:
         **stop_fields(result.finish),
         "usage": usage_fields(usage),
     }
+
+
+def count_tokens_body(count: int) -> dict[str, Any]:
+    """The answer of /v1/messages/count_tokens."""
+    return {"input_tokens": count}
 
 
 def sse(name: str, data: dict[str, Any]) -> bytes:

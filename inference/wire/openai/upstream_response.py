@@ -3,7 +3,7 @@ chat.completion body (`result_of`), or its stream chunk by chunk (`StreamDecoder
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from ... import jsonio
@@ -81,8 +81,9 @@ class StreamDecoder(StreamEnd):
         self.strip_usage = request.source_protocol == "openai" and not client_wants_usage(request)
         super().__init__()
 
-    def decode(self, chunk: dict[str, Any], raw: bytes) -> Iterator[Event]:
-        """`raw`: the chunk's event as it came, framed as SSE."""
+    def decode(self, chunk: dict[str, Any], raw: Callable[[], bytes]) -> Iterator[Event]:
+        """`raw`: the chunk's event as it came, framed as SSE; called only when it
+        is relayed as it came (a chunk whose usage is taken out is framed anew)."""
         if chunk.get("usage"):
             self.usage = usage_of(chunk["usage"])
         relayed = _relayed(raw, chunk, self.strip_usage)
@@ -106,11 +107,13 @@ class StreamDecoder(StreamEnd):
                 self.reason, self.stop_sequence = _finish_of(choice)
 
 
-def _relayed(raw: bytes, chunk: dict[str, Any], strip_usage: bool) -> WireEvent | None:
+def _relayed(
+    raw: Callable[[], bytes], chunk: dict[str, Any], strip_usage: bool
+) -> WireEvent | None:
     """The event for a client of the same protocol: as it came, but without the
     usage the gateway asked for on its own behalf."""
     if not strip_usage or "usage" not in chunk:
-        return WireEvent("openai", raw)
+        return WireEvent("openai", raw())
     if not chunk.get("choices"):
         return None  # the usage-only last chunk
     chunk = {k: v for k, v in chunk.items() if k != "usage"}
