@@ -16,8 +16,8 @@ from collections.abc import Callable
 
 from django.http import HttpRequest
 
-from . import auth
 from .errors import Protocol
+from .keys import auth
 from .record import RequestContext
 
 __all__ = ["RequestContext", "admit", "begin", "current", "finish", "on_finish"]

@@ -33,8 +33,8 @@ from inference.local.chunks import EngineStats
 from routing.backends import get_engine
 
 from . import monitor
-from .auth import bearer_token
 from .context import RequestContext
+from .keys.auth import bearer_token
 
 logger = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ class RequestContext:
     endpoint: str
     started: float = field(default_factory=time.monotonic)
     started_at: float = field(default_factory=time.time)
-    api_key: Any = None  # set by gateway.auth once the caller is known
+    api_key: Any = None  # set by gateway.keys.auth once the caller is known
     requested_model: str = ""
     stream: bool = False
     served: Any = None  # routing.failover.Served

@@ -18,7 +18,9 @@ def on_startup() -> None:
     # daphne has no ASGI lifespan support, so this runs at import of the app.
     from routing.backends import preload_local_models
 
-    from . import auth, context, dashboard, metrics, request_log
+    from . import context, dashboard, metrics
+    from .keys import auth
+    from .usage import writer as request_log
 
     context.on_finish(metrics.record)
     context.on_finish(dashboard.publish)
@@ -72,7 +74,9 @@ async def shutdown() -> None:
     from routing import balance
     from routing.backends import get_engine
 
-    from . import dashboard, ratelimit, request_log
+    from . import dashboard
+    from .keys import ratelimit
+    from .usage import writer as request_log
 
     async def step(name: str, work: Any) -> Any:
         try:

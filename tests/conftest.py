@@ -54,7 +54,7 @@ def _data_templates(tmp_path_factory: pytest.TempPathFactory) -> None:
 def _fresh_routing_snapshot() -> None:
     """Each test's database starts over, so must the cached routing snapshot and keys."""
     from gateway.keys import selectors as keyring
-    from gateway.ratelimit import reset_limiter
+    from gateway.keys.ratelimit import reset_limiter
     from routing import selectors
 
     selectors.invalidate()

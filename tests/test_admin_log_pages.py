@@ -11,9 +11,9 @@ from asgiref.sync import async_to_sync
 from django.test import Client
 from django.utils import timezone
 
-from gateway import request_log
 from gateway.context import RequestContext
 from gateway.keys.services import create_api_key
+from gateway.usage import writer as request_log
 from gateway.usage.models import RequestLog
 from gateway.usage.services import write_request_logs
 from routing.failover import Walk

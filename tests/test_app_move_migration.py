@@ -5,7 +5,7 @@ The test walks the real migration graph: back to routing 0015 (the last layout
 where the routing app held keys and the request log), rows written there
 through that state's historical models, then forward to today's leaves. Then
 every row is read back through the code that uses it: the key authenticates
-through `gateway.auth`, its log rows follow its foreign key, the usage page
+through `gateway.keys.auth`, its log rows follow its foreign key, the usage page
 and the budget read the rollup, and permissions and the admin's history of the
 key (keyed by content type) still reach it.
 """
@@ -28,8 +28,8 @@ from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
 from django.test import Client, RequestFactory
 
-from gateway import auth, budgets
 from gateway.context import RequestContext
+from gateway.keys import auth, budgets
 from gateway.keys import selectors as keyring
 from gateway.keys.models import ApiKey, ApiKeyState
 from gateway.usage import selectors as usage

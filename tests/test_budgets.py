@@ -18,7 +18,7 @@ import openai
 import pytest
 from django.utils import timezone
 
-from gateway import budgets
+from gateway.keys import budgets
 from gateway.keys.services import create_api_key
 from gateway.usage.services import write_request_logs
 from routing import pricing, selectors

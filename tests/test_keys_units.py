@@ -15,12 +15,12 @@ from django.core.management import CommandError, call_command
 from django.test import Client, RequestFactory
 from django.utils import timezone
 
-from gateway import auth
 from gateway.context import RequestContext
+from gateway.keys import auth
 from gateway.keys import selectors as keyring
 from gateway.keys.models import ApiKey, ApiKeyState
+from gateway.keys.ratelimit import MemoryLimiter, RedisLimiter
 from gateway.keys.services import create_api_key
-from gateway.ratelimit import MemoryLimiter, RedisLimiter
 from gateway.usage.models import RequestLog
 from inference.errors import AuthenticationFailed, PermissionDenied, RateLimited
 

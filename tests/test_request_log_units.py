@@ -13,11 +13,11 @@ from django.core.management import call_command
 from django.test import Client
 from django.utils import timezone
 
-from gateway import request_log
 from gateway.context import RequestContext
 from gateway.keys.models import ApiKey
 from gateway.keys.selectors import KeyRecord
 from gateway.keys.services import create_api_key
+from gateway.usage import writer as request_log
 from gateway.usage.models import RequestLog
 from gateway.usage.services import write_request_logs
 from routing.failover import Attempt, Served

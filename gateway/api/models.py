@@ -15,8 +15,9 @@ from inference.wire import anthropic as anthropic_wire
 from inference.wire import openai as openai_wire
 from routing import selectors
 
-from .. import auth, context
+from .. import context
 from ..errors import Protocol, request_protocol
+from ..keys import auth
 from .responses import json_response
 
 router = Router(tags=["models"])

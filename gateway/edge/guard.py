@@ -43,8 +43,8 @@ from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 
 from inference.errors import GatewayError, PayloadTooLarge
 
-from ..auth import key_in
 from ..errors import protocol_for
+from ..keys.auth import key_in
 from . import refusals
 
 logger = logging.getLogger(__name__)

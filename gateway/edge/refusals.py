@@ -21,8 +21,8 @@ from gateway.keys import selectors as keyring
 from inference.errors import GatewayError
 
 from .. import context, metrics
-from ..auth import key_in
 from ..errors import Protocol, error_body, protocol_for, status_for
+from ..keys.auth import key_in
 
 logger = logging.getLogger(__name__)
 

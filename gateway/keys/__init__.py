@@ -1,7 +1,7 @@
 """Client API keys: the keys callers present, their model lists, rate limits and budgets.
 
 A Django app (label `keys`). Models, admin, reads (`selectors`, the cached
-keyring the request path uses), writes (`services`) and the `create_api_key`
-command live here; the request-path checks that use them are `gateway.auth`,
-`gateway.ratelimit` and `gateway.budgets`.
+keyring the request path uses), writes (`services`), the `create_api_key`
+command, and the request path's checks: who is calling (`auth`), how fast
+(`ratelimit`) and how much they spent (`budgets`).
 """
