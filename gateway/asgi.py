@@ -1,50 +1,18 @@
-"""ASGI entry point: HTTP goes to Django behind the body-size guard; WebSockets
-feed the admin's live dashboard.
+"""ASGI entry point for servers that import an application and give it no
+start-up hook (bare `daphne gateway.asgi:application`: daphne has no ASGI
+lifespan): the application of gateway.application, and the process's start-up
+(`gateway.startup.start`) called here, once, by name.
 
-Whatever starts this module (`manage.py serve`, `python -m gateway.edge.server`,
-a bare `daphne gateway.asgi:application`) gets the same start-up checks: a
-malformed GATEWAY_FERNET_KEYS entry stops the process here, named by position.
+`manage.py serve` and `python -m gateway.edge.server` serve
+gateway.application:application and call the start-up themselves; given this
+module instead they serve the same, started once.
 """
 
 from __future__ import annotations
 
-import os
+from gateway.application import application
+from gateway.startup import start
 
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "gateway.settings")
-# Model weights come only from local folders; make any hub access fail fast.
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+__all__ = ["application"]
 
-from channels.routing import ProtocolTypeRouter
-from django.conf import settings
-from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
-from django.core.asgi import get_asgi_application
-from django.core.exceptions import ImproperlyConfigured
-
-# The admin's CSS and JS are served by the gateway itself: no extra web server
-# is needed for a local deployment.
-django_app = ASGIStaticFilesHandler(get_asgi_application())
-
-from routing.crypto import DecryptionError, fernet  # noqa: E402
-
-try:
-    fernet()
-except DecryptionError as exc:  # the message names the entry, never its value
-    raise ImproperlyConfigured(str(exc)) from None
-
-from gateway.handlers import ApiHandler, PathDispatcher  # noqa: E402
-
-http_app = PathDispatcher(api=ApiHandler(), site=django_app)
-
-from gateway.dashboard import WS_PATH, websocket_application  # noqa: E402
-from gateway.edge.websocket import KnownPathsOnly  # noqa: E402
-from gateway.middleware import BodySizeLimit  # noqa: E402
-from gateway.startup import on_startup  # noqa: E402
-
-application = ProtocolTypeRouter(
-    {
-        "http": BodySizeLimit(http_app, settings.GATEWAY_MAX_BODY_BYTES),
-        "websocket": KnownPathsOnly(websocket_application(), (f"/{WS_PATH}",)),
-    }
-)
-
-on_startup()
+start()

@@ -1,20 +1,24 @@
-"""A lean Django handler for the API paths.
+"""The API's own ASGI application, mounted next to Django's for the API paths.
 
 The admin needs sessions, CSRF, auth and messages; API clients use none of
-them. Django's ASGI handler also hops to a worker thread twice per request
-(the `request_started` receivers, and `response.close()` with its
-`request_finished` receivers) and spools the body through a temporary file.
-The API handler runs the same URLconf and views with only the API's own async
-middleware, reads the body into memory (the body-size guard in front of it
-bounds it), and sends no request_started / request_finished signals: their
+them. Django's ASGI handler also hops to a worker thread for each
+`request_started` receiver and again for `response.close()`, and spools the
+body through a temporary file. `ApiApplication` serves the API paths with
+Django's public pieces only: `ASGIRequest` for the request, the URLconf through
+`django.urls.resolve`, the views, a middleware chain of its own (the async
+middleware named in GATEWAY_API_MIDDLEWARE, each wrapped like Django wraps
+middleware so an exception becomes Django's error response), and the
+documented `HttpResponse` interface to send and close the answer. It reads the
+body into memory (the body-size guard in front of it bounds it) and sends
+`request_started` / `request_finished` on the event loop's thread: their
 receivers look after the database connections of the thread they run in, and
-the event loop's thread has none. The API reaches the database only through
-`channels.db.database_sync_to_async`, which closes stale connections in its own
-thread before and after each use.
+the API touches the database only through
+`channels.db.database_sync_to_async`, which does the same in its own thread.
 
 A client that goes away is noticed as in Django's own handler (the view is
 cancelled), and the request's record is closed as a 499 so the request log,
-metrics and dashboard still see it.
+metrics and dashboard still see it. State: the routes cache is per application
+instance, i.e. per process.
 """
 
 from __future__ import annotations
@@ -23,14 +27,20 @@ import asyncio
 import contextlib
 import io
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from asgiref.sync import iscoroutinefunction, sync_to_async
 from django.conf import settings
-from django.core.exceptions import ImproperlyConfigured, RequestAborted
-from django.core.handlers.asgi import ASGIHandler, get_script_prefix
-from django.http import HttpResponse
-from django.urls import ResolverMatch, get_resolver, set_script_prefix
+from django.core.exceptions import ImproperlyConfigured, RequestAborted, RequestDataTooBig
+from django.core.handlers.asgi import ASGIRequest
+from django.core.handlers.exception import convert_exception_to_response
+from django.core.signals import request_finished, request_started
+from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
+from django.http.response import HttpResponseBase
+from django.urls import ResolverMatch, resolve, set_script_prefix
+from django.utils.log import log_response
+from django.utils.module_loading import import_string
 
 from . import context
 from .edge import checks, drain
@@ -41,31 +51,22 @@ logger = logging.getLogger(__name__)
 
 API_PREFIXES = ("/v1", "/health", "/metrics")
 
-
 ROUTE_CACHE = 1024
 
+GetResponse = Callable[[HttpRequest], Awaitable[HttpResponseBase]]
 
-class ApiHandler(ASGIHandler):
-    def __init__(self) -> None:
-        super().__init__()
-        self._routes: dict[str, ResolverMatch] = {}
+
+class ApiApplication:
+    def __init__(self, middleware: list[str] | None = None) -> None:
         if any(db.get("ATOMIC_REQUESTS") for db in settings.DATABASES.values()):
-            raise ImproperlyConfigured("the API handler does not wrap views in transactions")
-
-    def load_middleware(self, is_async: bool = False) -> None:
-        full = settings.MIDDLEWARE
-        settings.MIDDLEWARE = settings.GATEWAY_API_MIDDLEWARE
-        try:
-            super().load_middleware(is_async=is_async)
-        finally:
-            settings.MIDDLEWARE = full
+            raise ImproperlyConfigured("the API application does not wrap views in transactions")
+        self._routes: dict[str, ResolverMatch] = {}
+        names = settings.GATEWAY_API_MIDDLEWARE if middleware is None else middleware
+        self._chain = build_chain(self._view, names)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
-            raise ValueError(f"the API handler serves HTTP only, not {scope['type']}")
-        await self.handle(scope, receive, send)
-
-    async def handle(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+            raise ValueError(f"the API application serves HTTP only, not {scope['type']}")
         refusal = checks.host_refusal(scope) or checks.content_type_refusal(scope)
         if refusal is None and drain.draining():
             refusal = drain.shutting_down()
@@ -75,13 +76,18 @@ class ApiHandler(ASGIHandler):
         body = await _read_body(receive)
         if body is None:
             return  # the client left before its request was complete
-        set_script_prefix(get_script_prefix(scope))
-        request, bad_request = self.create_request(scope, body)
+        set_script_prefix(settings.FORCE_SCRIPT_NAME or scope.get("root_path", "") or "")
+        request_started.send(sender=type(self), scope=scope)
+        request, bad_request = _create_request(scope, body)
         if request is None:
-            await self.send_response(bad_request, send)
+            await send_response(bad_request, send)
+            bad_request.close()
             return
+        await self._serve(request, receive, send)
+
+    async def _serve(self, request: HttpRequest, receive: Any, send: Any) -> None:
         view = asyncio.create_task(self._respond(request, send))
-        listener = asyncio.create_task(self.listen_for_disconnect(receive))
+        listener = asyncio.create_task(_disconnected(receive))
         drain.take_off(view, request)
         try:
             await asyncio.wait((view, listener), return_when=asyncio.FIRST_COMPLETED)
@@ -97,51 +103,95 @@ class ApiHandler(ASGIHandler):
                 ctx.fail(ctx.interrupted, 503)
                 context.finish(ctx)
                 with contextlib.suppress(Exception):
-                    await self.send_response(response, send)
+                    await send_response(response, send)
             if ctx is not None and not ctx.finished:
                 ctx.status, ctx.error_type = 499, "client_disconnected"
                 context.finish(ctx)
             if response is not None:
-                _close(response)
+                response.close()  # its resources, and request_finished
+            else:
+                request_finished.send(sender=type(self))
             drain.land(view)
 
-    async def _get_response_async(self, request: Any) -> Any:
-        """Django's own, without what the API has none of: view and template
-        middleware, ATOMIC_REQUESTS (asserted off at start), and with the URL
-        resolution of a path remembered (the API has a handful of paths)."""
+    async def _respond(self, request: HttpRequest, send: Any) -> HttpResponseBase:
+        response = await self._chain(request)
+        if response.status_code >= 400:
+            log_response(
+                "%s: %s", response.reason_phrase, request.path, response=response, request=request
+            )
+        # The client may disconnect while the answer is being sent.
+        with contextlib.suppress(asyncio.CancelledError):
+            await send_response(response, send)
+        return response
+
+    async def _view(self, request: HttpRequest) -> HttpResponseBase:
+        """The innermost handler: resolve (Resolver404 becomes Django's 404 in the
+        chain's exception wrapper) and call the view; the API has no view or
+        template middleware, and ATOMIC_REQUESTS is asserted off at start."""
         match = self._resolve(request.path_info)
         request.resolver_match = match
         callback = match.func
         if not iscoroutinefunction(callback):  # django-ninja's views here are all async
             callback = sync_to_async(callback, thread_sensitive=True)
         response = await callback(request, *match.args, **match.kwargs)
-        self.check_response(response, match.func)
+        if not isinstance(response, HttpResponseBase):
+            raise ValueError(f"the view {match.view_name} returned {type(response).__name__}")
         return response
 
     def _resolve(self, path: str) -> ResolverMatch:
         match = self._routes.get(path)
         if match is None:
-            match = get_resolver().resolve(path)  # Resolver404: Django's 404 handling
+            match = resolve(path)
             if len(self._routes) >= ROUTE_CACHE:  # /v1/models/{id} takes any name
                 self._routes.pop(next(iter(self._routes), path), None)
             self._routes[path] = match
         return match
 
-    async def _respond(self, request: Any, send: Any) -> HttpResponse:
-        response = await self.run_get_response(request)
-        # The client may disconnect while the answer is being sent.
-        with contextlib.suppress(asyncio.CancelledError):
-            await self.send_response(response, send)
-        return response
+
+def build_chain(view: GetResponse, names: list[str]) -> GetResponse:
+    """Django's middleware protocol, wired here rather than from settings.MIDDLEWARE
+    (which the admin's handler reads): innermost first, each wrapped as Django does."""
+    handler = convert_exception_to_response(view)
+    for name in reversed(names):
+        middleware = import_string(name)
+        if not getattr(middleware, "async_capable", False):
+            raise ImproperlyConfigured(f"{name}: the API's middleware must be async-capable")
+        instance = middleware(handler)
+        if not iscoroutinefunction(instance):
+            raise ImproperlyConfigured(f"{name}: its instances must be coroutine functions")
+        handler = convert_exception_to_response(instance)
+    return handler  # type: ignore[no-any-return]
 
 
-def _close(response: HttpResponse) -> None:
-    """HttpResponse.close() without its request_finished signal (see above)."""
-    for closer in response._resource_closers:
-        with contextlib.suppress(Exception):
-            closer()
-    response._resource_closers.clear()
-    response.closed = True
+def _create_request(
+    scope: dict[str, Any], body: io.BytesIO
+) -> tuple[HttpRequest, None] | tuple[None, HttpResponse]:
+    """As Django's handler: an undecodable path is a 400, too many fields a 413."""
+    try:
+        return ASGIRequest(scope, body), None
+    except UnicodeDecodeError:
+        logger.warning("Bad Request (UnicodeDecodeError)", exc_info=True)
+        return None, HttpResponseBadRequest()
+    except RequestDataTooBig:
+        return None, HttpResponse("413 Payload too large", status=413)
+
+
+async def send_response(response: HttpResponseBase, send: Any) -> None:
+    """A Django response as ASGI messages, through its documented interface."""
+    headers = [(name.encode("ascii"), value.encode("latin1")) for name, value in response.items()]
+    headers += [
+        (b"Set-Cookie", cookie.output(header="").encode("ascii").strip())
+        for cookie in response.cookies.values()
+    ]
+    await send({"type": "http.response.start", "status": response.status_code, "headers": headers})
+    if not response.streaming:
+        await send({"type": "http.response.body", "body": response.content})  # type: ignore[attr-defined]
+        return
+    # As Django's handler: __aiter__ (a sync iterator is mapped), closed when left.
+    async with contextlib.aclosing(aiter(response)) as parts:  # type: ignore[call-overload]
+        async for part in parts:
+            await send({"type": "http.response.body", "body": part, "more_body": True})
+    await send({"type": "http.response.body"})
 
 
 async def _read_body(receive: Any) -> io.BytesIO | None:
@@ -155,7 +205,13 @@ async def _read_body(receive: Any) -> io.BytesIO | None:
             return io.BytesIO(b"".join(chunks))
 
 
-async def _outcome(view: asyncio.Task[HttpResponse]) -> HttpResponse | None:
+async def _disconnected(receive: Any) -> None:
+    """Returns when the client has gone (the body has been read: nothing else comes)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+async def _outcome(view: asyncio.Task[HttpResponseBase]) -> HttpResponseBase | None:
     try:
         return await view
     except (asyncio.CancelledError, RequestAborted):
@@ -166,7 +222,7 @@ async def _outcome(view: asyncio.Task[HttpResponse]) -> HttpResponse | None:
 
 
 class PathDispatcher:
-    """API paths to the lean handler, everything else (admin, static) to the full one."""
+    """API paths to the API application, everything else (admin, static) to Django's."""
 
     def __init__(self, api: Any, site: Any) -> None:
         self.api = api

@@ -116,7 +116,7 @@ MIDDLEWARE = [
     "gateway.middleware.ApiMethodNotAllowed",
 ]
 
-# The API paths (/v1, /health, /metrics) run through gateway.handlers.ApiHandler
+# The API paths (/v1, /health, /metrics) run through gateway.handlers.ApiApplication
 # with only these: async middleware, no thread hops.
 GATEWAY_API_MIDDLEWARE = ["gateway.middleware.ApiMethodNotAllowed"]
 

@@ -1,9 +1,9 @@
-"""Work done once per server process: at start, and on a clean shutdown."""
+"""Work done once per server process: at start (`start`, called by each entry
+point), and on a clean shutdown."""
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import gc
 import logging
 import sys
@@ -14,8 +14,18 @@ from django.db import DatabaseError
 logger = logging.getLogger(__name__)
 
 
-def on_startup() -> None:
-    # daphne has no ASGI lifespan support, so this runs at import of the app.
+_started = False
+
+
+def start() -> None:
+    """Start this process's gateway: finish listeners, the request log's writer,
+    local models preloaded, the shutdown hook. Each entry point calls it
+    (gateway.edge.server, gateway.asgi); the first call does the work, later
+    ones nothing. Per process."""
+    global _started
+    if _started:
+        return
+    _started = True
     from routing.backends import preload_local_models
 
     from . import context, dashboard, metrics
@@ -33,30 +43,6 @@ def on_startup() -> None:
     except DatabaseError as exc:  # not migrated yet: models load on first use
         logger.warning("preloading skipped: %s", exc)
     _register_shutdown()
-    _tune_for_serving()
-
-
-def _tune_for_serving() -> None:
-    """Per-request costs that are not ours to remove, made smaller."""
-    twisted_http = sys.modules.get("twisted.web.http")
-    if twisted_http is not None and not hasattr(twisted_http._parseContentType, "cache_info"):
-        # daphne's HTTP layer parses every POST's Content-Type with the email
-        # package (a third of a millisecond here); clients send the same few.
-        twisted_http._parseContentType = functools.lru_cache(maxsize=256)(
-            twisted_http._parseContentType
-        )
-        # Twisted leaves Nagle's algorithm on: a stream's second small write
-        # (the first token after the role chunk) waits for the client's delayed
-        # ACK. Streams are many small writes that must go out at once.
-        made = twisted_http.HTTPChannel.connectionMade
-
-        def connection_made(channel: Any) -> None:
-            made(channel)
-            set_no_delay = getattr(channel.transport, "setTcpNoDelay", None)
-            if set_no_delay is not None:
-                set_no_delay(True)
-
-        twisted_http.HTTPChannel.connectionMade = connection_made
     # Django, pydantic and mlx leave a few hundred thousand long-lived objects:
     # keep them out of the cyclic collector's passes, which otherwise walk them
     # all again every few hundred requests.

@@ -44,6 +44,8 @@ from django.core.management import get_commands, load_command_class
 for name, app in get_commands().items():
     load_command_class(app, name)
 note("every management command's module")
+import gateway.application
+note("the ASGI application, built")
 %(extra)s
 print(json.dumps(steps))
 """
@@ -66,6 +68,7 @@ def test_django_setup_urlconf_admin_and_commands_import_no_mlx(tmp_path: Path) -
         "the URLconf",
         "the admin",
         "every management command's module",
+        "the ASGI application, built",
     ]
     for step, heavy in steps.items():
         assert heavy == [], f"{step} imported {heavy[:5]}: MLX belongs where a model is loaded"

@@ -13,7 +13,7 @@
    log (every row above included), closes the pools and stops the engine.
 
 A second SIGTERM stops at once. State is per process: the flights registered
-by `gateway.handlers.ApiHandler`, and the guard that refuses new work.
+by `gateway.handlers.ApiApplication`, and the guard that refuses new work.
 """
 
 from __future__ import annotations

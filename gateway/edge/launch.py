@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import sys
 
-APPLICATION = "gateway.asgi:application"
+# Built without start-up work: gateway.edge.server starts the process itself.
+APPLICATION = "gateway.application:application"
 
 
 def edge_command(host: str, port: int, *, fd: int | None = None) -> list[str]:
