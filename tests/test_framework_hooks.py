@@ -2,7 +2,8 @@
 
 One private hook is kept, daphne's `Server.http_factory`; a test here fails,
 naming it, when a daphne release changes it. The public-but-undocumented names
-the API application uses (Django's `ASGIRequest`, `convert_exception_to_response`)
+the API application uses (Django's `ASGIRequest`, `convert_exception_to_response`,
+`log_response`)
 and Twisted's `parsePOSTFormSubmission` are checked the same way, so an upgrade
 says what to look at instead of failing somewhere downstream. And the process's
 start-up is explicit: importing the application starts nothing.
@@ -20,6 +21,7 @@ from typing import Any
 import daphne.server  # first: it installs the asyncio reactor the guard's timers use
 import django.core.handlers.asgi
 import django.core.handlers.exception
+import django.utils.log
 import pytest
 from daphne.http_protocol import WebRequest
 from twisted.internet.protocol import Factory, Protocol
@@ -58,6 +60,14 @@ def test_djangos_middleware_exception_wrapper_still_takes_get_response() -> None
     assert parameters == ["get_response"], (
         f"django.core.handlers.exception.convert_exception_to_response changed to "
         f"{parameters}: gateway.handlers.build_chain wraps the API's middleware with it: {SEE}"
+    )
+
+
+def test_djangos_request_logging_still_takes_the_response_and_request() -> None:
+    parameters = inspect.signature(django.utils.log.log_response).parameters
+    assert {"response", "request"} <= set(parameters), (
+        f"django.utils.log.log_response changed: gateway.handlers logs the API's 4xx/5xx "
+        f"to django.request with it, as Django's handler does: {SEE}"
     )
 
 
