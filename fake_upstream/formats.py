@@ -68,9 +68,9 @@ def positive_int(body: dict[str, Any], *names: str) -> int | None:
         value = body.get(name)
         if value is None:
             continue
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise InvalidBody(f"{name}: must be a positive integer", name)
-        return value
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+            return value
+        raise InvalidBody(f"{name}: must be a positive integer", name)
     return None
 
 

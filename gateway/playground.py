@@ -21,7 +21,7 @@ from gateway.keys.models import ApiKey
 from gateway.keys.selectors import KeyRecord
 from inference.errors import AuthenticationFailed, GatewayError, InvalidRequest
 from inference.types import ChatRequest, Event, Finish, Message, TextDelta, TextPart
-from routing import failover, selectors
+from routing import continuation, selectors
 
 from . import context
 from .costs import cost_of
@@ -105,7 +105,7 @@ async def stream(request: HttpRequest) -> HttpResponse:
             max_tokens=max_tokens,
             stream=True,
         )
-        held, events, served = await failover.stream(chat)
+        held, events, served = await continuation.stream(chat)
     except GatewayError as exc:
         ctx.fail(exc, exc.status)
         context.finish(ctx)

@@ -13,7 +13,7 @@ from django.http import HttpResponse, StreamingHttpResponse
 from inference import jsonio
 from inference.errors import EngineError, GatewayError
 from inference.types import ChatRequest, ChatResult, Event
-from routing import failover
+from routing import continuation, failover
 
 from .context import RequestContext, finish
 from .errors import Protocol as ErrorProtocol
@@ -126,6 +126,6 @@ async def answer(
         for key, value in served.headers().items():
             response[key] = value
         return response
-    held, events, served = await failover.stream(chat)
+    held, events, served = await continuation.stream(chat)
     ctx.served = served
     return sse_response(held, events, _InBand(encoder(served.model)), ctx, served.headers())

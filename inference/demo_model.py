@@ -246,7 +246,9 @@ def _random_weights(config: dict[str, Any], seed: int, learned: int) -> dict[str
     # Take names and shapes from mlx-lm's own Llama so they cannot drift from
     # what mlx_lm.load expects.
     model = llama.Model(llama.ModelArgs.from_dict(config))
-    shapes = {name: tuple(p.shape) for name, p in tree_flatten(model.parameters())}
+    parameters: dict[str, Any] = {}
+    tree_flatten(model.parameters(), destination=parameters)
+    shapes = {name: tuple(p.shape) for name, p in parameters.items()}
 
     hidden = config["hidden_size"]
     residual_scale = (2 * config["num_hidden_layers"]) ** -0.5

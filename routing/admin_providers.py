@@ -162,7 +162,7 @@ class ProviderAdmin(NamesChainsOnBlockedDelete, admin.ModelAdmin):
         super().save_model(request, obj, form, change)
         key = form.key_change()
         if key is not KEEP:
-            set_provider_key(obj, key)  # type: ignore[arg-type]
+            set_provider_key(obj, key)
 
     def get_urls(self) -> list[Any]:
         view = self.admin_site.admin_view(self.test_connection_view)

@@ -8,12 +8,21 @@ from typing import Any
 
 from django.db import models
 
-from .config_schema import LOCAL_SPEC, MAPPING_SPEC, PRICE_KEYS, PROVIDER_SPEC, VERSION, Spec, _Flow
+from .config_schema import (
+    LOCAL_SPEC,
+    MAPPING_SPEC,
+    PRICE_KEYS,
+    PROVIDER_SPEC,
+    VERSION,
+    Key,
+    Spec,
+    _Flow,
+)
 from .models import BackendMapping, LocalModel, MappingTarget, Provider
 from .resolution import Mapping
 
 
-def _dump(instance: models.Model, spec: Spec) -> dict[str, Any]:
+def _dump(instance: models.Model, spec: Spec | dict[str, Key]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name, key in spec.items():
         if isinstance(key, dict):

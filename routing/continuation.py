@@ -44,10 +44,30 @@ from .backends import backend_for, breaker_name
 from .failover import Walk, as_gateway_error, open_stream, outcome_of, refuses_prefill
 from .policy import Action, Count, classify, decide
 from .resolution import Hop
+from .served import Served
 
 _NO_RETRIES = RetryPolicy(max_retries=0)  # a continuation is one try per target
 
 logger = logging.getLogger(__name__)
+
+
+async def stream(request: ChatRequest) -> tuple[list[Event], AsyncIterator[Event], Served]:
+    """The first content (held back) and the rest of the stream, once a target answered.
+
+    The rest is a `Continuing` stream: the serving target's breaker hears how it
+    ended, and a failure after content may be taken over by another target.
+    """
+
+    async def call(
+        backend: Backend, hop: Hop, walk: Walk
+    ) -> tuple[list[Event], AsyncIterator[Event]]:
+        return await open_stream(request, backend, hop, walk)
+
+    walk = await Walk.start(request.model)
+    held, events = await walk.run(call)
+    rest = Continuing(request, walk, held, events)  # counts what it skips of `held`
+    held = [event for event in held if not isinstance(event, MalformedEvent)]
+    return held, rest, walk.served
 
 
 class Continuing:

@@ -6,7 +6,8 @@ table (`routing.policy`): retry the same target (backoff, Retry-After), move
 to the next target, or stop. This module carries the decisions out and keeps
 the books (`Served`). A stream counts as answered at its first content; a
 failure after it is handed to `routing.continuation`, which may let another
-target finish the answer.
+target finish the answer (and so opens streams: `continuation.stream`, built on
+this module's walk).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from inference.cloud.config import RetryPolicy
 from inference.cloud.errors import UpstreamError
 from inference.errors import BackendUnavailable, EngineError, GatewayError, ModelNotFound
 from inference.estimate import estimate_tokens
-from inference.types import ChatRequest, ChatResult, Event, MalformedEvent
+from inference.types import ChatRequest, ChatResult, Event
 
 from . import selectors
 from .backends import backend_for, breaker_name, config_for, first_token_timeout, gate_for
@@ -38,7 +39,7 @@ from .resolution import Hop, Route
 from .selectors import Snapshot
 from .served import Attempt, Served
 
-__all__ = ["Attempt", "Served", "complete", "count_tokens", "route_for", "stream"]
+__all__ = ["Attempt", "Served", "complete", "count_tokens", "route_for"]
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -95,26 +96,6 @@ async def open_stream(
     detail = f"no first token within {limit:g}s" if why != "budget" else _SPENT
     held = await within(seconds, prime(events), backend.name, detail, why)
     return held, events
-
-
-async def stream(request: ChatRequest) -> tuple[list[Event], AsyncIterator[Event], Served]:
-    """The first content (held back) and the rest of the stream, once a target answered.
-
-    The rest is a `Continuing` stream: the serving target's breaker hears how it
-    ended, and a failure after content may be taken over by another target.
-    """
-    from .continuation import Continuing  # it builds on this module
-
-    async def call(
-        backend: Backend, hop: Hop, walk: Walk
-    ) -> tuple[list[Event], AsyncIterator[Event]]:
-        return await open_stream(request, backend, hop, walk)
-
-    walk = await Walk.start(request.model)
-    held, events = await walk.run(call)
-    rest = Continuing(request, walk, held, events)  # counts what it skips of `held`
-    held = [event for event in held if not isinstance(event, MalformedEvent)]
-    return held, rest, walk.served
 
 
 async def count_tokens(request: ChatRequest) -> tuple[int, str, Served]:

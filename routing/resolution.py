@@ -109,7 +109,7 @@ class Mapping:
     pattern: str
     priority: int
     targets: tuple[Target, ...]
-    regex: re.Pattern[str] = field(compare=False, repr=False, default=None)  # type: ignore[assignment]
+    regex: re.Pattern[str] = field(init=False, compare=False, repr=False)  # from `pattern`
     balance: str = "least-in-flight"  # how its groups pick a member (routing.balance)
 
     def __post_init__(self) -> None:

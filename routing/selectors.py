@@ -53,10 +53,10 @@ def load_snapshot() -> Snapshot:
         for t in row.targets.all():
             # Disabled targets drop out of the chain; the admin warns about them.
             group, weight = t.group, t.weight
-            if t.local_model_id and t.local_model.name in local:
+            if t.local_model is not None and t.local_model.name in local:
                 name = t.local_model.name  # priced by the model
                 targets.append(Target("local", name, group=group, weight=weight))
-            elif t.provider_id and t.provider.name in providers:
+            elif t.provider is not None and t.provider.name in providers:
                 priced = t.input_price is not None or t.output_price is not None
                 prices = (t.input_price or Decimal(0), t.output_price or Decimal(0))
                 name, model = t.provider.name, t.upstream_model

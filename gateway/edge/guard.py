@@ -327,7 +327,7 @@ class GuardedConnection(ProtocolWrapper):
         super().connectionLost(reason)
 
 
-Guard.protocol = GuardedConnection  # type: ignore[assignment]
+Guard.protocol = GuardedConnection
 
 
 class GuardedRequest(WebRequest):

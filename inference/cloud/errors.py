@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from email.utils import parsedate_to_datetime
 from typing import Literal
 
@@ -93,7 +94,7 @@ def _kind(category: Category, upstream: int | None) -> str:
 
 
 def retry_after_seconds(headers: httpx.Headers) -> float | None:
-    value = headers.get("retry-after-ms")
+    value: str | None = headers.get("retry-after-ms")  # httpx types get() as Any
     if value:
         try:
             return max(0.0, float(value) / 1000)
@@ -107,8 +108,6 @@ def retry_after_seconds(headers: httpx.Headers) -> float | None:
     except ValueError:
         pass
     try:
-        import time
-
         return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
     except (TypeError, ValueError):
         return None

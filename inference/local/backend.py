@@ -11,13 +11,17 @@ from jinja2 import TemplateError
 
 from ..base import Capabilities, collect
 from ..errors import ContextLengthExceeded, InvalidRequest, UnsupportedFeature
-from ..types import ChatRequest, ChatResult, Event, Finish, PromptUsage, Usage
+from ..types import ChatRequest, ChatResult, Event, Finish, FinishReason, PromptUsage, Usage
 from .engine import Engine, GenerationParams
 from .model import LoadedModel, ModelSpec
 from .output import OutputParser
 from .prompt import check_size, template_messages, template_tools
 
-_FINISH = {"stop": "stop", "length": "length", "stop_sequence": "stop_sequence"}
+_FINISH: dict[str, FinishReason] = {
+    "stop": "stop",
+    "length": "length",
+    "stop_sequence": "stop_sequence",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +78,7 @@ class LocalBackend:
                         if parser.tool_calls and reason == "stop":
                             reason = "tool_calls"
                         yield Finish(
-                            reason=reason,  # type: ignore[arg-type]
+                            reason=reason,
                             usage=Usage(
                                 input_tokens=len(prompt),
                                 output_tokens=chunk.tokens,

@@ -25,7 +25,7 @@ import queue
 import secrets
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from concurrent.futures import Future
 from typing import Any
 
@@ -171,7 +171,7 @@ class Engine:
 
     async def generate(
         self, model: LoadedModel, prompt: list[int], params: GenerationParams
-    ) -> AsyncIterator[Chunk]:
+    ) -> AsyncGenerator[Chunk, None]:
         """Generate from a leased model; closing the iterator cancels the sequence."""
         if self._closed:
             raise BackendUnavailable("the local engine is shutting down")
@@ -364,19 +364,19 @@ class Engine:
         self._generated += work.generation_tokens
         finished: list[int] = []
         for response in responses:
-            seq = seqs.get(response.uid)
-            if seq is None:
+            live = seqs.get(response.uid)
+            if live is None:
                 continue
-            chunk = seq.advance(response.token, response.finish_reason)
+            chunk = live.advance(response.token, response.finish_reason)
             if chunk.finish_reason is not None:
                 finished.append(response.uid)
                 if response.finish_reason is None:
                     # A stop string ended it; the generator does not know yet.
-                    self._remove(seq)
+                    self._remove(live)
                 else:
                     self._prompt_cache.insert(model, response.all_tokens, response.prompt_cache)
             if chunk.text or chunk.finish_reason is not None:
-                outbox.setdefault(seq.loop, []).append((seq, chunk))
+                outbox.setdefault(live.loop, []).append((live, chunk))
         for uid in finished:
             seqs.pop(uid, None)
 

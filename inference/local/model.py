@@ -124,7 +124,8 @@ def load_model(spec: ModelSpec) -> LoadedModel:
     if not (path / "config.json").is_file():
         raise FileNotFoundError(f"no model at {path} (config.json missing)")
     started = time.perf_counter()
-    model, tokenizer = load(str(path))
+    loaded = load(str(path))  # typed as a 2- or 3-tuple (its return_config switch)
+    model, tokenizer = loaded[0], loaded[1]
     config = json.loads((path / "config.json").read_text())
     logger.info("loaded %s in %.2fs", spec.name, time.perf_counter() - started)
     return LoadedModel(spec, model, tokenizer, config)

@@ -7,11 +7,15 @@ Each sampler here carries its own key, split once per step.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import mlx.core as mx
 from mlx_lm.sample_utils import apply_top_k, apply_top_p
 
 
-def make_sampler(temperature: float, top_p: float, top_k: int, seed: int):
+def make_sampler(
+    temperature: float, top_p: float, top_k: int, seed: int
+) -> Callable[[mx.array], mx.array]:
     """A sampler for `temperature > 0`; temperature 0 is greedy and needs none."""
     key = mx.random.key(seed % 2**64)  # any integer seed: MLX keys are 64-bit unsigned
     inverse_temperature = 1.0 / temperature
