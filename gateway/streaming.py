@@ -12,7 +12,7 @@ from django.http import HttpResponse, StreamingHttpResponse
 
 from inference import jsonio
 from inference.errors import EngineError, GatewayError
-from inference.types import ChatRequest, ChatResult, Event
+from inference.types import ChatRequest, ChatResult, Event, EventStream
 from routing import continuation, failover
 
 from .context import RequestContext, finish
@@ -53,7 +53,7 @@ class _InBand:
 
 
 async def _body(
-    held: list[Event], events: AsyncIterator[Event], encoder: Encoder, ctx: RequestContext
+    held: list[Event], events: EventStream, encoder: Encoder, ctx: RequestContext
 ) -> AsyncIterator[bytes]:
     label = ctx.served.backend if ctx.served else "?"
     try:
@@ -88,13 +88,13 @@ async def _body(
         ctx.output_tokens = ctx.output_tokens or ctx.content_events
         yield encoder.error(ctx.interrupted)
     finally:
-        await events.aclose()  # type: ignore[attr-defined]
+        await events.aclose()
         finish(ctx)
 
 
 def sse_response(
     held: list[Event],
-    events: AsyncIterator[Event],
+    events: EventStream,
     encoder: Encoder,
     ctx: RequestContext,
     headers: dict[str, str] | None = None,

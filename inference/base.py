@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -10,6 +10,7 @@ from .types import (
     ChatRequest,
     ChatResult,
     Event,
+    EventStream,
     Finish,
     Part,
     TextDelta,
@@ -49,7 +50,7 @@ class Backend(Protocol):
     name: str
     capabilities: Capabilities
 
-    def stream(self, request: ChatRequest) -> AsyncIterator[Event]: ...
+    def stream(self, request: ChatRequest) -> AsyncGenerator[Event, None]: ...
 
     async def complete(self, request: ChatRequest) -> ChatResult: ...
 
@@ -103,7 +104,7 @@ class ResultBuilder:
         return ChatResult(model=self.model, content=self.parts, finish=finish, id=response_id)
 
 
-async def prime(events: AsyncIterator[Event]) -> list[Event]:
+async def prime(events: EventStream) -> list[Event]:
     """Read events up to the first content (or the end) before any byte is sent.
 
     A failure here propagates as an exception, so the caller can still fail
@@ -116,7 +117,7 @@ async def prime(events: AsyncIterator[Event]) -> list[Event]:
             if is_content(event) or isinstance(event, Finish):
                 break
     except BaseException:
-        await events.aclose()  # type: ignore[attr-defined]
+        await events.aclose()
         raise
     return held
 

@@ -7,8 +7,9 @@ translators rather than N x M.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterable, Awaitable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 # Longer requested names are refused (400) before any lookup: real model names
 # are far shorter, and a name is held in caches, labels, log rows and headers.
@@ -198,6 +199,16 @@ Event = (
     TextDelta | ThinkingDelta | ToolCallDelta | PromptUsage | Finish | WireEvent | Continued
     | MalformedEvent
 )  # fmt: skip
+
+
+class EventStream(AsyncIterable[Event], Protocol):
+    """A stream of events its reader may close before the end: a backend's async
+    generator, or routing's `Continuing`. Closing it releases what it holds
+    (the upstream connection, the engine's sequence)."""
+
+    def __anext__(self) -> Awaitable[Event]: ...
+
+    def aclose(self) -> Awaitable[None]: ...
 
 
 @dataclass(slots=True)

@@ -34,9 +34,10 @@ def _dump(instance: models.Model, spec: Spec | dict[str, Key]) -> dict[str, Any]
 
 
 def _link(target: MappingTarget) -> _Flow:
-    if target.local_model_id:
-        return _Flow(local=target.local_model.name)  # type: ignore[union-attr]
-    link = _Flow(provider=target.provider.name)  # type: ignore[union-attr]
+    kind, name = target.endpoint()
+    if kind == "local":
+        return _Flow(local=name)
+    link = _Flow(provider=name)
     if target.upstream_model:
         link["model"] = target.upstream_model
     for key in PRICE_KEYS:  # only when set: an unpriced target has none

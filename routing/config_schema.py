@@ -100,7 +100,7 @@ class ConfigError(Exception):
 # ---------------------------------------------------------------- YAML text
 
 
-class _Flow(dict):  # type: ignore[type-arg]
+class _Flow(dict[str, Any]):
     """A mapping written on one line (chain links, timeouts): easier to scan."""
 
 

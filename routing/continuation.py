@@ -18,7 +18,7 @@ in-band error of the original failure, as does a stream no target could finish.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import replace
 
 from inference.base import Backend
@@ -28,6 +28,7 @@ from inference.types import (
     ChatRequest,
     Continued,
     Event,
+    EventStream,
     Finish,
     MalformedEvent,
     Message,
@@ -51,7 +52,7 @@ _NO_RETRIES = RetryPolicy(max_retries=0)  # a continuation is one try per target
 logger = logging.getLogger(__name__)
 
 
-async def stream(request: ChatRequest) -> tuple[list[Event], AsyncIterator[Event], Served]:
+async def stream(request: ChatRequest) -> tuple[list[Event], EventStream, Served]:
     """The first content (held back) and the rest of the stream, once a target answered.
 
     The rest is a `Continuing` stream: the serving target's breaker hears how it
@@ -60,7 +61,7 @@ async def stream(request: ChatRequest) -> tuple[list[Event], AsyncIterator[Event
 
     async def call(
         backend: Backend, hop: Hop, walk: Walk
-    ) -> tuple[list[Event], AsyncIterator[Event]]:
+    ) -> tuple[list[Event], EventStream]:
         return await open_stream(request, backend, hop, walk)
 
     walk = await Walk.start(request.model)
@@ -76,7 +77,7 @@ class Continuing:
     hear the outcome once, and its upstream stream is closed."""
 
     def __init__(
-        self, request: ChatRequest, walk: Walk, held: list[Event], events: AsyncIterator[Event]
+        self, request: ChatRequest, walk: Walk, held: list[Event], events: EventStream
     ) -> None:
         self._request, self._walk, self._events = request, walk, events
         self._text: list[str] = []  # the answer so far, as the client got it
@@ -160,7 +161,7 @@ class Continuing:
 
         async def call(
             backend: Backend, hop: Hop, walk: Walk
-        ) -> tuple[list[Event], AsyncIterator[Event]]:
+        ) -> tuple[list[Event], EventStream]:
             return await open_stream(request, backend, hop, walk)
 
         try:
@@ -197,7 +198,7 @@ class Continuing:
 
     async def _close_upstream(self) -> None:
         try:
-            await self._events.aclose()  # type: ignore[attr-defined]
+            await self._events.aclose()
         except Exception:
             logger.debug("closing a broken stream failed", exc_info=True)
 
@@ -206,7 +207,7 @@ class Continuing:
             return
         self._done = True
         try:
-            await self._events.aclose()  # type: ignore[attr-defined]
+            await self._events.aclose()
         finally:
             await self._walk.settle(ok)
 
@@ -222,7 +223,7 @@ def _can_continue(hop: Hop, walk: Walk) -> bool:
     return backend.capabilities.prefill
 
 
-async def _replay(held: list[Event], events: AsyncIterator[Event]) -> AsyncIterator[Event]:
+async def _replay(held: list[Event], events: EventStream) -> AsyncGenerator[Event, None]:
     """The continuing target's first content (read ahead), then the rest of it."""
     try:
         for event in held:
@@ -230,4 +231,4 @@ async def _replay(held: list[Event], events: AsyncIterator[Event]) -> AsyncItera
         async for event in events:
             yield event
     finally:
-        await events.aclose()  # type: ignore[attr-defined]
+        await events.aclose()

@@ -16,7 +16,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 from typing import TypeVar
 
@@ -27,7 +27,7 @@ from inference.cloud.config import RetryPolicy
 from inference.cloud.errors import UpstreamError
 from inference.errors import BackendUnavailable, EngineError, GatewayError, ModelNotFound
 from inference.estimate import estimate_tokens
-from inference.types import ChatRequest, ChatResult, Event
+from inference.types import ChatRequest, ChatResult, Event, EventStream
 
 from . import selectors
 from .backends import backend_for, breaker_name, config_for, first_token_timeout, gate_for
@@ -55,6 +55,13 @@ async def route_for(model: str) -> tuple[Route, Snapshot]:
 
 
 _SPENT = "the request's time budget is spent"
+
+
+class _Unanswered:
+    """A target that gave no answer (a sentinel: an answer may be any value)."""
+
+
+_UNANSWERED = _Unanswered()
 
 
 async def within(seconds: float, work: Awaitable[T], backend: str, detail: str, why: str) -> T:
@@ -87,7 +94,7 @@ async def complete(request: ChatRequest) -> tuple[ChatResult, Served]:
 
 async def open_stream(
     request: ChatRequest, backend: Backend, hop: Hop, walk: Walk
-) -> tuple[list[Event], AsyncIterator[Event]]:
+) -> tuple[list[Event], EventStream]:
     """A target's stream, read up to its first content under the first-token timeout."""
     events = backend.stream(replace(request, model=hop.model, stream=True))
     limit = first_token_timeout(hop, walk.snapshot)
@@ -186,9 +193,9 @@ class Walk:
                 self._note(hop, "credential_error", 0.0)
                 errors.append(exc)
                 continue
-            found, result = await self._target(index, hop, backend, call, errors, prefill)
-            if found:
-                return result  # type: ignore[return-value]
+            result = await self._target(index, hop, backend, call, errors, prefill)
+            if not isinstance(result, _Unanswered):
+                return result
             if self.left() <= 0:
                 break
         raise _final_error(self.route.requested, errors, self.served)
@@ -201,8 +208,8 @@ class Walk:
         call: Call[T],
         errors: list[GatewayError],
         prefill: bool,
-    ) -> tuple[bool, T | None]:
-        """Every attempt at one target the policy allows: (answered, its answer)."""
+    ) -> T | _Unanswered:
+        """Every attempt at one target the policy allows: its answer, or `_UNANSWERED`."""
         gate = gate_for(hop, self.snapshot)
         retry = (
             LOCAL_RETRY
@@ -218,7 +225,7 @@ class Walk:
                 errors.append(
                     BackendUnavailable(f"backend {gate.deployment!r} is unavailable (circuit open)")
                 )
-                return False, None
+                return _UNANSWERED
             started = time.monotonic()
             inflight = balancer().inflight
             inflight.begin(deployment := breaker_name(hop))
@@ -236,9 +243,9 @@ class Walk:
                 delay = await self._failed(hop, gate, error, attempt, retry, prefill, elapsed)
                 if delay is None:
                     errors.append(error)
-                    return False, None
+                    return _UNANSWERED
                 if delay < 0:  # never the final error: a prefill refusal
-                    return False, None
+                    return _UNANSWERED
                 errors.append(error)
                 await asyncio.sleep(delay)
                 attempt += 1
@@ -257,7 +264,7 @@ class Walk:
                     backend.name,
                     self.served.trail,
                 )
-            return True, result
+            return result
 
     async def _failed(
         self,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Literal
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -38,7 +38,7 @@ class CredentialError(GatewayError):
     code = "credential_error"
 
 
-def price_field(direction: str, **options: object) -> models.DecimalField:  # type: ignore[type-arg]
+def price_field(direction: str, **options: Any) -> models.DecimalField[Any, Any]:
     """A price in USD per million tokens (what a request's cost is computed from)."""
     return models.DecimalField(
         max_digits=12,
@@ -46,7 +46,7 @@ def price_field(direction: str, **options: object) -> models.DecimalField:  # ty
         validators=[MinValueValidator(0)],
         verbose_name=f"{direction} price",
         help_text=f"USD per million {direction} tokens.",
-        **options,  # type: ignore[arg-type]
+        **options,  # the field keywords (null, blank, default)
     )
 
 
@@ -343,6 +343,13 @@ class MappingTarget(models.Model):
         if self.local_model_id:
             return f"local:{self.local_model}"
         return f"{self.provider}:{self.upstream_model or '<requested>'}"
+
+    def endpoint(self) -> tuple[Literal["local", "provider"], str]:
+        """What it points at: ("local", model name) or ("provider", provider name)."""
+        if self.local_model is not None:
+            return "local", self.local_model.name
+        assert self.provider is not None, "target_is_local_xor_provider"
+        return "provider", self.provider.name
 
 
 class VersionStamp(models.Model):

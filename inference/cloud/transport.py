@@ -6,7 +6,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any, ClassVar
 
@@ -264,7 +264,7 @@ class CloudBackend:
         """The upstream's stream events -> internal events, ending with one Finish."""
         raise NotImplementedError
 
-    async def stream(self, request: ChatRequest) -> AsyncIterator[Event]:
+    async def stream(self, request: ChatRequest) -> AsyncGenerator[Event, None]:
         body = self.body(request, stream=True)
         headers = self.headers(request)
         async with sse_stream(self.config, self.path, body, self.deadline, headers) as events:

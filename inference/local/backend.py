@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 
 from jinja2 import TemplateError
@@ -52,7 +52,7 @@ class LocalBackend:
     async def complete(self, request: ChatRequest) -> ChatResult:
         return await collect(self.spec.name, self.stream(request))
 
-    async def stream(self, request: ChatRequest) -> AsyncIterator[Event]:
+    async def stream(self, request: ChatRequest) -> AsyncGenerator[Event, None]:
         async with self.engine.lease(self.spec) as model:
             prompt = await self.prompt_tokens(model, request)
             params = self._params(request, model, len(prompt))
