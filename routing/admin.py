@@ -39,7 +39,8 @@ class LocalModelForm(forms.ModelForm):
         fields = "__all__"
 
     def clean(self) -> dict[str, Any]:
-        data = super().clean()
+        super().clean()
+        data = self.cleaned_data  # what ModelForm.clean returns, typed as never None
         # An enabled model without its folder would be offered in /v1/models
         # and answer 500: refused here; a disabled one may wait for its files.
         path = data.get("path", self.instance.path)

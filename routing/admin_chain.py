@@ -34,7 +34,8 @@ class TargetForm(forms.ModelForm):
         return self.cleaned_data.get("weight") or 1
 
     def clean(self) -> dict[str, Any]:
-        data = super().clean()
+        super().clean()
+        data = self.cleaned_data  # what ModelForm.clean returns, typed as never None
         local, provider = data.get("local_model"), data.get("provider")
         if local and provider:
             # On the fields, not the form: a field in error keeps the model's

@@ -8,6 +8,7 @@ field (readable for PENDING_KEY_SECONDS), so it is neither lost nor shown.
 
 from __future__ import annotations
 
+import enum
 from typing import Any
 
 from asgiref.sync import async_to_sync
@@ -16,7 +17,7 @@ from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
-from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, QueryDict
 from django.urls import path
 from django.utils.decorators import method_decorator
 from django.views.decorators.debug import sensitive_post_parameters
@@ -30,7 +31,11 @@ from .probes import describe, probe_provider, probe_providers
 from .services import set_provider_key
 
 PENDING_KEY_SECONDS = 3600
-KEEP = object()  # the key is left as it is
+class _Keep(enum.Enum):
+    KEEP = "keep"  # the key is left as it is
+
+
+KEEP = _Keep.KEEP
 SENSITIVE = ("api_key_input", "pending_api_key")
 
 
@@ -78,7 +83,8 @@ class ProviderForm(forms.ModelForm):
             ) from None
 
     def clean(self) -> dict[str, Any]:
-        data = super().clean()
+        super().clean()
+        data = self.cleaned_data  # what ModelForm.clean returns, typed as never None
         if data.get("clear_api_key") and self.typed_key():
             self.add_error("clear_api_key", "Type a new key or clear it, not both.")
         return data
@@ -87,7 +93,7 @@ class ProviderForm(forms.ModelForm):
         data = getattr(self, "cleaned_data", {})
         return data.get("api_key_input") or data.get("pending_api_key") or ""
 
-    def key_change(self) -> object:
+    def key_change(self) -> str | _Keep | None:
         """KEEP, None (clear) or the new key."""
         if self.cleaned_data.get("clear_api_key"):
             return None
@@ -96,10 +102,15 @@ class ProviderForm(forms.ModelForm):
     def full_clean(self) -> None:
         super().full_clean()
         key = self.typed_key() if self.is_bound else ""
-        if self._errors and key:
+        if self.errors and key:
             # Shown again for correction: the key goes back in encrypted.
-            self.data = self.data.copy()
-            self.data["pending_api_key"] = fernet().encrypt(key.encode()).decode()
+            pending = fernet().encrypt(key.encode()).decode()
+            if isinstance(self.data, QueryDict):  # a POST: keep its repeated fields
+                data = self.data.copy()
+                data["pending_api_key"] = pending
+                self.data = data
+            else:
+                self.data = {**self.data, "pending_api_key": pending}
             ending = f" (ends in …{key[-4:]})" if len(key) >= MIN_KEY_FOR_SUFFIX else ""
             # The bound field copied the help text when cleaning made it.
             self["api_key_input"].help_text = (
@@ -186,9 +197,11 @@ class ProviderAdmin(NamesChainsOnBlockedDelete, admin.ModelAdmin):
         if not allowed:
             raise PermissionDenied
         form = self.get_form(request, obj)(request.POST, instance=obj)
+        assert isinstance(form, ProviderForm)  # get_form builds on this admin's form
         if not form.is_valid():
             problems = "; ".join(
-                f"{form.fields[name].label if name in form.fields else 'form'}: {' '.join(errs)}"
+                f"{form.fields[name].label if name in form.fields else 'form'}: "
+                f"{' '.join(map(str, errs))}"
                 for name, errs in form.errors.items()
             )
             return JsonResponse({"ok": False, "message": f"Correct the form first. {problems}"})

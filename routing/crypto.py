@@ -9,7 +9,7 @@ passing ciphertext on as if it were the key. `Secret` never prints its value.
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from django.conf import settings
@@ -109,7 +109,16 @@ class Secret:
 SERIALIZED_PREFIX = "fernet:"
 
 
-class EncryptedSecretField(models.TextField):
+if TYPE_CHECKING:
+    # django-stubs' fields are generic (the type set, the type read); Django's
+    # are not at run time, where the subscript would need django-stubs-ext's
+    # monkeypatch of Django, which the gateway does not install for a checker.
+    _SecretText = models.TextField[Secret | str, Secret]
+else:
+    _SecretText = models.TextField
+
+
+class EncryptedSecretField(_SecretText):
     """A TextField that stores Fernet ciphertext and yields `Secret` objects."""
 
     def from_db_value(self, value: str | None, expression: Any, connection: Any) -> Secret | None:

@@ -360,6 +360,9 @@ class VersionStamp(models.Model):
     """
 
     version = models.BigIntegerField(default=0)
+    # Declared for the type checker (an abstract model has no manager of its
+    # own in django-stubs); at run time each subclass gets this default one.
+    objects = models.Manager()
 
     class Meta:
         abstract = True
@@ -422,4 +425,4 @@ def provider_config(provider: Provider, api_key: str | None = None) -> ProviderC
 
 # The runtime switch lives in its own module; imported here so Django
 # registers it with this app.
-from .models_runtime import RoutingSwitch  # noqa: E402, F401
+from .models_runtime import RoutingSwitch as RoutingSwitch  # noqa: E402

@@ -25,7 +25,7 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 
 from routing.crypto import fernet
-from routing.models import validate_pattern
+from routing.validators import validate_pattern
 
 from .models import ApiKey, expired
 from .services import set_keys_enabled
@@ -100,7 +100,8 @@ class ApiKeyForm(forms.ModelForm):
         return expires_at
 
     def clean(self) -> dict[str, Any]:
-        data = super().clean()
+        super().clean()
+        data = self.cleaned_data  # what ModelForm.clean returns, typed as never None
         self.instance.allowed_models = data.get("models_text", self.instance.allowed_models)
         return data
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from routing.config_io import export_document
+from routing.config_export import export_document
 from routing.config_schema import dump_yaml
 
 
