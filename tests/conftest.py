@@ -52,14 +52,21 @@ def _data_templates(tmp_path_factory: pytest.TempPathFactory) -> None:
 
 @pytest.fixture(autouse=True)
 def _fresh_routing_snapshot() -> None:
-    """Each test's database starts over, so must the cached routing snapshot and keys."""
+    """Each test's database starts over, so must what this process keeps beside it:
+    the cached routing snapshot and keys, rate limits, budget spend, the
+    balancer's counts and turns, and the dashboard's recent requests and hour."""
+    from gateway import dashboard
+    from gateway.keys import budgets
     from gateway.keys import selectors as keyring
     from gateway.keys.ratelimit import reset_limiter
-    from routing import selectors
+    from routing import balance, selectors
 
     selectors.invalidate()
     keyring.invalidate()
     reset_limiter()
+    budgets.reset()
+    balance.reset()
+    dashboard.reset()
 
 
 @pytest.fixture(autouse=True)
@@ -137,25 +144,48 @@ class LiveServer:
         )
 
     def start(self) -> None:
-        log = open(self.data_dir / f"daphne-{self.port}.log", "wb")  # noqa: SIM115
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "gateway.edge.server", "-b", "127.0.0.1", "-p", str(self.port),
-             "gateway.asgi:application"],
-            cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-        wait_healthy(self.url, self.process, self.log, 60)
+        """Start daphne and wait for /health; a server that never gets healthy is
+        stopped (and its log shown) rather than left running."""
+        # The child keeps its own descriptor: this process's copy closes at once.
+        with open(self.log_path, "wb") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "gateway.edge.server", "-b", "127.0.0.1", "-p",
+                 str(self.port), "gateway.asgi:application"],
+                cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+        try:
+            wait_healthy(self.url, self.process, self.log, 60)
+        except BaseException:
+            self.stop()
+            raise
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
+        """SIGTERM (the gateway drains), SIGKILL after 10 s; reaped either way."""
+        if self.process is None:
+            return
+        if self.process.poll() is None:
             self.process.terminate()
             try:
                 self.process.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 self.process.kill()
+        self.process.wait()
 
-    def log(self) -> str:
-        path = self.data_dir / f"daphne-{self.port}.log"
-        return path.read_text(errors="replace") if path.exists() else ""
+    @property
+    def log_path(self) -> Path:
+        return self.data_dir / f"daphne-{self.port}.log"
+
+    def log_size(self) -> int:
+        """Where the log ends now: `log(since=...)` then reads only what came after
+        (a shared gateway's log holds every earlier test's lines)."""
+        return self.log_path.stat().st_size if self.log_path.exists() else 0
+
+    def log(self, since: int = 0) -> str:
+        if not self.log_path.exists():
+            return ""
+        with self.log_path.open("rb") as file:
+            file.seek(since)
+            return file.read().decode(errors="replace")
 
 
 def server_env(data_dir: Path, **extra: str) -> dict[str, str]:

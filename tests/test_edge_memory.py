@@ -30,6 +30,12 @@ def status(pid: int) -> dict[str, float]:
     return out
 
 
+def reset_peak(pid: int) -> None:
+    """Start VmHWM over from the current RSS (proc(5), clear_refs "5"): the gateway
+    is the session's, and earlier tests' peaks are not this test's."""
+    Path(f"/proc/{pid}/clear_refs").write_text("5")
+
+
 def test_size_checks_come_before_tokenizing() -> None:
     few = [{"role": "user", "content": "x" * 100}]
     check_size(few, None, model_name="m", context_length=4096, longest=16, generating=True)
@@ -54,7 +60,9 @@ def test_a_19_mib_prompt_is_refused_without_tokenizing(live_gateway: LiveServer)
     with httpx.Client(base_url=live_gateway.url, timeout=120) as client:
         small = {"model": "demo", "messages": [{"role": "user", "content": "hi"}]}
         assert client.post("/v1/messages/count_tokens", json=small).status_code == 200
+        reset_peak(pid)
         before = status(pid)
+        assert before["VmHWM"] - before["VmRSS"] < 50, before  # the reset took
         count = {"model": "demo", "messages": [{"role": "user", "content": PROMPT}]}
         response = client.post("/v1/messages/count_tokens", content=json.dumps(count), headers=JSON)
         assert response.status_code == 413
