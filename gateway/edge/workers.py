@@ -80,14 +80,17 @@ def listening_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def wait_ready(url: str, child: Child, timeout: float) -> None:
+def wait_ready(url: str, child: Child, timeout: float, stopping: Callable[[], bool]) -> bool:
+    """Until `child` answers /health at `url` (True), or a stop was asked (False)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if stopping():
+            return False
         if not child.alive():
             raise RuntimeError(f"the {child.name} exited while starting")
         try:
             if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                return
+                return True
         except httpx.HTTPError:
             pass
         time.sleep(0.2)
@@ -95,6 +98,8 @@ def wait_ready(url: str, child: Child, timeout: float) -> None:
 
 
 class Supervisor:
+    MODEL_SERVER_START_SECONDS = 120.0  # loading nothing yet: a start takes seconds
+
     def __init__(
         self,
         host: str,
@@ -113,23 +118,35 @@ class Supervisor:
         self.workers: list[Child] = []
 
     def run(self) -> int:
+        # The handlers come first: a SIGTERM while the model server starts must
+        # stop it too, not kill the supervisor and leave it orphaned.
+        signal.signal(signal.SIGTERM, self._stop)
+        signal.signal(signal.SIGINT, self._stop)
         sock = listening_socket(self.host, self.port)
-        env = {k: v for k, v in os.environ.items() if k != "GATEWAY_MODEL_SERVER_KEY"}
-        if self.with_model_server:
-            env |= self._start_model_server()
+        try:
+            env = {k: v for k, v in os.environ.items() if k != "GATEWAY_MODEL_SERVER_KEY"}
+            if self.with_model_server:
+                env |= self._start_model_server()
+            if not self.stopping:
+                self._start_workers(sock, env)
+            while not self.stopping:
+                self._supervise()
+                time.sleep(POLL_SECONDS)
+        finally:
+            # Whatever ended the loop (a signal, a child that would not start),
+            # nothing started here outlives the supervisor.
+            self.stopping = True
+            sock.close()
+            self._shutdown()
+        return 0
+
+    def _start_workers(self, sock: socket.socket, env: dict[str, str]) -> None:
         for number in range(1, self.count + 1):
             command = edge_command(self.host, self.port, fd=sock.fileno())
             child = Child(f"worker {number}", command, env, (sock.fileno(),))
             child.start()
             self.workers.append(child)
         self.say(f"{self.count} workers started (pids {', '.join(self._pids())})")
-        signal.signal(signal.SIGTERM, self._stop)
-        signal.signal(signal.SIGINT, self._stop)
-        while not self.stopping:
-            self._supervise()
-            time.sleep(POLL_SECONDS)
-        sock.close()
-        return self._shutdown()
 
     def _start_model_server(self) -> dict[str, str]:
         """The one process that holds local models; the workers' settings to reach it."""
@@ -142,8 +159,8 @@ class Supervisor:
         child.start()
         self.model_server = child
         url = f"http://127.0.0.1:{port}"
-        wait_ready(url, child, 120.0)
-        self.say(f"model server started on {url} (pid {child.process.pid})")  # type: ignore[union-attr]
+        if wait_ready(url, child, self.MODEL_SERVER_START_SECONDS, lambda: self.stopping):
+            self.say(f"model server started on {url} (pid {child.process.pid})")  # type: ignore[union-attr]
         return {"GATEWAY_LOCAL_MODELS_URL": f"{url}/v1", "GATEWAY_LOCAL_MODELS_KEY": key}
 
     def _pids(self) -> list[str]:
@@ -174,7 +191,7 @@ class Supervisor:
             self.say(f"{signal.Signals(signum).name}: draining the workers")
         self.stopping = True
 
-    def _shutdown(self) -> int:
+    def _shutdown(self) -> None:
         """SIGTERM to the workers (their drain), then the model server; what is
         still running after the grace and a margin is killed."""
         for worker in self.workers:
@@ -184,14 +201,15 @@ class Supervisor:
             self.model_server.signal(signal.SIGTERM)
             self._wait([self.model_server], self.grace + 10)
         self.say("stopped")
-        return 0
 
     def _wait(self, children: list[Child], seconds: float) -> None:
+        """One deadline for all of them: N slow children take `seconds`, not N times it."""
+        deadline = time.monotonic() + seconds
         for child in children:
             if child.process is None:
                 continue
             try:
-                child.process.wait(timeout=max(0.1, seconds))
+                child.process.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 logger.error("%s did not stop in %.0f s: killed", child.name, seconds)
                 child.process.kill()
