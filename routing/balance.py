@@ -21,6 +21,7 @@ Strategies, all weighted by each member's `weight`:
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -91,7 +92,13 @@ class SharedCounts(threading.Thread):
 
     def run(self) -> None:
         while not self.stopping.wait(self.period):
-            self.share()
+            # Nothing may end the thread: a dead one would leave the last counts
+            # of the other processes in place for good.
+            try:
+                self.share()
+            except Exception:
+                logger.exception("in-flight counts not shared")
+                self.counts.others = {}
 
     def share(self) -> None:
         import redis
@@ -103,24 +110,13 @@ class SharedCounts(threading.Thread):
             pipe.hset(_KEY, self.me, mine)
             pipe.hgetall(_KEY)
             _, every = pipe.execute()
+            others, gone = _others(every, self.me, now)
+            if gone:
+                self.client.hdel(_KEY, *gone)
         except (redis.RedisError, OSError) as exc:
             logger.warning("in-flight counts not shared (Redis): %s", exc)
             self.counts.others = {}
             return
-        others: dict[str, int] = {}
-        gone = []
-        for key, raw in every.items():
-            name = key.decode()
-            if name == self.me:
-                continue
-            entry = json.loads(raw)
-            if now - float(entry["at"]) > STALE_SECONDS:
-                gone.append(name)
-                continue
-            for deployment, n in entry["counts"].items():
-                others[deployment] = others.get(deployment, 0) + int(n)
-        if gone:
-            self.client.hdel(_KEY, *gone)
         self.counts.others = others
 
     def stop(self) -> None:
@@ -130,6 +126,30 @@ class SharedCounts(threading.Thread):
             self.client.hdel(_KEY, self.me)
         except Exception:  # leaving anyway; the entry goes stale
             logger.debug("could not withdraw in-flight counts", exc_info=True)
+
+
+def _others(every: dict[bytes, bytes], me: str, now: float) -> tuple[dict[str, int], list[str]]:
+    """The other processes' counts summed per deployment, and the entries to drop:
+    stale ones (a process gone without a word) and unreadable ones (nothing
+    this version wrote: it would fail every period)."""
+    others: dict[str, int] = {}
+    gone = []
+    for key, raw in every.items():
+        name = key.decode(errors="replace")
+        if name == me:
+            continue
+        try:
+            entry = json.loads(raw)
+            fresh = now - float(entry["at"]) <= STALE_SECONDS
+            counts = {str(d): int(n) for d, n in entry["counts"].items()} if fresh else {}
+        except (ValueError, TypeError, KeyError, AttributeError):
+            logger.warning("in-flight counts: dropping an unreadable entry %r", name)
+            fresh, counts = False, {}
+        if not fresh:
+            gone.append(name)
+        for deployment, n in counts.items():
+            others[deployment] = others.get(deployment, 0) + n
+    return others, gone
 
 
 class Latency:
@@ -173,7 +193,7 @@ class Balancer:
             key = (mapping_id, members[0][1].target.group)
             turn = self.turns.get(key, 0)
             self.turns[key] = turn + 1
-            first = smooth_wrr(weights)[turn % sum(weights)]
+            first = _smooth_wrr(tuple(weights))[turn % sum(weights)]
             return members[first:] + members[:first]
         if strategy == "latency":
             if self.rng() < EXPLORE:
@@ -186,13 +206,25 @@ class Balancer:
                 return (0, 0.0) if seen is None else (1, seen / weights[i])
 
             return [members[i] for i in sorted(range(len(members)), key=by_latency)]
-        # least-in-flight; ties go to a random member, so idle groups spread too.
+        # least-in-flight; ties go to the members in turn (from a start that moves
+        # one member per request), so an idle group spreads evenly, and a member
+        # never gets two tied requests in a row while another is as idle.
         load = [(self.inflight.count(n) + 1) / w for n, w in zip(names, weights, strict=True)]
-        ties = [self.rng() for _ in members]
-        return [members[i] for i in sorted(range(len(members)), key=lambda i: (load[i], ties[i]))]
+        key = (mapping_id, members[0][1].target.group)
+        start = self.turns.get(key, 0) % len(members)
+        self.turns[key] = start + 1
+        rank = sorted(range(len(members)), key=lambda i: (load[i], (i - start) % len(members)))
+        return [members[i] for i in rank]
 
 
 def smooth_wrr(weights: list[int]) -> list[int]:
+    """One cycle of smooth weighted round-robin, computed once per set of weights
+    (every request of a round-robin group asks for it)."""
+    return list(_smooth_wrr(tuple(weights)))
+
+
+@functools.lru_cache(maxsize=256)
+def _smooth_wrr(weights: tuple[int, ...]) -> tuple[int, ...]:
     """One cycle of smooth weighted round-robin (nginx): indices, each as often
     as its weight, spread out (weights 5,1,1 give 0,0,1,0,2,0,0)."""
     current = [0] * len(weights)
@@ -203,7 +235,7 @@ def smooth_wrr(weights: list[int]) -> list[int]:
         best = max(range(len(weights)), key=lambda i: current[i])
         current[best] -= total
         out.append(best)
-    return out
+    return tuple(out)
 
 
 _balancer: Balancer | None = None

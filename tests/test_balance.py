@@ -75,6 +75,13 @@ class TestStrategies:
         b.inflight.begin("a/m")
         assert names(b.order(group_route(weights=(3, 1))))[1] == "b"  # (4+1)/3 > 1
 
+    def test_least_in_flight_ties_take_turns(self) -> None:
+        b = balancer()
+        firsts = [names(b.order(group_route()))[1] for _ in range(6)]
+        assert firsts == ["a", "b", "a", "b", "a", "b"]
+        # Unequal weights are no tie: the heavier idle member goes first every time.
+        assert {names(b.order(group_route(weights=(2, 1))))[1] for _ in range(4)} == {"a"}
+
     def test_other_processes_counts_are_added(self) -> None:
         b = balancer()
         b.inflight.others = {"a/m": 5}
@@ -107,6 +114,42 @@ class TestStrategies:
 
 
 class TestSharedCounts:
+    def test_an_unreadable_entry_is_dropped_and_sharing_goes_on(self, redis_url: str) -> None:
+        one, two = InFlight(), InFlight()
+        share_one, share_two = SharedCounts(one, redis_url), SharedCounts(two, redis_url)
+        two.begin("a/m")
+        share_two.share()
+        share_one.client.hset("gateway:inflight", "garbage", b"not json")
+        share_one.client.hset("gateway:inflight", "odd", json.dumps({"at": "x"}))
+        share_one.share()
+        assert one.others == {"a/m": 1}
+        fields = share_one.client.hkeys("gateway:inflight")
+        assert b"garbage" not in fields and b"odd" not in fields
+        share_one.stop()
+        share_two.stop()
+
+    def test_the_share_thread_survives_a_failed_period(self, redis_url: str) -> None:
+        import threading
+
+        counts = InFlight()
+        sharing = SharedCounts(counts, redis_url, period=0.01)
+        calls: list[int] = []
+        done = threading.Event()
+
+        def flaky() -> None:
+            calls.append(1)
+            if len(calls) == 1:
+                raise RuntimeError("a bug in one period")
+            done.set()
+
+        sharing.share = flaky  # type: ignore[method-assign]
+        counts.others = {"a/m": 3}
+        sharing.start()
+        assert done.wait(30), "the thread died with the first failure"
+        sharing.stop()
+        sharing.join(30)
+        assert len(calls) >= 2
+
     def test_two_processes_see_each_others_counts_and_a_dead_one_drops_out(
         self, redis_url: str
     ) -> None:
