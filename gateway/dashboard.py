@@ -66,6 +66,11 @@ class Activity:
         history.note(attempts, row["status"], row["latency_ms"])
         self._trim()
 
+    def clear(self) -> None:
+        self.recent.clear()
+        self.window.clear()
+        self.last_outcome.clear()
+
     def rates(self) -> dict[str, float]:
         self._trim()
         requests = len(self.window)
@@ -218,6 +223,13 @@ def stop() -> None:
     _tasks.clear()
     _outbox.clear()
     _failing.clear()
+
+
+def reset() -> None:
+    """Forget this process's recent requests and its last hour (between tests;
+    the background sends are stop()'s)."""
+    activity.clear()
+    history.clear()
 
 
 class DashboardConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]

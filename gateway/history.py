@@ -52,6 +52,11 @@ class History:
                 failed = not succeeded(attempt.outcome)
                 self._add(per_backend, attempt.backend, failed, moved_on, attempt.elapsed_ms)
 
+    def clear(self) -> None:
+        """Forget every minute (tests: each starts with an empty hour)."""
+        with self._lock:
+            self._minutes.clear()
+
     @staticmethod
     def _add(
         per_backend: dict[str, list[int]], backend: str, failed: bool, moved_on: bool, ms: float

@@ -106,3 +106,41 @@ def test_a_routing_spec_imports_as_the_fields_it_names(
     assert targets[1].local_model.name == "small" and targets[1].provider is None
     with pytest.raises(ValueError, match="no_such_field"):
         routing_document({"providers": [{"name": "x", "kind": "openai", "no_such_field": 1}]})
+
+
+# These two run in this order (one file, one worker): the first leaves state in
+# this process's memory, the second must not see it (conftest's autouse reset).
+_LEFT_BEHIND: dict[str, Any] = {}
+
+
+def test_process_state_left_by_one_test() -> None:
+    import asyncio
+
+    from gateway import budgets
+    from gateway.dashboard import activity
+    from gateway.history import history
+    from routing import balance
+    from routing.served import Attempt
+
+    balance.balancer().inflight.begin("p/m")
+    balance.balancer().turns[(1, "g")] = 5
+    history.note([Attempt("p", "m", "ok", 10.0)], 200, 11.0)
+    activity.last_outcome["p"] = ("ok", 0.0)
+    asyncio.run(budgets.store().seed("gateway:spend:1:day", 7, 60))
+    _LEFT_BEHIND["balancer"] = balance.balancer()
+
+
+def test_process_state_is_reset_before_the_next() -> None:
+    import asyncio
+
+    from gateway import budgets
+    from gateway.dashboard import activity
+    from gateway.history import history
+    from routing import balance
+
+    assert _LEFT_BEHIND, "runs after test_process_state_left_by_one_test"
+    assert balance.balancer() is not _LEFT_BEHIND["balancer"]
+    assert balance.balancer().inflight.mine() == {} and balance.balancer().turns == {}
+    assert history.export()["series"] == {}
+    assert activity.last_outcome == {} and not activity.recent
+    assert asyncio.run(budgets.store().get("gateway:spend:1:day")) is None
