@@ -74,14 +74,19 @@ def _anthropic_type(error: GatewayError) -> str:
     return _ANTHROPIC_TYPES.get(error.kind, "api_error")
 
 
-def error_body(error: GatewayError, protocol: Protocol) -> dict[str, Any]:
+def client_message(error: GatewayError) -> str:
+    """The error's text as anyone outside the process may read it (a client, the
+    admin's playground page)."""
     # Upstream text may echo the provider key or name internal addresses; the
     # gateway's own messages (which quote client-chosen names) only lose secrets.
     backend = getattr(error, "backend", None)
     if backend is None:
-        message = scrub.secrets(error.message)
-    else:
-        message = scrub.for_client(error.message, backend)
+        return scrub.secrets(error.message)
+    return scrub.for_client(error.message, backend)
+
+
+def error_body(error: GatewayError, protocol: Protocol) -> dict[str, Any]:
+    message = client_message(error)
     if protocol == "anthropic":
         return {
             "type": "error",

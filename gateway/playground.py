@@ -25,6 +25,7 @@ from routing import continuation, selectors
 
 from . import context
 from .costs import cost_of
+from .errors import client_message
 from .streaming import sse_response
 
 MAX_TOKENS = 4096
@@ -80,7 +81,7 @@ class _Encoder:
         return b""
 
     def error(self, error: GatewayError) -> bytes:
-        return _sse({"error": error.message, "status": error.status})
+        return _sse({"error": client_message(error), "status": error.status})
 
 
 def _sse(payload: dict[str, Any]) -> bytes:
@@ -109,8 +110,9 @@ async def stream(request: HttpRequest) -> HttpResponse:
     except GatewayError as exc:
         ctx.fail(exc, exc.status)
         context.finish(ctx)
-        return JsonResponse({"error": exc.message, "status": exc.status}, status=exc.status)
+        body = {"error": client_message(exc), "status": exc.status}
+        return JsonResponse(body, status=exc.status)
     except (ValueError, TypeError, AttributeError):
         return JsonResponse({"error": "A JSON object is expected.", "status": 400}, status=400)
     ctx.served = served
-    return sse_response(held, events, _Encoder(ctx), ctx, served.headers())
+    return await sse_response(held, events, _Encoder(ctx), ctx, served.headers())

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any, ClassVar, Protocol
 
 from django.http import HttpResponse, StreamingHttpResponse
@@ -53,8 +53,10 @@ class _InBand:
 
 
 async def _body(
-    held: list[Event], events: EventStream, encoder: Encoder, ctx: RequestContext
-) -> AsyncIterator[bytes]:
+    held: list[Event], events: EventStream, encoder: Encoder, ctx: RequestContext,
+    started: list[bool],
+) -> AsyncIterator[bytes]:  # fmt: skip
+    started.append(True)
     label = ctx.served.backend if ctx.served else "?"
     try:
         for event in held:
@@ -79,7 +81,7 @@ async def _body(
         error = EngineError(f"stream failed: {type(exc).__name__}")
         ctx.fail(error, error.status)
         yield encoder.error(error)
-    except BaseException:
+    except asyncio.CancelledError:
         if ctx.interrupted is None:  # the client went away (cancelled): recorded as such
             ctx.status, ctx.error_type = 499, "client_disconnected"
             raise
@@ -87,25 +89,87 @@ async def _body(
         ctx.fail(ctx.interrupted, 503)
         ctx.output_tokens = ctx.output_tokens or ctx.content_events
         yield encoder.error(ctx.interrupted)
+    except GeneratorExit:
+        # Closed before its end (the server stopped reading: the client is gone).
+        # A closed generator must not yield again: recorded, then it ends.
+        ctx.status, ctx.error_type = 499, "client_disconnected"
+        raise
     finally:
         await events.aclose()
         finish(ctx)
 
 
-def sse_response(
+class _Stream:
+    """An SSE response's body that owns its event source: whether or not the
+    body is ever read, the source is closed, and with it the in-flight count
+    and any half-open breaker token it holds.
+
+    The body's generator closes it when it runs. A generator never started
+    (the client left before the first byte) runs no `finally`, so `close()`,
+    which Django calls on a streaming response's content when the response is
+    closed (as a WSGI server would), closes the source on the event loop.
+    """
+
+    def __init__(
+        self, held: list[Event], events: EventStream, encoder: Encoder,
+        ctx: RequestContext,
+    ) -> None:  # fmt: skip
+        self._events, self._ctx = events, ctx
+        self._started: list[bool] = []  # the generator's first step appends to it
+        self._body = _body(held, events, encoder, ctx, self._started)
+        self._loop = asyncio.get_running_loop()
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._body
+
+    def close(self) -> None:
+        """Called from the loop's thread or a worker thread, once the response is done."""
+        if self._started or self._loop.is_closed():
+            return  # it ran: its finally closes the source
+        self._started.append(True)  # once
+        if not self._ctx.finished:
+            self._ctx.status, self._ctx.error_type = 499, "client_disconnected"
+        self._loop.call_soon_threadsafe(_spawn, _release(self._events, self._ctx))
+
+
+_releasing: set[asyncio.Task[None]] = set()  # held until done (the loop keeps weak refs)
+
+
+def _spawn(release: Coroutine[Any, Any, None]) -> None:
+    task = asyncio.get_running_loop().create_task(release)
+    _releasing.add(task)
+    task.add_done_callback(_releasing.discard)
+
+
+async def _release(events: EventStream, ctx: RequestContext | None = None) -> None:
+    """Close the event source; with `ctx`, also close the request's record (on a
+    failure path the caller's error handling records and closes it)."""
+    try:
+        await events.aclose()
+    finally:
+        if ctx is not None:
+            finish(ctx)
+
+
+async def sse_response(
     held: list[Event],
     events: EventStream,
     encoder: Encoder,
     ctx: RequestContext,
     headers: dict[str, str] | None = None,
 ) -> StreamingHttpResponse:
-    response = StreamingHttpResponse(
-        _body(held, events, encoder, ctx), content_type="text/event-stream"
-    )
-    response["Cache-Control"] = "no-cache"
-    response["X-Accel-Buffering"] = "no"
-    for key, value in (headers or {}).items():
-        response[key] = value
+    """The stream's response; the source is closed here if the response cannot be made."""
+    try:
+        response = StreamingHttpResponse(
+            _Stream(held, events, encoder, ctx), content_type="text/event-stream"
+        )
+        response["Cache-Control"] = "no-cache"
+        response["X-Accel-Buffering"] = "no"
+        for key, value in (headers or {}).items():
+            response[key] = value
+    except Exception:
+        await _release(events)
+        raise
     return response
 
 
@@ -128,4 +192,9 @@ async def answer(
         return response
     held, events, served = await continuation.stream(chat)
     ctx.served = served
-    return sse_response(held, events, _InBand(encoder(served.model)), ctx, served.headers())
+    try:
+        encode = _InBand(encoder(served.model))
+    except Exception:
+        await _release(events)
+        raise
+    return await sse_response(held, events, encode, ctx, served.headers())

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -17,6 +17,7 @@ from .conftest import LiveServer, configure_routing, fake_upstream, free_port, s
 pytestmark = pytest.mark.e2e
 
 KEY = "sk-flap-123"
+PROBED = "probe-me"  # healthy; each test injects its faults with fail_next
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +44,7 @@ def gateways(
     brittle = {**provider, "name": "brittle", "max_retries": 2, "breaker_fail_max": 1,
                "breaker_reset_timeout": 30.0, "retry_backoff": 0.01}  # fmt: skip
     cutter = {**provider, "name": "cutter", "breaker_reset_timeout": 30.0}
-    slowprobe = {**provider, "name": "slowprobe", "breaker_fail_max": 1, "first_byte_timeout": 3.0}
+    slowprobe = {**provider, "name": "slowprobe", "breaker_fail_max": 1, "first_byte_timeout": 6.0}
 
     def fallible(pattern: str, name: str, model: str) -> dict[str, object]:
         return {
@@ -59,7 +60,7 @@ def gateways(
                 {"pattern": "flap", "chain": chain},
                 fallible("brittle", "brittle", "fault-503"),
                 fallible("cutter", "cutter", "fault-cut-after:2"),
-                fallible("slowprobe", "slowprobe", "fault-slow-first-token:1.5"),
+                fallible("slowprobe", "slowprobe", PROBED),
             ],
         },
     )
@@ -165,19 +166,22 @@ def test_a_slow_probe_is_the_only_one_even_past_the_reset_timeout(
     """Half-open lets one probe through, for as long as that probe takes."""
     a, b = gateways
     upstream.reset()
-    model = "fault-slow-first-token:1.5"
-    upstream.fail_next(model, status=503, count=1)
+    upstream.fail_next(PROBED, status=503, count=1)
     opened = ask(a, "slowprobe")
     assert opened.headers["x-gateway-backend"] == "local:demo", opened.headers  # opened
     time.sleep(2.2)  # past the 1 s reset timeout (Redis keeps whole seconds): a probe is due
+    # The probe's answer takes 4 s (under the 6 s first-byte timeout).
+    upstream.fail_next(PROBED, fault="fault-slow-first-token:4", count=1)
     with ThreadPoolExecutor(1) as pool:
         probe = pool.submit(ask, a, "slowprobe")
-        time.sleep(1.2)  # the probe is still waiting for its slow answer (1.5 s) ...
-        other = ask(b, "slowprobe")  # ... past another reset timeout, in the other process
+        wait_until(lambda: upstream.count(model=PROBED) == 2, "the probe at the upstream")
+        # The probe holds the half-open token: the other process skips it, though
+        # the reset timeout has passed again.
+        other = ask(b, "slowprobe")
         assert other.headers["x-gateway-backend"] == "local:demo"
         assert "skipped (breaker open)" in other.headers["x-gateway-attempts"]
         assert probe.result().headers["x-gateway-backend"] == "slowprobe"
-    assert upstream.count(model=model) == 2  # the opening failure, and one probe
+    assert upstream.count(model=PROBED) == 2  # the opening failure, and one probe
     assert ask(b, "slowprobe").headers["x-gateway-backend"] == "slowprobe"  # closed again
 
 
@@ -200,14 +204,25 @@ def test_redis_down_still_serves(gateways, upstream: FakeUpstream) -> None:
 def test_a_probe_whose_client_leaves_gives_its_token_back(gateways, upstream: FakeUpstream) -> None:
     a, b = gateways
     upstream.reset()
-    model = "fault-slow-first-token:1.5"
-    upstream.fail_next(model, status=503, count=1)
+    upstream.fail_next(PROBED, status=503, count=1)
     assert ask(a, "slowprobe").headers["x-gateway-backend"] == "local:demo"  # opened
-    time.sleep(2.2)
+    time.sleep(2.2)  # past the 1 s reset timeout (Redis keeps whole seconds): a probe is due
+    upstream.fail_next(PROBED, fault="fault-hang", count=1)  # the probe never gets an answer
     body = {"model": "slowprobe", "messages": [{"role": "user", "content": "hi"}]}
     with pytest.raises(httpx.ReadTimeout):  # the probe's client gives up and goes
         httpx.post(f"{a.url}/v1/chat/completions", json=body, timeout=0.4)
-    time.sleep(0.3)
-    # Not locked out for the probe's whole budget: the next request probes again.
-    assert ask(b, "slowprobe").headers["x-gateway-backend"] == "slowprobe"
-    assert upstream.count(model=model) == 3
+    # Not locked out until the probe's 6 s first-byte timeout: as soon as the
+    # gateway sees the client gone, the token is back and the next request probes.
+    # (Until then a request skips the provider without reaching the upstream.)
+    wait_until(
+        lambda: ask(b, "slowprobe").headers["x-gateway-backend"] == "slowprobe",
+        "a new probe", seconds=5.0,
+    )
+    assert upstream.count(model=PROBED) == 3
+
+
+def wait_until(check: Callable[[], bool], what: str, seconds: float = 30.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
