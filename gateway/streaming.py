@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine
 from typing import Any, ClassVar, Protocol
 
 from django.http import HttpResponse, StreamingHttpResponse
@@ -55,7 +55,7 @@ class _InBand:
 async def _body(
     held: list[Event], events: EventStream, encoder: Encoder, ctx: RequestContext,
     started: list[bool],
-) -> AsyncIterator[bytes]:  # fmt: skip
+) -> AsyncGenerator[bytes, None]:  # fmt: skip
     started.append(True)
     label = ctx.served.backend if ctx.served else "?"
     try:
@@ -100,14 +100,16 @@ async def _body(
 
 
 class _Stream:
-    """An SSE response's body that owns its event source: whether or not the
-    body is ever read, the source is closed, and with it the in-flight count
-    and any half-open breaker token it holds.
+    """An SSE response's body that owns its event source: however the response
+    ends, the source is closed, and with it the in-flight count and any
+    half-open breaker token it holds.
 
-    The body's generator closes it when it runs. A generator never started
-    (the client left before the first byte) runs no `finally`, so `close()`,
-    which Django calls on a streaming response's content when the response is
-    closed (as a WSGI server would), closes the source on the event loop.
+    The body's generator closes it in its `finally`. Two ways it would not run
+    (or only when the garbage collector gets to it): a generator never started
+    (the client left before the first byte), and one left suspended (Django's
+    handler closes only its own wrapper around the body). `close()`, which
+    Django calls on a streaming response's content when the response is
+    closed (as a WSGI server would), closes either on the event loop.
     """
 
     def __init__(
@@ -118,27 +120,40 @@ class _Stream:
         self._started: list[bool] = []  # the generator's first step appends to it
         self._body = _body(held, events, encoder, ctx, self._started)
         self._loop = asyncio.get_running_loop()
+        self._closed = False
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         return self._body
 
     def close(self) -> None:
-        """Called from the loop's thread or a worker thread, once the response is done."""
-        if self._started or self._loop.is_closed():
-            return  # it ran: its finally closes the source
-        self._started.append(True)  # once
-        if not self._ctx.finished:
-            self._ctx.status, self._ctx.error_type = 499, "client_disconnected"
-        self._loop.call_soon_threadsafe(_spawn, _release(self._events, self._ctx))
+        """From the loop's thread or a worker thread, once the response is sent
+        or abandoned (never while the body runs)."""
+        if self._closed or self._loop.is_closed():
+            return
+        self._closed = True
+        if self._started:
+            ending = _aclose(self._body)  # a no-op for a body that ran to its end
+        else:
+            if not self._ctx.finished:
+                self._ctx.status, self._ctx.error_type = 499, "client_disconnected"
+            ending = _release(self._events, self._ctx)
+        self._loop.call_soon_threadsafe(_spawn, ending)
 
 
 _releasing: set[asyncio.Task[None]] = set()  # held until done (the loop keeps weak refs)
 
 
-def _spawn(release: Coroutine[Any, Any, None]) -> None:
-    task = asyncio.get_running_loop().create_task(release)
+def _spawn(ending: Coroutine[Any, Any, None]) -> None:
+    task = asyncio.get_running_loop().create_task(ending)
     _releasing.add(task)
     task.add_done_callback(_releasing.discard)
+
+
+async def _aclose(body: AsyncGenerator[bytes, None]) -> None:
+    try:
+        await body.aclose()
+    except Exception:
+        logger.exception("closing a stream's body failed")
 
 
 async def _release(events: EventStream, ctx: RequestContext | None = None) -> None:

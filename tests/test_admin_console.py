@@ -345,3 +345,36 @@ def test_the_playground_applies_the_chosen_keys_rules(
     assert client.post(url, json.dumps(body), content_type="application/json").status_code == 302
     page = admin_client.get("/admin/playground/").content.decode()
     assert 'id="pg-model"' in page and "only-gpt" in page
+
+
+@pytest.mark.django_db(transaction=True)  # the view's thread hop closes old connections
+def test_the_playground_shows_upstream_errors_scrubbed(admin_client: Client, settings: Any) -> None:
+    """An upstream's error text reaches the page as it reaches API clients: without
+    the provider key it echoes, or the internal address it was sent to."""
+    import json
+
+    from routing import selectors
+    from routing.config_io import import_document
+
+    from .conftest import single_try_provider
+    from .routing_spec import routing_document
+    from .test_edge_scrub import KEY as ECHOED
+    from .test_edge_scrub import echoing_upstream
+
+    settings.ENABLE_CLOUD_ROUTING = True
+    with echoing_upstream() as url:
+        document, keys = routing_document({
+            "providers": [{"name": "echo", **single_try_provider(ECHOED, base_url=url)}],
+            "mappings": [{"pattern": "echo-1", "chain": [{"provider": "echo"}]}],
+        })  # fmt: skip
+        import_document(document, keys, dry_run=False)
+        selectors.invalidate()
+        body = {"model": "echo-1", "prompt": "Hi", "key": ""}
+        response = admin_client.post(
+            "/admin/playground/stream/", json.dumps(body), content_type="application/json"
+        )
+    text = response.content.decode()
+    assert response.status_code == 502, text
+    assert "Incorrect API key provided" in text  # the upstream's words, ...
+    assert ECHOED not in text and ECHOED[:12] not in text  # ... without the key
+    assert "127.0.0.1" not in text and url.split("//")[1] not in text
