@@ -222,3 +222,32 @@ def test_create_api_key_takes_budgets() -> None:
     key = ApiKey.objects.get(name="ci")
     assert (key.budget_per_day, key.budget_per_month) == (Decimal("2.50"), Decimal("40"))
     assert "2.50 USD/day, 40 USD/month" in out.getvalue()
+
+
+@pytest.mark.django_db
+def test_a_price_past_the_columns_digits_is_a_named_problem() -> None:
+    """MappingTarget prices are DecimalField(12, 4): more is refused by the import's
+    check, with the place named, never by the database mid-write (PostgreSQL's
+    DataError)."""
+    from routing.config_io import import_document
+    from routing.config_schema import ConfigError
+
+    def chain(**prices: object) -> dict[str, object]:
+        return {
+            "version": 1,
+            "providers": [{"name": "cloud", "kind": "openai", "api_key_env": None}],
+            "mappings": [{"pattern": "gpt-*", "chain": [{"provider": "cloud", **prices}]}],
+        }
+
+    with pytest.raises(ConfigError) as failed:
+        import_document(chain(input_price=0.00001, output_price=123456789.5), {}, dry_run=False)
+    problems = "\n".join(failed.value.problems)
+    assert "mappings[0].chain[0].input_price: Ensure that there are no more than 4 decimal" in (
+        problems
+    )
+    assert "mappings[0].chain[0].output_price: Ensure that there are no more than 8 digits " in (
+        problems
+    )
+    assert not MappingTarget.objects.exists()
+    import_document(chain(input_price=12345678.1234, output_price=0.0001), {}, dry_run=False)
+    assert MappingTarget.objects.get().input_price == Decimal("12345678.1234")

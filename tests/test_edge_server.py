@@ -177,3 +177,21 @@ def test_connection_caps_per_client_and_per_process(tmp_path: Path) -> None:
         for sock in held:
             sock.close()
         server.stop()
+
+
+def test_a_body_sent_without_expect_still_reads_its_413(guarded: LiveServer) -> None:
+    """A client that sends its whole body before reading (no `Expect:
+    100-continue`, as simple clients do) reads the 413, not a reset: the guard
+    half-closes and drops the rest of the body instead of closing on it unread."""
+    body = b"x" * (8 * LIMIT)  # far past the socket buffers: unread, it would reset
+    with contextlib.closing(connect(guarded)) as sock:
+        sock.sendall(
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b"Content-Type: application/json\r\n"
+            + f"Content-Length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
+        status, answer = read_response(sock)
+    assert status == 413
+    assert answer["error"]["code"] == "request_too_large"  # type: ignore[index]
+    assert httpx.get(f"{guarded.url}/health", timeout=10).status_code == 200

@@ -5,6 +5,7 @@ request-log row."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 import threading
@@ -32,6 +33,7 @@ STREAMS = {
 }
 
 _ROWS = """
+import asyncio
 import json
 from gateway.usage.models import RequestLog
 print("ROWS=" + json.dumps([[r.requested_model, r.status, r.error_type, r.output_tokens]
@@ -150,3 +152,30 @@ def _refused_once_draining(url: str) -> httpx.Response:
         if response.status_code == 503:
             return response
     raise AssertionError("new requests were still served after SIGTERM")
+
+
+def test_the_reactor_is_stopped_once_whichever_comes_first(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A second SIGTERM stops the reactor; the drain ending after it must not
+    stop it again (Twisted raises ReactorNotRunning), nor the other way round."""
+    import twisted.internet
+    from twisted.internet.error import ReactorNotRunning
+
+    from gateway.edge import drain
+
+    class Reactor:  # Twisted's: running until fully stopped, stop() once only
+        running, stops = True, 0
+
+        def stop(self) -> None:
+            if self.stops:
+                raise ReactorNotRunning("Can't stop reactor that isn't running.")
+            self.stops += 1
+
+    reactor = Reactor()
+    monkeypatch.setattr(twisted.internet, "reactor", reactor, raising=False)
+    monkeypatch.setitem(drain._state, "draining", False)
+    drain.stop_reactor()  # the second signal
+    asyncio.run(drain.drain(grace=0))  # then the drain's end
+    assert reactor.stops == 1
+    reactor.running = False
+    drain.stop_reactor()
+    assert reactor.stops == 1

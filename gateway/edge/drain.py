@@ -74,7 +74,7 @@ def _take_signals() -> None:
     def on_signal(signum: int, frame: Any) -> None:
         if _state["draining"]:
             logger.warning("second signal: stopping now")
-            reactor.callFromThread(reactor.stop)
+            reactor.callFromThread(stop_reactor)
             return
         reactor.callFromThread(lambda: asyncio.ensure_future(drain()))
 
@@ -83,8 +83,6 @@ def _take_signals() -> None:
 
 
 async def drain(grace: float | None = None) -> None:
-    from twisted.internet import reactor
-
     grace = settings.GATEWAY_SHUTDOWN_GRACE_SECONDS if grace is None else grace
     _state["draining"] = True
     if _state["guard"] is not None:
@@ -98,7 +96,19 @@ async def drain(grace: float | None = None) -> None:
     # The finished requests' listeners run two loop turns after finish().
     for _ in range(3):
         await asyncio.sleep(0)
-    reactor.stop()
+    stop_reactor()
+
+
+def stop_reactor() -> None:
+    """Stop the reactor unless it is stopping already: a second signal and the
+    drain's own end both come here, in either order (a second stop() would
+    raise ReactorNotRunning)."""
+    from twisted.internet import reactor
+    from twisted.internet.error import ReactorNotRunning
+
+    if reactor.running:
+        with contextlib.suppress(ReactorNotRunning):  # running, but stop() was called
+            reactor.stop()
 
 
 async def _wait_landed(seconds: float) -> None:

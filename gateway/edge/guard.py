@@ -36,27 +36,26 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
 from daphne.http_protocol import WebRequest
 from django.conf import settings
 from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.protocol import Protocol
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 
-from inference.errors import GatewayError, PayloadTooLarge
+from inference.errors import GatewayError
 
 from ..errors import protocol_for
 from ..keys.auth import key_in
 from . import refusals
+from .refusals import both_envelopes, error, raw_response
 
 logger = logging.getLogger(__name__)
 
-_REASONS = {
-    408: "Request Timeout",
-    413: "Payload Too Large",
-    431: "Request Header Fields Too Large",
-    503: "Service Unavailable",
-}
+# After a refusal, how long and how much of the rest of a request is read and
+# dropped (so the client reads the answer rather than a reset), before the
+# connection is cut: a few seconds of a fast upload, never an unbounded one.
+DRAIN_SECONDS = 5.0
+DRAIN_BYTES = 64 << 20
 
 
 def _reactor() -> Any:
@@ -94,40 +93,6 @@ class Limits:
             max_connections=max(1, min(settings.GATEWAY_MAX_CONNECTIONS, fd_room)),
             max_per_client=settings.GATEWAY_MAX_CONNECTIONS_PER_CLIENT,
         )
-
-
-def error(status: int, code: str, message: str) -> GatewayError:
-    failure = PayloadTooLarge(message) if status == 413 else GatewayError(message, status=status)
-    failure.code = code
-    failure.kind = {413: "request_too_large", 503: "overloaded"}.get(status, "invalid_request")
-    return failure
-
-
-def raw_response(status: int, body: bytes, extra: tuple[bytes, ...] = ()) -> bytes:
-    head = [
-        f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}".encode(),
-        b"Content-Type: application/json",
-        f"Content-Length: {len(body)}".encode(),
-        b"Connection: close",
-        *extra,
-    ]
-    return b"\r\n".join(head) + b"\r\n\r\n" + body
-
-
-def both_envelopes(failure: GatewayError) -> bytes:
-    """One body that both SDKs read: OpenAI's `error.message/type/code` and
-    Anthropic's `type: error` with `error.type/message`."""
-    return orjson.dumps(
-        {
-            "type": "error",
-            "error": {
-                "type": "overloaded_error",
-                "message": failure.message,
-                "code": failure.code,
-                "param": None,
-            },
-        }
-    )
 
 
 class Refused(Protocol):
@@ -206,6 +171,8 @@ class GuardedConnection(ProtocolWrapper):
         self.head_bytes = 0
         self.tail = b""
         self.refused = False
+        self.drain_left = 0  # bytes still dropped after a refusal before it is cut
+        self.drain_timer: IDelayedCall | None = None
         self.deadline: IDelayedCall | None = None
         self.expires: float | None = None  # reactor time, None: no deadline now
         self.kind: str | None = None  # "header", "body", or None: idle
@@ -222,7 +189,12 @@ class GuardedConnection(ProtocolWrapper):
 
     def dataReceived(self, data: bytes) -> None:
         if self.refused:
-            return  # answered already: the rest of the request is not read
+            # Answered already: what the client still sends is dropped unparsed,
+            # up to a bound (see refuse()).
+            self.drain_left -= len(data)
+            if self.drain_left < 0:
+                self.transport.abortConnection()
+            return
         if not self.in_request and self._head_too_large(data):
             self.refuse(error(431, "header_too_large", "the request's headers are too large"))
             return
@@ -281,7 +253,13 @@ class GuardedConnection(ProtocolWrapper):
         headers = headers or {}
         status, body = refusals.envelope(failure, path, headers)
         self.transport.write(raw_response(status, body))
-        self.transport.loseConnection()
+        # Half-close, then read and drop what the client still sends, for a
+        # while: closing with its bytes unread would reset the connection, and
+        # a client still sending its body (no `Expect: 100-continue`) would see
+        # the reset instead of this answer. As `Refused` does for a cap.
+        self.transport.loseWriteConnection()
+        self.drain_left = DRAIN_BYTES
+        self.drain_timer = _reactor().callLater(DRAIN_SECONDS, self.transport.abortConnection)
         protocol = protocol_for(path, headers)
         refusals.in_background(
             refusals.refused(failure, status, protocol=protocol, path=path, secret=key_in(headers))
@@ -321,9 +299,16 @@ class GuardedConnection(ProtocolWrapper):
         kind = self.kind
         self.refuse(error(408, f"{kind}_timeout", f"the request's {kind} did not arrive in time"))
 
+    def loseConnection(self) -> None:
+        if self.refused:
+            return  # the refusal's drain ends the connection (a close now would reset it)
+        super().loseConnection()
+
     def connectionLost(self, reason: Any) -> None:
         self._disarm()
         self._cancel_timer()
+        if self.drain_timer is not None and self.drain_timer.active():
+            self.drain_timer.cancel()
         super().connectionLost(reason)
 
 

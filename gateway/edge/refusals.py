@@ -6,6 +6,8 @@ happens before a view opens the request's record. It is counted per reason in
 knows, it also becomes a request-log row of that key (status and error code,
 no tokens), through the same request-context listeners as any request. An
 unknown or missing key leaves no row: anonymous floods must not fill the log.
+The raw HTTP answers the edge guard writes itself (before daphne parses
+anything) are made here too.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Any
 import orjson
 
 from gateway.keys import selectors as keyring
-from inference.errors import GatewayError
+from inference.errors import GatewayError, PayloadTooLarge
 
 from .. import context, metrics
 from ..errors import Protocol, error_body, protocol_for, status_for
@@ -31,6 +33,48 @@ _ENDPOINTS = {
     "/v1/messages": "messages",
     "/v1/messages/count_tokens": "messages.count_tokens",
 }
+
+
+_REASONS = {
+    408: "Request Timeout",
+    413: "Payload Too Large",
+    431: "Request Header Fields Too Large",
+    503: "Service Unavailable",
+}
+
+
+def error(status: int, code: str, message: str) -> GatewayError:
+    failure = PayloadTooLarge(message) if status == 413 else GatewayError(message, status=status)
+    failure.code = code
+    failure.kind = {413: "request_too_large", 503: "overloaded"}.get(status, "invalid_request")
+    return failure
+
+
+def raw_response(status: int, body: bytes, extra: tuple[bytes, ...] = ()) -> bytes:
+    head = [
+        f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}".encode(),
+        b"Content-Type: application/json",
+        f"Content-Length: {len(body)}".encode(),
+        b"Connection: close",
+        *extra,
+    ]
+    return b"\r\n".join(head) + b"\r\n\r\n" + body
+
+
+def both_envelopes(failure: GatewayError) -> bytes:
+    """One body that both SDKs read: OpenAI's `error.message/type/code` and
+    Anthropic's `type: error` with `error.type/message`."""
+    return orjson.dumps(
+        {
+            "type": "error",
+            "error": {
+                "type": "overloaded_error",
+                "message": failure.message,
+                "code": failure.code,
+                "param": None,
+            },
+        }
+    )
 
 
 def endpoint_for(path: str) -> str:
