@@ -116,9 +116,9 @@ _LEFT_BEHIND: dict[str, Any] = {}
 def test_process_state_left_by_one_test() -> None:
     import asyncio
 
-    from gateway import budgets
     from gateway.dashboard import activity
     from gateway.history import history
+    from gateway.keys import budgets
     from routing import balance
     from routing.served import Attempt
 
@@ -133,9 +133,9 @@ def test_process_state_left_by_one_test() -> None:
 def test_process_state_is_reset_before_the_next() -> None:
     import asyncio
 
-    from gateway import budgets
     from gateway.dashboard import activity
     from gateway.history import history
+    from gateway.keys import budgets
     from routing import balance
 
     assert _LEFT_BEHIND, "runs after test_process_state_left_by_one_test"
