@@ -232,7 +232,7 @@ def reset() -> None:
     history.clear()
 
 
-class DashboardConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
+class DashboardConsumer(AsyncJsonWebsocketConsumer):
     """One open dashboard page. Staff only: anyone else is refused at the handshake."""
 
     joined = False

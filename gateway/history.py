@@ -46,7 +46,8 @@ class History:
                 for old in sorted(self._minutes)[: len(self._minutes) - MINUTES - 1]:
                     del self._minutes[old]
             if not tried:
-                self._add(per_backend, NO_BACKEND, status >= 500 or status == 429, 0, latency_ms)
+                failed = status >= 500 or status == 429
+                self._add(per_backend, NO_BACKEND, failed, False, latency_ms)
             for i, attempt in enumerate(tried):
                 moved_on = i + 1 < len(tried) and tried[i + 1].backend != attempt.backend
                 failed = not succeeded(attempt.outcome)

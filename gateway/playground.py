@@ -14,6 +14,7 @@ import orjson
 from channels.db import database_sync_to_async
 from django.contrib.auth.decorators import user_passes_test
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http.response import HttpResponseBase
 from django.template.response import TemplateResponse
 from django.views.decorators.http import require_POST
 
@@ -90,7 +91,7 @@ def _sse(payload: dict[str, Any]) -> bytes:
 
 @user_passes_test(_staff)
 @require_POST
-async def stream(request: HttpRequest) -> HttpResponse:
+async def stream(request: HttpRequest) -> HttpResponseBase:
     ctx = context.RequestContext(protocol="openai", endpoint="playground")
     try:
         data = orjson.loads(request.body)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import secrets
+from collections.abc import Callable
 from pathlib import Path
 
 import dj_database_url
@@ -56,7 +57,7 @@ DATA_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
 _private(DATA_DIR, 0o700)
 
 
-def _persisted_secret(filename: str, factory: callable) -> str:  # type: ignore[valid-type]
+def _persisted_secret(filename: str, factory: Callable[[], str]) -> str:
     """Create a secret once and keep it, so restarts do not log everyone out."""
     path = DATA_DIR / filename
     if path.exists():

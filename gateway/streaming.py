@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine
-from typing import Any, ClassVar, Protocol
+from typing import Any, Protocol
 
 from django.http import HttpResponse, StreamingHttpResponse
 
@@ -34,7 +34,8 @@ class WireEncoder(Protocol):
     """A wire protocol's stream encoder (`inference.wire`): it frames an in-band
     error's envelope, which `gateway.errors` builds."""
 
-    protocol: ClassVar[ErrorProtocol]
+    @property
+    def protocol(self) -> ErrorProtocol: ...  # read-only: an encoder's class names one
 
     def encode(self, event: Event) -> bytes: ...
 
@@ -193,7 +194,7 @@ async def answer(
     chat: ChatRequest,
     render: Callable[[ChatResult, str], dict[str, Any]],
     encoder: Callable[[str], WireEncoder],
-) -> HttpResponse:
+) -> HttpResponse | StreamingHttpResponse:
     """Route the request and answer in the client's protocol (`render` / `encoder`)."""
     if not chat.stream:
         result, served = await failover.complete(chat)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django.http import HttpRequest, HttpResponse
+from django.http.response import HttpResponseBase
 from ninja import Router
 
 from inference.wire import anthropic as wire
@@ -22,7 +23,7 @@ def _body(schema: type[wire.CountTokensRequest]) -> dict[str, object]:
 
 
 @router.post("/messages", openapi_extra=_body(wire.MessagesRequest))
-async def messages(request: HttpRequest) -> HttpResponse:
+async def messages(request: HttpRequest) -> HttpResponseBase:
     ctx = await context.begin(request, "anthropic", "messages")
     chat = wire.parse_request(decode_json(request.body))
     chat.headers = wire.forwarded_headers(request.headers)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest
+from django.http.response import HttpResponseBase
 from ninja import Router
 
 from inference.wire import openai as wire
@@ -22,7 +23,7 @@ _CHAT_BODY = {
 
 
 @router.post("/chat/completions", openapi_extra=_CHAT_BODY)
-async def chat_completions(request: HttpRequest) -> HttpResponse:
+async def chat_completions(request: HttpRequest) -> HttpResponseBase:
     ctx = await context.begin(request, "openai", "chat.completions")
     chat, include_usage = wire.parse_request(decode_json(request.body))
     await context.admit(ctx, chat.model, stream=chat.stream)
