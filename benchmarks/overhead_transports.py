@@ -1,14 +1,14 @@
 """`bench_overhead.py --transports`: the gateway's upstream HTTP client, library or hand-written.
 
-    .venv/bin/pip install -e '.[bench]'   # httpx-aiohttp, for the aiohttp transport
     .venv/bin/python benchmarks/bench_overhead.py --transports [--seconds 5] [--rounds 2]
 
 One fake upstream and one routing set-up; one gateway process per transport
-(benchmarks/transport_gateway.py picks it): httpx's own AsyncHTTPTransport,
-httpx-aiohttp's AiohttpTransport, and the hand-written one where the code still
-has it. Measured in the same run, against the upstream called directly:
-added latency (p50/p99, c=1, requests interleaved over every target) for whole
-answers and for a stream's first content, and requests/s at concurrency 32
+(benchmarks/transport_gateway.py picks it): httpx's own AsyncHTTPTransport
+and httpx-aiohttp's AiohttpTransport, the gateway's own (and up to commit
+654ab61, the hand-written one it replaced). Measured in the same run, against
+the upstream called directly: added latency (p50/p99, c=1, requests
+interleaved over every target) for whole answers and for a stream's first
+content, and requests/s at concurrency 32
 (wrk; `--rounds` passes over the targets in turn, the median kept) with the
 gateway's CPU per request. The rule printed at the end: a hand-written
 transport is kept only if it beats the best library by more than 15 % on both
@@ -33,13 +33,9 @@ LIBRARIES = ("httpx", "aiohttp")
 
 
 def available() -> list[str]:
-    names = ["httpx"]
-    if importlib.util.find_spec("httpx_aiohttp") is not None:
-        names.append("aiohttp")
-    else:
-        say("httpx-aiohttp is not installed (pip install -e '.[bench]'): aiohttp left out")
+    names = ["httpx", "aiohttp"]
     if importlib.util.find_spec("inference.cloud.http11") is not None:
-        names.insert(0, "lean")
+        names.insert(0, "lean")  # the hand-written transport, up to commit 654ab61
     return names
 
 

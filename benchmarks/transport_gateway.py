@@ -2,13 +2,14 @@
 the cloud clients chosen by BENCH_UPSTREAM_TRANSPORT (`bench_overhead.py
 --transports` only; the gateway itself has one transport):
 
-    BENCH_UPSTREAM_TRANSPORT=aiohttp python -m benchmarks.transport_gateway \
+    BENCH_UPSTREAM_TRANSPORT=httpx python -m benchmarks.transport_gateway \
         -b 127.0.0.1 -p 8000 gateway.asgi:application
 
-`httpx`: httpx's own `AsyncHTTPTransport` (httpcore); `aiohttp`: the
-`httpx-aiohttp` package's `AiohttpTransport` (`pip install -e '.[bench]'`);
-`lean`: the hand-written `inference.cloud.http11` transport, where it exists.
-Each gets the gateway's connection limits (`inference.cloud.pool.LIMITS`).
+`aiohttp`: the gateway's own, httpx-aiohttp's transport as
+inference.cloud.connections sets it up; `httpx`: httpx's own
+AsyncHTTPTransport (httpcore) with the same limits. The hand-written HTTP/1.1
+transport this replaced is measured by this script as of commit 654ab61
+(`lean` there).
 """
 
 from __future__ import annotations
@@ -19,30 +20,28 @@ import daphne.server  # noqa: F401  (installs the asyncio reactor first, as gate
 import httpx
 
 from gateway.edge.server import GuardedCommandLine
-from inference.cloud import pool
+from inference.cloud import connections, pool
 
 
-def transport(name: str) -> httpx.AsyncBaseTransport:
-    if name == "httpx":
-        return httpx.AsyncHTTPTransport(limits=pool.LIMITS)
-    if name == "aiohttp":
-        from httpx_aiohttp import AiohttpTransport
+class HttpxTransport(httpx.AsyncHTTPTransport):
+    """httpx's own transport with the gateway's connection limits."""
 
-        return AiohttpTransport(limits=pool.LIMITS)
-    if name == "lean":
-        from inference.cloud.http11 import KeepAliveTransport
+    in_flight = 0  # not counted: the benchmark never retires a provider's client
 
-        limits = pool.LIMITS
-        return KeepAliveTransport(
-            max_connections=limits.max_connections or 512,
-            max_idle=limits.max_keepalive_connections or 128,
+    def __init__(self) -> None:
+        limits = httpx.Limits(
+            max_connections=connections.MAX_CONNECTIONS,
+            max_keepalive_connections=128,
+            keepalive_expiry=connections.KEEPALIVE_EXPIRY,
         )
-    raise SystemExit(f"BENCH_UPSTREAM_TRANSPORT: unknown transport {name!r}")
+        super().__init__(limits=limits)
 
 
 if __name__ == "__main__":
-    chosen = os.environ.get("BENCH_UPSTREAM_TRANSPORT", "httpx")
-    transport(chosen)  # an unknown name stops here, before the server starts
-    # The benchmark's one seam: the pool asks this function for each provider's transport.
-    pool._transport = lambda: transport(chosen)  # type: ignore[assignment]
+    chosen = os.environ.get("BENCH_UPSTREAM_TRANSPORT", "aiohttp")
+    if chosen == "httpx":
+        # The benchmark's one seam: the class the pool makes each provider's transport from.
+        pool.Transport = HttpxTransport  # type: ignore[misc,assignment]
+    elif chosen != "aiohttp":
+        raise SystemExit(f"BENCH_UPSTREAM_TRANSPORT: unknown transport {chosen!r}")
     GuardedCommandLine.entrypoint()

@@ -8,7 +8,7 @@ official `openai` SDK."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import openai
@@ -17,6 +17,7 @@ import pytest
 from fake_upstream import FakeUpstream
 from inference.cloud.config import ProviderConfig, RetryPolicy, Timeouts
 from inference.cloud.errors import UpstreamError
+from inference.cloud.pool import pool
 from inference.cloud.transport import post_json
 from inference.types import ChatRequest, Message, TextPart
 
@@ -30,6 +31,13 @@ BUDGET = 6.0
 PAST = 60.0  # a pause no budget here waits for
 
 
+@pytest.fixture
+async def closing_pool() -> AsyncIterator[None]:
+    """The providers' connections this test's loop opened, closed with it."""
+    yield
+    await pool.aclose()
+
+
 def config(upstream: FakeUpstream, *, total: float = BUDGET, idle: float = 30.0) -> ProviderConfig:
     timeouts = Timeouts(first_byte=FIRST_BYTE, stream_idle=idle, total=total)
     return ProviderConfig("slow", "openai", f"{upstream.url}/v1", KEY, timeouts=timeouts,
@@ -40,6 +48,7 @@ def body(model: str) -> dict[str, Any]:
     return {"model": model, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
 
 
+@pytest.mark.usefixtures("closing_pool")
 async def test_a_slow_body_within_the_budget_is_read(upstream: FakeUpstream) -> None:
     started = time.monotonic()
     data = await post_json(config(upstream), "/chat/completions", body(f"fault-slow-body:{SLOW}"),
@@ -48,6 +57,7 @@ async def test_a_slow_body_within_the_budget_is_read(upstream: FakeUpstream) -> 
     assert data["choices"][0]["message"]["content"]
 
 
+@pytest.mark.usefixtures("closing_pool")
 async def test_a_body_past_the_budget_is_the_budget_spent(upstream: FakeUpstream) -> None:
     with pytest.raises(UpstreamError) as caught:
         await post_json(config(upstream), "/chat/completions", body(f"fault-slow-body:{PAST}"),
@@ -56,6 +66,7 @@ async def test_a_body_past_the_budget_is_the_budget_spent(upstream: FakeUpstream
     assert (caught.value.status, caught.value.code) == (504, "upstream_timeout")
 
 
+@pytest.mark.usefixtures("closing_pool")
 async def test_without_a_deadline_the_providers_total_applies(upstream: FakeUpstream) -> None:
     with pytest.raises(UpstreamError) as caught:
         await post_json(config(upstream, total=1.0), "/chat/completions",
@@ -63,6 +74,7 @@ async def test_without_a_deadline_the_providers_total_applies(upstream: FakeUpst
     assert caught.value.failure == "budget"
 
 
+@pytest.mark.usefixtures("closing_pool")
 async def test_a_stalled_body_times_out_by_the_idle_limit(upstream: FakeUpstream) -> None:
     # Half the body, then silence: the content did not come (no retry, next target).
     with pytest.raises(UpstreamError) as caught:
@@ -72,6 +84,7 @@ async def test_a_stalled_body_times_out_by_the_idle_limit(upstream: FakeUpstream
     assert "stalled" in caught.value.message
 
 
+@pytest.mark.usefixtures("closing_pool")
 async def test_a_model_servers_whole_answer_has_the_requests_budget(
     upstream: FakeUpstream, settings: Any
 ) -> None:

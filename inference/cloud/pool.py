@@ -1,41 +1,38 @@
-"""One keep-alive `httpx.AsyncClient` per provider (and event loop), reused.
+"""One keep-alive transport per provider (and event loop), reused.
 
 Each provider's requests are prepared once: its URLs parsed, its headers
-(the decrypted key among them) normalised. A request then costs httpx only
-what it must do per request.
+(the decrypted key among them) normalised. A request then goes straight to
+the provider's transport (httpx's transport API, `handle_async_request`): the
+cloud clients use none of what `httpx.AsyncClient` adds around it (redirects,
+cookies, auth flows, event hooks), and the read limits are the callers' own
+(first byte, first token, stream idle, the request's budget).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
 
 import httpx
 
 from .config import ProviderConfig
-from .http11 import KeepAliveTransport, proxy_configured
+from .connections import Transport
 
 logger = logging.getLogger(__name__)
 
 USER_AGENT = "llm-gateway"
-# Per provider and event loop: the lean transport and httpx's own keep to the same.
-LIMITS = httpx.Limits(max_connections=512, max_keepalive_connections=128)
 
 
 class Upstream:
-    """A provider's pooled client and its prepared request parts."""
+    """A provider's pooled connections and its prepared request parts."""
 
     def __init__(self, config: ProviderConfig) -> None:
         self.config = config
-        self._transport = _transport()
-        self.client = _Client(
-            # Read limits are the callers' (first byte, stream idle, the request's
-            # budget), applied around each wait; httpx keeps the connect limit.
-            timeout=httpx.Timeout(None, connect=config.timeouts.connect),
-            transport=self._transport,
-            limits=LIMITS,  # used when httpx's own transport is (proxies)
-        )
+        self.transport = Transport()
+        self.closed = False
+        # httpx's timeout extension: only the connect limit is the transport's.
+        self._timeouts = {"connect": config.timeouts.connect, "read": None, "write": None,
+                          "pool": None}  # fmt: skip
         self._headers = httpx.Headers(
             {
                 **config.auth_headers(),
@@ -48,10 +45,8 @@ class Upstream:
         self._urls: dict[str, httpx.URL] = {}
 
     def busy(self) -> bool:
-        """Requests still running on this client (unknown through a proxy: assumed)."""
-        if isinstance(self._transport, KeepAliveTransport):
-            return self._transport.in_flight > 0
-        return True
+        """Requests still running on these connections."""
+        return self.transport.in_flight > 0
 
     def request(
         self,
@@ -67,7 +62,19 @@ class Upstream:
         if headers:
             prepared = httpx.Headers(prepared)
             prepared.update(headers)
-        return httpx.Request(method, url, headers=prepared, content=body)
+        return httpx.Request(
+            method, url, headers=prepared, content=body, extensions={"timeout": self._timeouts}
+        )
+
+    async def send(self, request: httpx.Request) -> httpx.Response:
+        """The response once its head is in; its body streams (close it when done)."""
+        if self.closed:
+            raise httpx.ConnectError("the provider's connections are closed")
+        return await self.transport.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        self.closed = True
+        await self.transport.aclose()
 
 
 class ClientPool:
@@ -85,9 +92,7 @@ class ClientPool:
         key = (id(asyncio.get_running_loop()), config.name)
         kept = self._upstreams.setdefault(key, [])
         for upstream in kept:
-            if (upstream.config is config or upstream.config == config) and not (
-                upstream.client.is_closed
-            ):
+            if (upstream.config is config or upstream.config == config) and not upstream.closed:
                 return upstream
         upstream = Upstream(config)
         kept.insert(0, upstream)
@@ -102,7 +107,7 @@ class ClientPool:
         upstreams = [u for kept in self._upstreams.values() for u in kept]
         self._upstreams = {}
         for upstream in upstreams:
-            await upstream.client.aclose()
+            await upstream.aclose()
         for task in list(self._retired):
             task.cancel()
         return len(upstreams)
@@ -116,42 +121,7 @@ async def _close_when_idle(upstream: Upstream, longest: float = 3600.0) -> None:
             await asyncio.sleep(5.0)
             waited += 5.0
     finally:
-        await upstream.client.aclose()
-
-
-def _transport() -> httpx.AsyncBaseTransport | None:
-    """The lean transport, or None (httpx's own) when the environment sets a proxy:
-    httpx applies environment proxies only to clients built without a transport."""
-    if proxy_configured():
-        return None
-    return KeepAliveTransport(
-        max_connections=LIMITS.max_connections, max_idle=LIMITS.max_keepalive_connections
-    )
-
-
-class _NoCookies(httpx.Cookies):
-    """Never any cookie: one client serves every caller, so cookies set by an
-    upstream must not travel from one caller's request to the next (and reading
-    them costs httpx a urllib request object per response)."""
-
-    def extract_cookies(self, response: httpx.Response) -> None:
-        return None
-
-    def set_cookie_header(self, request: httpx.Request) -> None:
-        return None
-
-
-_NO_COOKIES = _NoCookies()
-
-
-class _Client(httpx.AsyncClient):
-    @property  # type: ignore[override]
-    def cookies(self) -> httpx.Cookies:
-        return _NO_COOKIES
-
-    @cookies.setter
-    def cookies(self, cookies: Any) -> None:
-        return None
+        await upstream.aclose()
 
 
 pool = ClientPool()

@@ -52,7 +52,7 @@ async def _send(
     request = upstream.request("POST", path, jsonio.dumps(body), headers)
     try:
         async with asyncio.timeout(_remaining(deadline, config.timeouts.first_byte)):
-            return await upstream.client.send(request, stream=True)
+            return await upstream.send(request)
     except (httpx.HTTPError, TimeoutError, OSError) as exc:
         # A connection-level failure, or a silent server (or the budget spent first).
         failure = "connection"
