@@ -61,7 +61,7 @@ async def shutdown() -> None:
     from routing.backends import get_engine
 
     from . import dashboard
-    from .keys import ratelimit
+    from .keys import budgets, ratelimit
     from .usage import writer as request_log
 
     async def step(name: str, work: Any) -> Any:
@@ -76,6 +76,7 @@ async def shutdown() -> None:
     await step("stopping the engine", asyncio.to_thread(get_engine().close))
     logger.info("shutdown: closed %s upstream connection pool(s), engine stopped", closed)
     await step("writing the rate-limit charges", ratelimit.aclose())
+    await step("writing the budget charges", budgets.aclose())
     # Other processes stop counting this one's requests in flight at once.
     await step("withdrawing the in-flight counts", asyncio.to_thread(balance.reset))
     waiting = await step("writing the request log", asyncio.to_thread(request_log.stop))

@@ -98,9 +98,40 @@ async def test_budget_counters_are_seeded_from_the_log_and_charged(
 async def _drain() -> None:
     store = budgets.store()
     if isinstance(store, budgets.RedisSpend):
-        import asyncio
+        await store.redis.settle()
 
-        await asyncio.gather(*list(store._tasks))
+
+async def test_redis_spend_writes_what_is_in_flight_when_closed(tmp_path: Path) -> None:
+    """A clean shutdown (gateway.startup) closes the store: the charges still on
+    their way reach Redis first, and the store works again after (a new client)."""
+    with redis_server(tmp_path) as url:
+        spend, other = budgets.RedisSpend(url), budgets.RedisSpend(url)  # two processes
+        assert await spend.seed("gateway:spend:1:day", 100, 60) == 100
+        spend.add("gateway:spend:1:day", 25, 60)  # a finished request's cost: a task
+        await spend.aclose()
+        assert await other.get("gateway:spend:1:day") == 125
+        spend.add("gateway:spend:1:day", 5, 60)
+        await spend.aclose()
+        assert await other.get("gateway:spend:1:day") == 130
+        await other.aclose()
+        await budgets.aclose()  # no store made yet in this process: nothing to do
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_budgets_admit_while_redis_is_down(
+    settings: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings.REDIS_URL = "redis://127.0.0.1:1/0"  # nothing listens there
+    budgets.reset()
+    try:
+        assert await _check(1, day=Decimal(1)) is None
+        assert await _check(1, day=Decimal(1)) is None
+        assert caplog.text.count("budgets not enforced") == 1  # logged, not per request
+        budgets.charge(1, Decimal(1))  # a failed write is logged too, never raised
+        await _drain()
+        await budgets.aclose()
+    finally:
+        budgets.reset()
 
 
 def test_periods_end_at_utc_midnight_and_month_end() -> None:

@@ -14,32 +14,25 @@ If Redis cannot be reached the request is admitted (logged), as with rate limits
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import math
 import threading
-import time
-import weakref
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
-from typing import Any
 
-import redis
-import redis.asyncio
 from channels.db import database_sync_to_async
 from django.conf import settings
 from django.db.models import Sum
 
 from inference.errors import RateLimited
 
-logger = logging.getLogger(__name__)
+from .counters_redis import FAILURES, CounterRedis
 
 MICRO = Decimal(1_000_000)
 
 
 def periods(now: datetime) -> dict[str, tuple[str, datetime, date]]:
-    """"day" and "month": (counter suffix, when the period ends, its first day)."""
+    """ "day" and "month": (counter suffix, when the period ends, its first day)."""
     today = now.date()
     tomorrow = datetime.combine(today + timedelta(days=1), datetime.min.time(), tzinfo=UTC)
     first = today.replace(day=1)
@@ -89,52 +82,24 @@ return 1
 
 class RedisSpend:
     def __init__(self, url: str) -> None:
-        self._url = url
-        # redis.asyncio connections belong to the loop that opened them.
-        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = (
-            weakref.WeakKeyDictionary()
-        )
-        self._tasks: set[asyncio.Task[Any]] = set()
-
-    def _client(self) -> Any:
-        loop = asyncio.get_running_loop()
-        if loop not in self._clients:
-            self._clients[loop] = redis.asyncio.Redis.from_url(self._url, socket_timeout=1.0)
-        return self._clients[loop]
+        self.redis = CounterRedis(url, "budgets")
 
     async def get(self, name: str) -> int | None:
-        value = await self._client().get(name)
+        value = await self.redis.client().get(name)
         return None if value is None else int(value)
 
     async def seed(self, name: str, micro: int, ttl: float) -> int:
-        client = self._client()
+        client = self.redis.client()
         await client.set(name, micro, nx=True, px=int(ttl * 1000))
         return int(await client.get(name) or micro)
 
     def add(self, name: str, micro: int, ttl: float) -> None:
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            return  # outside the server (a script): the database has it, for the next seed
-        task = loop.create_task(self._add(name, micro))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        # Outside the server (a script): the database has it, for the next seed.
+        self.redis.later(lambda client: client.eval(_ADD, 1, name, micro))
 
-    async def _add(self, name: str, micro: int) -> None:
-        try:
-            await self._client().eval(_ADD, 1, name, micro)
-        except (redis.RedisError, OSError) as exc:
-            outage(exc)
-
-
-_warned_at = 0.0
-
-
-def outage(exc: Exception) -> None:
-    global _warned_at
-    if time.monotonic() - _warned_at > 10:
-        _warned_at = time.monotonic()
-        logger.warning("budgets not enforced, Redis failed: %s", exc)
+    async def aclose(self) -> None:
+        """Let the cost charges in flight reach Redis, then close this loop's client."""
+        await self.redis.aclose()
 
 
 _store: MemorySpend | RedisSpend | None = None
@@ -178,8 +143,10 @@ async def check(
             if spent is None:
                 logged = await database_sync_to_async(logged_spend)(key_id, first_day)
                 spent = await store().seed(name, logged, ttl)
-        except (redis.RedisError, OSError) as exc:
-            outage(exc)
+        except FAILURES as exc:
+            current = store()
+            if isinstance(current, RedisSpend):  # the one store that can fail
+                current.redis.outage(exc)
             return
         if budget is not None and spent >= budget * MICRO:
             left = (ends - moment).total_seconds()
@@ -200,3 +167,10 @@ def charge(key_id: int, cost: Decimal, now: datetime | None = None) -> None:
     micro = int(cost * MICRO)
     for suffix, ends, _ in periods(moment).values():
         store().add(_name(key_id, suffix), micro, (ends - moment).total_seconds() + 3600)
+
+
+async def aclose() -> None:
+    """A clean shutdown: cost charges in flight are written, the connections closed."""
+    current = _store
+    if isinstance(current, RedisSpend):
+        await current.aclose()

@@ -15,20 +15,16 @@ must not take the gateway down with it.
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import threading
 import time
-import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import redis
-import redis.asyncio
 from django.conf import settings
 
-logger = logging.getLogger(__name__)
+from .counters_redis import FAILURES, SOCKET_TIMEOUT, CounterRedis
 
 WINDOW = 60.0
 
@@ -115,27 +111,12 @@ return 1
 
 class RedisLimiter:
     def __init__(self, url: str) -> None:
-        self._url = url
-        # redis.asyncio connections belong to the loop that opened them.
-        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = (
-            weakref.WeakKeyDictionary()
-        )
+        self.redis = CounterRedis(url, "rate limits")
         self._sync: Any = None
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._warned_at = 0.0
-
-    def _client(self) -> Any:
-        loop = asyncio.get_running_loop()
-        client = self._clients.get(loop)
-        if client is None:
-            client = redis.asyncio.Redis.from_url(self._url, socket_timeout=1.0)
-            self._clients[loop] = client
-        return client
 
     async def admit(
         self, key_id: int, rpm: int | None, tpm: int | None, *, count: bool = True
     ) -> Refusal | None:
-        client = self._client()
         args = [
             -1 if rpm is None else rpm,
             -1 if tpm is None else tpm,
@@ -143,9 +124,9 @@ class RedisLimiter:
             "1" if count else "0",
         ]
         try:
-            code, left_ms = await client.eval(_ADMIT, 2, *_names(key_id), *args)
-        except (redis.RedisError, OSError) as exc:
-            self._outage(exc)
+            code, left_ms = await self.redis.client().eval(_ADMIT, 2, *_names(key_id), *args)
+        except FAILURES as exc:
+            self.redis.outage(exc)
             return None
         if not code:
             return None
@@ -157,42 +138,20 @@ class RedisLimiter:
     def charge(self, key_id: int, tokens: int) -> None:
         """Add a finished request's tokens; never waits (it runs in a finish listener)."""
         args = (1, _names(key_id)[1], tokens, int(WINDOW * 1000))
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:  # called outside the server's loop (a script, a test)
-            self._charge_sync(args)
-            return
-        task = loop.create_task(self._charge(args))
-        self._tasks.add(task)  # the loop keeps only a weak reference to tasks
-        task.add_done_callback(self._tasks.discard)
-
-    async def _charge(self, args: tuple[Any, ...]) -> None:
-        try:
-            await self._client().eval(_CHARGE, *args)
-        except (redis.RedisError, OSError) as exc:
-            self._outage(exc)
+        if not self.redis.later(lambda client: client.eval(_CHARGE, *args)):
+            self._charge_sync(args)  # called outside the server's loop (a script, a test)
 
     def _charge_sync(self, args: tuple[Any, ...]) -> None:
         try:
             if self._sync is None:
-                self._sync = redis.Redis.from_url(self._url, socket_timeout=1.0)
+                self._sync = redis.Redis.from_url(self.redis.url, socket_timeout=SOCKET_TIMEOUT)
             self._sync.eval(_CHARGE, *args)
-        except (redis.RedisError, OSError) as exc:
-            self._outage(exc)
+        except FAILURES as exc:
+            self.redis.outage(exc)
 
     async def aclose(self) -> None:
         """Let the token charges in flight reach Redis, then close this loop's client."""
-        if self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
-        client = self._clients.pop(asyncio.get_running_loop(), None)
-        if client is not None:
-            await client.aclose()
-
-    def _outage(self, exc: Exception) -> None:
-        now = time.monotonic()
-        if now - self._warned_at > 10:
-            self._warned_at = now
-            logger.warning("rate limits not enforced, Redis failed: %s", exc)
+        await self.redis.aclose()
 
 
 _limiter: MemoryLimiter | RedisLimiter | None = None
