@@ -292,7 +292,8 @@ def table(lat: Times, ttfb: Times, rps: dict[str, list[Result]]) -> None:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
 
 
-def run(args: argparse.Namespace, workdir: Path, servers: list[ServerProcess]) -> None:
+def start_upstream(workdir: Path, servers: list[ServerProcess]) -> ServerProcess:
+    """The fake upstream in its own process (stopped with `servers`)."""
     say(f"starting the fake upstream in its own process (logs in {workdir})")
     port = free_port()
     argv = [sys.executable, "-m", "fake_upstream", "--port", str(port), "--no-record"]
@@ -300,6 +301,11 @@ def run(args: argparse.Namespace, workdir: Path, servers: list[ServerProcess]) -
                              workdir / "fake-upstream.log", port, "/_control/health")  # fmt: skip
     servers.append(upstream)
     upstream.start()
+    return upstream
+
+
+def run(args: argparse.Namespace, workdir: Path, servers: list[ServerProcess]) -> None:
+    upstream = start_upstream(workdir, servers)
     say("migrating, configuring routing and a client key, starting one daphne gateway process")
     gateway, key = start_gateway(workdir, upstream.url, args.server)
     servers.append(gateway)

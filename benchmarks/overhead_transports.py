@@ -20,11 +20,19 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import statistics
-import sys
 from pathlib import Path
 
-from bench_overhead import BODY, GATEWAY_ENV, STREAM_BODY, Result, interleaved, ms, prepare_gateway
-from common import ServerProcess, free_port, gateway_server, offline_env
+from bench_overhead import (
+    BODY,
+    GATEWAY_ENV,
+    STREAM_BODY,
+    Result,
+    interleaved,
+    ms,
+    prepare_gateway,
+    start_upstream,
+)
+from common import ServerProcess, gateway_server
 from common import progress as say
 from wrk_load import wrk
 
@@ -40,13 +48,7 @@ def available() -> list[str]:
 
 
 def run_transports(args: argparse.Namespace, workdir: Path, servers: list[ServerProcess]) -> None:
-    port = free_port()
-    argv = [sys.executable, "-m", "fake_upstream", "--port", str(port), "--no-record"]
-    upstream = ServerProcess("fake upstream", argv, offline_env(),
-                             workdir / "fake-upstream.log", port, "/_control/health")  # fmt: skip
-    say(f"starting the fake upstream in its own process (logs in {workdir})")
-    servers.append(upstream)
-    upstream.start()
+    upstream = start_upstream(workdir, servers)
     say("migrating, configuring routing and a client key (one data dir for every gateway)")
     data, key = prepare_gateway(workdir, upstream.url)
     names = available()

@@ -18,8 +18,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from bench_overhead import BODY, GATEWAY_ENV, Result, prepare_gateway, wrk
-from common import ServerProcess, free_port, gateway_env, offline_env
+from bench_overhead import BODY, GATEWAY_ENV, Result, prepare_gateway, start_upstream, wrk
+from common import ServerProcess, free_port, gateway_env
 from common import progress as say
 
 CONNECTIONS = 64
@@ -40,13 +40,7 @@ def serve(data: Path, workers: int) -> ServerProcess:
 
 
 def run_workers(args: argparse.Namespace, workdir: Path, servers: list[ServerProcess]) -> None:
-    port = free_port()
-    argv = [sys.executable, "-m", "fake_upstream", "--port", str(port), "--no-record"]
-    upstream = ServerProcess("fake upstream", argv, offline_env(),
-                             workdir / "fake-upstream.log", port, "/_control/health")  # fmt: skip
-    say(f"starting the fake upstream in its own process (logs in {workdir})")
-    servers.append(upstream)
-    upstream.start()
+    upstream = start_upstream(workdir, servers)
     say("migrating, configuring routing and a client key")
     data, key = prepare_gateway(workdir, upstream.url)
     results: dict[int, Result] = {}

@@ -28,7 +28,7 @@ class HttpxTransport(httpx.AsyncHTTPTransport):
 
     in_flight = 0  # not counted: the benchmark never retires a provider's client
 
-    def __init__(self) -> None:
+    def __init__(self, base_url: str) -> None:
         limits = httpx.Limits(
             max_connections=connections.MAX_CONNECTIONS,
             max_keepalive_connections=128,

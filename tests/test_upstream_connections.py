@@ -74,7 +74,7 @@ def fixed(body: bytes, *, extra: bytes = b"") -> bytes:
 
 @pytest.fixture
 async def client() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(transport=Transport()) as client:
+    async with httpx.AsyncClient(transport=Transport("http://127.0.0.1")) as client:
         yield client
 
 
@@ -200,7 +200,7 @@ async def test_a_refused_connection_is_a_connect_error_not_a_timeout() -> None:
     """httpx-aiohttp alone says ConnectTimeout: the failover would then not retry."""
     async with Server(lambda reader, writer: asyncio.sleep(0)) as server:
         url = server.url
-    async with httpx.AsyncClient(transport=Transport()) as fresh:
+    async with httpx.AsyncClient(transport=Transport("http://127.0.0.1")) as fresh:
         with pytest.raises(httpx.ConnectError):
             await fresh.post(url, content=b"{}")
 
@@ -212,7 +212,7 @@ async def test_requests_in_flight_are_counted_until_the_response_closes() -> Non
             writer.write(fixed(b"{}"))
             await writer.drain()
 
-    transport = Transport()
+    transport = Transport("http://127.0.0.1")
     async with Server(handler) as server, httpx.AsyncClient(transport=transport) as client:
         async with client.stream("POST", server.url, content=b"{}") as response:
             assert transport.in_flight == 1
@@ -229,7 +229,7 @@ async def test_cookies_never_travel_between_requests() -> None:
             writer.write(fixed(b"{}", extra=b"set-cookie: session=caller-a; Path=/\r\n"))
             await writer.drain()
 
-    transport = Transport()
+    transport = Transport("http://127.0.0.1")
     async with Server(handler) as server:
         for _ in range(2):  # httpx's client is not involved: the transport alone
             response = await transport.handle_async_request(httpx.Request("POST", server.url))
@@ -264,20 +264,26 @@ async def test_a_408_and_close_on_an_idle_connection_retires_it(
     # do): not the next request's answer. (A server that kept the connection
     # open after it would have aiohttp read it as the next answer: see
     # docs/design.md, "Plumbing".)
+    answered, hung_up = asyncio.Event(), asyncio.Event()
+
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await server.read_request(reader)
         writer.write(fixed(b"1"))
         await writer.drain()
-        await asyncio.sleep(0.05)
+        await answered.wait()  # the connection is idle in the client's pool now
         writer.write(
             b"HTTP/1.1 408 Request Timeout\r\nconnection: close\r\ncontent-length: 0\r\n\r\n"
         )
-        await writer.drain()
+        writer.close()
+        await writer.wait_closed()
+        hung_up.set()
 
     async with Server(handler) as server:
         assert (await client.post(server.url, content=b"")).text == "1"
-        while server.closed < 1:  # the server has said its 408 and hung up
-            await asyncio.sleep(0.01)
+        answered.set()
+        await hung_up.wait()
+        for _ in range(5):  # loop turns, not time: the client's side reads the 408 and the FIN
+            await asyncio.sleep(0)
         second = await client.post(server.url, content=b"")
         assert (second.status_code, second.text) == (200, "1")
         assert server.connections == 2
@@ -291,3 +297,20 @@ async def test_a_header_with_a_line_break_is_never_sent(client: httpx.AsyncClien
         with pytest.raises(httpx.LocalProtocolError, match="control character"):
             await client.post(server.url, content=b"", headers={"x-key": "a\r\nx-evil: 1"})
         assert server.requests == []
+
+
+def test_a_proxy_from_the_environment_is_taken_per_provider(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from inference.cloud.connections import environment_proxy
+
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY", "http_proxy",
+                 "https_proxy", "all_proxy", "no_proxy"):  # fmt: skip
+        monkeypatch.delenv(name, raising=False)
+    assert environment_proxy("https://api.openai.com/v1") is None
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.internal:3128")
+    monkeypatch.setenv("NO_PROXY", "models.internal")
+    proxy = environment_proxy("https://api.openai.com/v1")
+    assert proxy is not None and str(proxy.url) == "http://proxy.internal:3128"
+    assert environment_proxy("https://models.internal/v1") is None  # NO_PROXY
+    assert environment_proxy("http://api.openai.com/v1") is None  # no HTTP_PROXY

@@ -28,7 +28,7 @@ class Upstream:
 
     def __init__(self, config: ProviderConfig) -> None:
         self.config = config
-        self.transport = Transport()
+        self.transport = Transport(config.url(""))
         self.closed = False
         # httpx's timeout extension: only the connect limit is the transport's.
         self._timeouts = {"connect": config.timeouts.connect, "read": None, "write": None,
