@@ -9,10 +9,10 @@ Measured in one run, each pair interleaved in rounds (the median kept):
   chunk per event, then 4 KiB chunks), read from an `httpx.Response` through
   `inference.cloud.sse.SSEParser` (as `inference.cloud.transport.TimedEvents`
   feeds it) and through httpx-sse's `EventSource.aiter_sse()`: events/s.
-- Rate limits: one request of a key as `gateway.ratelimit` admits it (tokens
+- Rate limits: one request of a key as `gateway.keys.ratelimit` admits it (tokens
   per minute checked, then the request counted against requests per minute)
   and charges its tokens, against a private redis-server (Debian's
-  `redis-server`) and in memory, by `gateway.ratelimit` and by `limits`'
+  `redis-server`) and in memory, by `gateway.keys.ratelimit` and by `limits`'
   fixed-window limiter on its async storages (redis-py; memory): µs per request.
 
 Rule (docs/design.md, "Plumbing"): a hand-written piece is kept only if it
@@ -126,7 +126,7 @@ async def limiters(args: argparse.Namespace, url: str) -> None:
     from limits.aio.storage import MemoryStorage, RedisStorage
     from limits.aio.strategies import FixedWindowRateLimiter
 
-    from gateway.ratelimit import MemoryLimiter, RedisLimiter
+    from gateway.keys.ratelimit import MemoryLimiter, RedisLimiter
 
     rpm, tpm = RateLimitItemPerMinute(10**9), RateLimitItemPerMinute(10**12)
     counter = iter(range(10**9))
