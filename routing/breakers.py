@@ -8,11 +8,10 @@ is set, else per process.
 pybreaker's state machine (counting, opening, half-open, closing) runs
 unchanged through its public API: an attempt is split into an admission check
 before it and an outcome recorded after it (`CircuitBreaker.call` with a
-trivial function that returns or raises). Its storage is `SnapshotStorage`, a
-`CircuitBreakerStorage` of our own: pybreaker's storage interface is
-synchronous, so the state is read from Redis (one HGETALL, async) before each
-decision and pybreaker's changes are written back after it (one pipeline,
-async): no thread hop per admission, no private attribute. Two processes
+trivial function that returns or raises). Its storage is
+`routing.breaker_storage.SnapshotStorage`, a `CircuitBreakerStorage` of our
+own: the state is read from Redis before each decision and pybreaker's changes
+written back after it: no thread hop per admission, no private attribute. Two processes
 deciding at the same moment may both count a failure or both open the breaker;
 neither loses a failure (counts are HINCRBY) nor opens it wrongly.
 
@@ -34,17 +33,16 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import pybreaker
 from django.conf import settings
 from redis.exceptions import RedisError
 
+from .breaker_storage import PREFIX, Clock, SnapshotStorage
+
 logger = logging.getLogger(__name__)
-Clock = Callable[[], float]
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,100 +63,6 @@ PASS, PROBE = Admission(), Admission(probe=True)
 # After a Redis failure, this process decides alone for a while without asking
 # again (each try against an unreachable host costs its connect timeout).
 REDIS_RETRY_SECONDS = 5.0
-_PREFIX = "gateway:breaker:"
-
-
-class SnapshotStorage(pybreaker.CircuitBreakerStorage):
-    """One breaker's state for pybreaker: in memory, and with Redis a snapshot
-    loaded before each decision (`load`) whose changes are written back after
-    it (`flush`)."""
-
-    def __init__(self, name: str, clock: Clock) -> None:
-        super().__init__(name)
-        self._clock = clock
-        self._state = pybreaker.STATE_CLOSED
-        self._counter = 0
-        self._successes = 0
-        self._opened: float | None = None  # on the injectable clock
-        self._changes: dict[str, Any] = {}  # field -> value to set
-        self._added: dict[str, int] = {}  # field -> increment
-
-    @property
-    def state(self) -> str:
-        return self._state
-
-    @state.setter
-    def state(self, state: str) -> None:
-        self._state = self._changes["state"] = state
-
-    def increment_counter(self) -> None:
-        self._counter += 1
-        self._add("counter")
-
-    def reset_counter(self) -> None:
-        self._counter = self._changes["counter"] = 0
-        self._added.pop("counter", None)
-
-    def increment_success_counter(self) -> None:
-        self._successes += 1
-        self._add("successes")
-
-    def reset_success_counter(self) -> None:
-        self._successes = self._changes["successes"] = 0
-        self._added.pop("successes", None)
-
-    @property
-    def counter(self) -> int:
-        return self._counter
-
-    @property
-    def success_counter(self) -> int:
-        return self._successes
-
-    @property
-    def opened_at(self) -> datetime | None:
-        return None if self._opened is None else datetime.fromtimestamp(self._opened, UTC)
-
-    @opened_at.setter
-    def opened_at(self, now: datetime) -> None:
-        # pybreaker passes datetime.now(): the breaker's own clock counts instead.
-        self._opened = self._changes["opened_at"] = self._clock()
-
-    @property
-    def opened(self) -> float | None:
-        return self._opened
-
-    def _add(self, field: str) -> None:
-        if field in self._changes:  # reset earlier in this decision: set, not add
-            self._changes[field] += 1
-        else:
-            self._added[field] = self._added.get(field, 0) + 1
-
-    async def load(self, redis: Any) -> None:
-        data = await redis.hgetall(_PREFIX + self.name)
-        self.apply(data)
-
-    def apply(self, data: dict[bytes, bytes]) -> None:
-        """A state read from Redis becomes this snapshot (pending changes dropped)."""
-        self._changes, self._added = {}, {}
-        self._state = (data.get(b"state") or b"closed").decode()
-        self._counter = int(data.get(b"counter") or 0)
-        self._successes = int(data.get(b"successes") or 0)
-        opened = data.get(b"opened_at")
-        self._opened = float(opened) if opened else None
-
-    async def flush(self, redis: Any) -> None:
-        changes, added = self._changes, self._added
-        self._changes, self._added = {}, {}
-        if not changes and not added:
-            return
-        key = _PREFIX + self.name
-        async with redis.pipeline(transaction=True) as pipe:
-            if changes:
-                pipe.hset(key, mapping={k: str(v) for k, v in changes.items()})
-            for field, amount in added.items():
-                pipe.hincrby(key, field, amount)
-            await pipe.execute()
 
 
 class _Failure(Exception):
@@ -231,7 +135,7 @@ class Breakers:
             due = self._due(breaker, storage)
             if due is not PROBE:
                 return due
-            key = f"{_PREFIX}{name}:probe"
+            key = f"{PREFIX}{name}:probe"
             if not await shared.set(key, 1, nx=True, px=max(1, int(ttl * 1000))):
                 return None  # another request (any process) is the probe
             self._begin_probe(breaker)
@@ -257,7 +161,7 @@ class Breakers:
                 self._count(name, config, ok)
                 await storage.flush(shared)
             if probe:  # only the probe's own outcome frees the token, not a late stream's
-                await shared.delete(f"{_PREFIX}{name}:probe")
+                await shared.delete(f"{PREFIX}{name}:probe")
         except (RedisError, OSError) as exc:
             self._redis_failed(exc)._record_alone(name, config, ok, probe)
 
@@ -268,7 +172,7 @@ class Breakers:
             return self._local.state(name, config)
         if self._url:
             try:
-                raw = self._sync_reader().hget(_PREFIX + name, "state")
+                raw = self._sync_reader().hget(PREFIX + name, "state")
             except (RedisError, OSError):
                 logger.debug("breakers: Redis unreadable for %s", name, exc_info=True)
                 return self._local.state(name, config) if self._local else "closed"
@@ -281,7 +185,7 @@ class Breakers:
         and any probe token gone; in Redis when shared, so every process sees it.
         Raises RedisError / OSError when the shared state cannot be reached."""
         if self._url:
-            self._sync_reader().delete(_PREFIX + name, f"{_PREFIX}{name}:probe")
+            self._sync_reader().delete(PREFIX + name, f"{PREFIX}{name}:probe")
         for box in (self, self._local):
             if box is not None:
                 box.breaker(name, config).close()  # pybreaker's own reset

@@ -224,3 +224,32 @@ def test_the_provider_page_shows_its_breakers_per_deployment(admin_client: Any) 
     assert "wall: closed, wall/model-a: open, wall/model-b: closed" in page
     assert 'name="first_token_timeout"' in page and 'name="accepts_prefill"' in page
     reset_breakers()
+
+
+async def test_a_success_on_a_closed_breaker_writes_nothing(redis_url_for_units: str) -> None:
+    """Most requests succeed on a closed breaker: their decision reads the state and
+    changes nothing, so nothing is written back (one Redis round trip, not two)."""
+    import redis
+
+    client = redis.Redis.from_url(redis_url_for_units)
+    client.flushdb()
+
+    def writes() -> int:
+        stats = client.info("commandstats")
+        return sum(stats.get(f"cmdstat_{c}", {}).get("calls", 0) for c in ("hset", "hincrby"))
+
+    box = Breakers(redis_url_for_units, clock=Clock())
+    config = BreakerSettings(fail_max=3, reset_timeout=10)
+    await box.record("quiet", config, ok=False)
+    before = writes()
+    await box.record("quiet", config, ok=True)  # the failure count goes back to 0: written
+    assert writes() == before + 1
+    before = writes()
+    for _ in range(5):
+        assert await box.admit("quiet", config)
+        await box.record("quiet", config, ok=True)
+    assert writes() == before
+    assert box.state("quiet") == pybreaker.STATE_CLOSED
+    await box.record("quiet", config, ok=False)  # and a failure is still counted
+    assert writes() == before + 1
+    assert client.hget("gateway:breaker:quiet", "counter") == b"1"
