@@ -17,6 +17,7 @@ from inference.base import ResultBuilder
 from inference.cloud import anthropic as anthropic_upstream
 from inference.cloud import openai as openai_upstream
 from inference.cloud.config import ProviderConfig
+from inference.cloud.model_server import ModelServerBackend
 from inference.cloud.sse import SSEEvent, encode_sse
 from inference.errors import UnsupportedFeature
 from inference.types import (
@@ -324,3 +325,76 @@ def test_openai_client_stream_passthrough_hides_the_usage_it_did_not_ask_for() -
     last = {"id": "c", "choices": [], "usage": {"prompt_tokens": 1}}
     assert list(decoder.decode(last, lambda: encode_sse(SSEEvent(json.dumps(last))))) == []
     assert decoder.usage.input_tokens == 1  # still counted for the key and the log
+
+
+def test_upstream_cache_reads_become_cached_tokens() -> None:
+    """Prompt-cache hits an upstream reports reach the usage (the request log's
+    cached tokens, the client's own usage): Anthropic's cache_read_input_tokens,
+    OpenAI's prompt_tokens_details.cached_tokens."""
+    anthropic_usage = anthropic_wire.usage_of(
+        {"input_tokens": 10, "cache_creation_input_tokens": 5,
+         "cache_read_input_tokens": 100, "output_tokens": 7}
+    )  # fmt: skip
+    assert (anthropic_usage.input_tokens, anthropic_usage.cached_tokens) == (115, 100)
+    openai_usage = openai_wire.usage_of(
+        {"prompt_tokens": 120, "completion_tokens": 7,
+         "prompt_tokens_details": {"cached_tokens": 96}}
+    )  # fmt: skip
+    assert (openai_usage.input_tokens, openai_usage.cached_tokens) == (120, 96)
+    no_details = openai_wire.usage_of({"prompt_tokens": 3, "prompt_tokens_details": None})
+    assert no_details.cached_tokens == 0
+
+
+async def test_an_anthropic_stream_keeps_its_cache_reads_to_the_finish() -> None:
+    backend = anthropic_upstream.AnthropicBackend(config("anthropic"), "claude-x")
+    request = ChatRequest("m", [Message("user", [TextPart("hi")])])
+    stream = [
+        {"type": "message_start", "message": {"usage": {
+            "input_tokens": 4, "cache_read_input_tokens": 2048, "output_tokens": 1}}},
+        {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+        {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "ok"}},
+        {"type": "content_block_stop", "index": 0},
+        {"type": "message_delta", "delta": {"stop_reason": "end_turn"},
+         "usage": {"output_tokens": 3}},
+        {"type": "message_stop"},
+    ]  # fmt: skip
+    got = await internal(backend.read_stream(events_of(*stream, named=True), request))  # type: ignore[arg-type]
+    usage = got[-1].usage  # type: ignore[union-attr]
+    assert (usage.input_tokens, usage.cached_tokens, usage.output_tokens) == (2052, 2048, 3)
+
+
+def _chat_with_a_late_system_message() -> ChatRequest:
+    return ChatRequest("m", [
+        Message("system", [TextPart("Be brief.")]),
+        Message("system", [TextPart("Answer in French.")]),
+        Message("user", [TextPart("hi")]),
+        Message("assistant", [TextPart("salut")]),
+        Message("system", [TextPart("Now in English.")]),
+        Message("user", [TextPart("again")]),
+    ])  # fmt: skip
+
+
+def test_system_messages_stay_where_the_client_put_them_for_openai_compatible_servers() -> None:
+    sent = openai_wire.request_body(_chat_with_a_late_system_message(), "gpt-x", stream=False)
+    # Adjacent system messages (an Anthropic client's blocks) are one prompt: one
+    # message; a later one stays in its place, as the OpenAI protocol allows.
+    assert [(m["role"], m["content"]) for m in sent["messages"] if m["role"] == "system"] == [
+        ("system", "Be brief.\n\nAnswer in French."),
+        ("system", "Now in English."),
+    ]
+    assert [m["role"] for m in sent["messages"]] == [
+        "system", "user", "assistant", "system", "user"
+    ]  # fmt: skip
+
+
+def test_a_model_server_gets_every_system_text_as_one_first_message() -> None:
+    """The gateway's model servers run local chat templates, many of which (Llama,
+    Mistral...) refuse a second system message or one after the first turn."""
+    backend = ModelServerBackend(config("model-server"), "demo")
+    sent = backend.body(_chat_with_a_late_system_message(), stream=False)
+    assert [m["role"] for m in sent["messages"]] == ["system", "user", "assistant", "user"]
+    assert sent["messages"][0]["content"] == "Be brief.\n\nAnswer in French.\n\nNow in English."
+    plain = openai_upstream.OpenAIBackend(config("openai"), "gpt-x")
+    assert [m["role"] for m in plain.body(_chat_with_a_late_system_message(), stream=False)[
+        "messages"
+    ]].count("system") == 2

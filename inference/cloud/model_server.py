@@ -20,6 +20,7 @@ from .transport import post_json
 
 class ModelServerBackend(OpenAIBackend):
     counts_tokens = True
+    merge_system = True  # local chat templates refuse a second or late system message
 
     async def count_tokens(self, request: ChatRequest) -> int:
         # The gateway's count_tokens endpoint takes Anthropic's body; the key

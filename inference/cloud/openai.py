@@ -25,10 +25,16 @@ class OpenAIBackend(CloudBackend):
 
     protocol = "openai"
     path = "/chat/completions"
+    # All system text first, in one message: only where the chat template is
+    # known to need it (the gateway's model servers); any other server gets
+    # the messages in the client's order, as the protocol allows.
+    merge_system = False
 
     def body(self, request: ChatRequest, *, stream: bool) -> dict[str, Any]:
         official = self.config.base_url.partition("://")[2].startswith(OFFICIAL_HOST)
-        return wire.request_body(request, self.model, stream=stream, official=official)
+        return wire.request_body(
+            request, self.model, stream=stream, official=official, merge_system=self.merge_system
+        )
 
     def parse(self, data: dict[str, Any]) -> ChatResult:
         try:

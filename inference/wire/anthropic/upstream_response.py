@@ -39,6 +39,8 @@ def usage_of(data: dict[str, Any] | None) -> Usage:
     return Usage(
         input_tokens=int(data.get("input_tokens") or 0) + cached,
         output_tokens=int(data.get("output_tokens") or 0),
+        # Read from the cache; what was written to it is billed as input.
+        cached_tokens=int(data.get("cache_read_input_tokens") or 0),
     )
 
 
@@ -111,4 +113,8 @@ class StreamDecoder(StreamEnd):
             self.reason = STOP_REASONS.get(delta.get("stop_reason") or "end_turn", "stop")
             self.stop_sequence = delta.get("stop_sequence")
             out = usage_of(data.get("usage"))
-            self.usage = Usage(self.usage.input_tokens or out.input_tokens, out.output_tokens)
+            self.usage = Usage(
+                self.usage.input_tokens or out.input_tokens,
+                out.output_tokens,
+                self.usage.cached_tokens or out.cached_tokens,
+            )

@@ -10,9 +10,15 @@ from ...types import ChatRequest, ImagePart, Message, TextPart, ToolCallPart, To
 
 
 def request_body(
-    request: ChatRequest, model: str, *, stream: bool, official: bool = False
+    request: ChatRequest,
+    model: str,
+    *,
+    stream: bool,
+    official: bool = False,
+    merge_system: bool = False,
 ) -> dict[str, Any]:
-    """The chat-completions body; `official`: the provider is OpenAI's own API."""
+    """The chat-completions body; `official`: the provider is OpenAI's own API;
+    `merge_system`: every system text goes first, as one message (see wire_messages)."""
     if request.raw is not None and request.source_protocol == "openai":
         body = {**request.raw, "model": model}  # same protocol: untouched but the model
         if stream and not client_wants_usage(request):
@@ -22,7 +28,8 @@ def request_body(
         return body
     if request.extensions and request.source_protocol != "openai":
         raise UnsupportedFeature.of_extensions(request.extensions, "an OpenAI-compatible provider")
-    body: dict[str, Any] = {"model": model, "messages": wire_messages(request.messages)}
+    messages = wire_messages(request.messages, merge_system=merge_system)
+    body: dict[str, Any] = {"model": model, "messages": messages}
     if official and request.top_k is not None:
         # Compatible servers (vLLM, llama.cpp, Ollama...) take top_k; OpenAI refuses it.
         raise UnsupportedFeature("OpenAI's own API has no top_k", param="top_k")
@@ -73,13 +80,21 @@ def request_body(
     return body
 
 
-def wire_messages(messages: list[Message]) -> list[dict[str, Any]]:
+def wire_messages(messages: list[Message], *, merge_system: bool = False) -> list[dict[str, Any]]:
+    """The messages as chat-completions takes them. System messages side by side
+    (an Anthropic client's `system` blocks: one prompt) become one; a later one
+    stays in its place, as the protocol allows. With `merge_system` every system
+    text goes first as one message: what the chat templates of local models
+    (Llama, Mistral...) demand, which refuse a second system message or one
+    after the first turn (the gateway's model servers)."""
     out: list[dict[str, Any]] = []
-    system = _system_message(messages)
+    system = _system_message(messages) if merge_system else None
     if system is not None:
         out.append(system)
     for message in messages:
         if message.role == "system":
+            if not merge_system:
+                _add_system(out, message)
             continue
         content: list[dict[str, Any]] = []
         calls: list[dict[str, Any]] = []
@@ -112,10 +127,18 @@ def wire_messages(messages: list[Message]) -> list[dict[str, Any]]:
     return out
 
 
+def _add_system(out: list[dict[str, Any]], message: Message) -> None:
+    text = "\n\n".join(p.text for p in message.content if isinstance(p, TextPart) and p.text)
+    if not text:
+        return
+    if out and out[-1]["role"] == "system":  # right after another: the same prompt
+        out[-1]["content"] += "\n\n" + text
+    else:
+        out.append({"role": "system", "content": text})
+
+
 def _system_message(messages: list[Message]) -> dict[str, Any] | None:
-    """Every system text as one system message first: many chat templates behind
-    OpenAI-compatible servers (Llama, Mistral...) reject a second one, and an
-    Anthropic client's `system` may come as several blocks."""
+    """Every system text as one system message (wire_messages' `merge_system`)."""
     texts = [
         part.text
         for message in messages

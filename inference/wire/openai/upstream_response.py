@@ -34,9 +34,11 @@ _FINISH: dict[str, FinishReason] = {
 
 def usage_of(data: dict[str, Any] | None) -> Usage:
     data = data or {}
+    details = data.get("prompt_tokens_details") or {}  # a prompt cache's hits, when it has one
     return Usage(
         input_tokens=int(data.get("prompt_tokens") or 0),
         output_tokens=int(data.get("completion_tokens") or 0),
+        cached_tokens=int(details.get("cached_tokens") or 0) if isinstance(details, dict) else 0,
     )
 
 
