@@ -4,7 +4,7 @@ the end an upstream stream decoder keeps."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Annotated, Any
 
 import orjson
@@ -40,7 +40,7 @@ def decode_json(body: bytes) -> object:
         raise InvalidRequest(f"the request body is not valid JSON: {exc}") from None
 
 
-def validation_message(errors: list[dict[str, Any]]) -> tuple[str, str | None]:
+def validation_message(errors: Sequence[Mapping[str, Any]]) -> tuple[str, str | None]:
     """A readable message and the offending parameter from pydantic's error list."""
     first = errors[0] if errors else {}
     loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "payload")]

@@ -216,7 +216,7 @@ class StreamEncoder:
                 out.append(self._delta(index, {"type": "text_delta", "text": event.text}))
         elif isinstance(event, ThinkingDelta):
             if event.text or event.signature:
-                start = {"type": "thinking", "thinking": "", "signature": ""}
+                start: dict[str, Any] = {"type": "thinking", "thinking": "", "signature": ""}
                 index = self._block(out, "thinking", start)
                 if event.text:
                     out.append(
@@ -226,20 +226,20 @@ class StreamEncoder:
                     delta = {"type": "signature_delta", "signature": event.signature}
                     out.append(self._delta(index, delta))
         elif isinstance(event, ToolCallDelta):
-            index = self._tools.get(event.index)
-            if index is None:
+            block = self._tools.get(event.index)
+            if block is None:
                 start = {
                     "type": "tool_use",
                     "id": event.id or new_id("toolu"),
                     "name": event.name or "",
                     "input": {},
                 }
-                index = self._tools[event.index] = self._block(out, f"tool:{event.index}", start)
+                block = self._tools[event.index] = self._block(out, f"tool:{event.index}", start)
             # A piece for a call whose block was already closed (no backend does
             # this) still goes to that call's index rather than being lost.
             if event.arguments:
                 delta = {"type": "input_json_delta", "partial_json": event.arguments}
-                out.append(self._delta(index, delta))
+                out.append(self._delta(block, delta))
 
     def error(self, body: dict[str, Any]) -> bytes:
         """An in-band error (`body`: the error envelope, from gateway.errors): the
@@ -256,7 +256,7 @@ class StreamEncoder:
             usage = Usage(input_tokens=first.input_tokens, cached_tokens=first.cached_tokens)
         else:
             usage = first.usage if isinstance(first, Finish) else Usage()
-        message = {
+        message: dict[str, Any] = {
             "id": self.id,
             "type": "message",
             "role": "assistant",

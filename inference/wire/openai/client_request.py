@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import ValidationError
 
@@ -126,7 +126,7 @@ def _message(wire: ChatMessage, index: int) -> Message:
     parts.extend(_parts(wire.content, index))
     for call in wire.tool_calls or []:
         parts.append(ToolCallPart(call.id, call.function.name, call.function.arguments))
-    return Message(role, parts, name=wire.name)  # type: ignore[arg-type]
+    return Message(role, parts, name=wire.name)
 
 
 def _parts(content: str | list[dict[str, Any]] | None, index: int) -> list[Part]:
@@ -158,14 +158,20 @@ def _image(url: Any, param: str) -> ImagePart:
     return ImagePart(url=url)
 
 
+# OpenAI's tool_choice strings and the internal modes they mean.
+_MODES: dict[str, Literal["auto", "none", "any"]] = {
+    "auto": "auto",
+    "none": "none",
+    "required": "any",
+}
+
+
 def _tool_choice(choice: str | dict[str, Any] | None, parallel: bool | None) -> ToolChoice | None:
     parallel_ok = parallel is not False
     if choice is None:
         return None if parallel is None else ToolChoice("auto", parallel=parallel_ok)
-    if choice in ("auto", "none"):
-        return ToolChoice(choice, parallel=parallel_ok)  # type: ignore[arg-type]
-    if choice == "required":
-        return ToolChoice("any", parallel=parallel_ok)
+    if isinstance(choice, str) and choice in _MODES:
+        return ToolChoice(_MODES[choice], parallel=parallel_ok)
     if isinstance(choice, dict) and isinstance(choice.get("function"), dict):
         name = choice["function"].get("name")
         if isinstance(name, str) and name:

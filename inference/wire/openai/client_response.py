@@ -144,7 +144,9 @@ class StreamEncoder:
                 function["name"] = event.name
             call["function"] = function
             return out + self._chunk({"tool_calls": [call]})
-        return out + self._finish(event)
+        if isinstance(event, Finish):
+            return out + self._finish(event)
+        return out  # a MalformedEvent: routing counts and drops those before any encoder
 
     def _adopt(self, data: bytes) -> None:
         """The relayed upstream's completion id, time and model: chunks framed here

@@ -20,12 +20,13 @@ def request_body(
     """The chat-completions body; `official`: the provider is OpenAI's own API;
     `merge_system`: every system text goes first, as one message (see wire_messages)."""
     if request.raw is not None and request.source_protocol == "openai":
-        body = {**request.raw, "model": model}  # same protocol: untouched but the model
+        relayed = {**request.raw, "model": model}  # same protocol: untouched but the model
         if stream and not client_wants_usage(request):
             # Usage is what key limits and the request log count: asked for
             # always, and taken out again before the client sees the stream.
-            body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
-        return body
+            options = relayed.get("stream_options") or {}
+            relayed["stream_options"] = {**options, "include_usage": True}
+        return relayed
     if request.extensions and request.source_protocol != "openai":
         raise UnsupportedFeature.of_extensions(request.extensions, "an OpenAI-compatible provider")
     messages = wire_messages(request.messages, merge_system=merge_system)
