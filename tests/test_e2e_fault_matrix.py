@@ -9,6 +9,7 @@ Attempts are counted at the upstream, never read from configuration.
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -49,8 +50,10 @@ class Expect:
     outcome: str  # "primary", "fallback", "error", "in-band", "continued"
     attempts: int  # requests the faulty model's upstream saw
     status: int | None = None  # for "error": the OpenAI-protocol status
+    # A lower bound only (a wait that must have happened): no test here depends
+    # on how fast the machine is. What a time limit cut short shows in the
+    # outcome instead (the fallback served, one attempt).
     min_s: float = 0.0
-    max_s: float = 4.0
     prefix: str = ""  # "continued": the partial answer the fallback got as its prefill
 
 
@@ -86,8 +89,8 @@ FAULTS = {
     "429-retry-after-over-the-cap": Fault(
         "fault-429:5",
         False,
-        Expect("error", RETRIED, 429, 2 * CAP - 0.02, 2.5),
-        Expect("error", RETRIED, 429, 2 * CAP - 0.02, 2.5),
+        Expect("error", RETRIED, 429, 2 * CAP - 0.02),
+        Expect("error", RETRIED, 429, 2 * CAP - 0.02),
     ),
     "429": Fault("fault-429", True, Expect("fallback", RETRIED), Expect("fallback", RETRIED)),
     "reset": Fault("fault-reset", True, Expect("fallback", RETRIED), Expect("fallback", RETRIED)),
@@ -96,8 +99,8 @@ FAULTS = {
     "hang": Fault(
         "fault-hang",
         True,
-        Expect("fallback", 1, None, FIRST_BYTE, 2.5),
-        Expect("fallback", 1, None, FIRST_BYTE, 2.5),
+        Expect("fallback", 1, None, FIRST_BYTE),
+        Expect("fallback", 1, None, FIRST_BYTE),
     ),
     "slow-first-token": Fault(
         "fault-slow-first-token:0.2",
@@ -110,8 +113,8 @@ FAULTS = {
     "slow-first-token-over-the-limit": Fault(
         "fault-slow-first-token:3",
         True,
-        Expect("fallback", 1, None, FIRST_BYTE, 2.5),
-        Expect("fallback", 1, None, FIRST_TOKEN, 2.5),
+        Expect("fallback", 1, None, FIRST_BYTE),
+        Expect("fallback", 1, None, FIRST_TOKEN),
     ),
     "cut": Fault(
         "fault-cut-after:3",
@@ -130,8 +133,8 @@ FAULTS = {
     "stall": Fault(
         "fault-stall-after:3",
         True,
-        Expect("fallback", 1, None, IDLE, 2.5),
-        Expect("continued", 1, None, IDLE, 2.5, prefix=CUT3),
+        Expect("fallback", 1, None, IDLE),
+        Expect("continued", 1, None, IDLE, prefix=CUT3),
     ),
     "malformed-after-content": Fault(
         "fault-malformed:2", True, Expect("fallback", RETRIED), Expect("primary", 1)
@@ -286,7 +289,12 @@ def test_fault(
     keys = {r.headers.get("x-api-key") or r.headers.get("authorization") for r in tried}
     if name != "wrong-key":
         assert keys <= {f"Bearer {OAI_KEY}", ANT_KEY}, keys
-    assert expect.min_s <= elapsed <= expect.max_s, elapsed
+    assert elapsed >= expect.min_s, elapsed
+    if name == "429-retry-after-over-the-cap":
+        # Each retry waited the cap (0.5 s), not the upstream's Retry-After (5 s):
+        # seen from the upstream, its requests came closer together than 5 s.
+        gaps = [b.monotonic - a.monotonic for a, b in itertools.pairwise(faulty)]
+        assert all(gap < 5 for gap in gaps), gaps
     healthy = httpx.post(
         f"{gateway.url}/v1/chat/completions",
         json={"model": "healthy", "messages": HI, "max_tokens": 4},
