@@ -273,6 +273,8 @@ class Breakers:
         if self._reader is None:
             import redis
 
+            if self._url is None:
+                raise RuntimeError("breaker state is per process: no Redis to read it from")
             self._reader = redis.Redis.from_url(
                 self._url, socket_timeout=1.0, socket_connect_timeout=1.0
             )

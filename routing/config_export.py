@@ -4,6 +4,7 @@ key) and mapping with its chain, in a form import_config reads back unchanged.""
 
 from __future__ import annotations
 
+from collections.abc import Mapping as MappingABC
 from typing import Any
 
 from django.db import models
@@ -14,7 +15,6 @@ from .config_schema import (
     PRICE_KEYS,
     PROVIDER_SPEC,
     VERSION,
-    Key,
     Spec,
     _Flow,
 )
@@ -22,10 +22,10 @@ from .models import BackendMapping, LocalModel, MappingTarget, Provider
 from .resolution import Mapping
 
 
-def _dump(instance: models.Model, spec: Spec | dict[str, Key]) -> dict[str, Any]:
+def _dump(instance: models.Model, spec: Spec) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name, key in spec.items():
-        if isinstance(key, dict):
+        if isinstance(key, MappingABC):
             out[name] = _Flow(_dump(instance, key))
         else:
             value = getattr(instance, key.field)

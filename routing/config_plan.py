@@ -34,7 +34,7 @@ from .models import BackendMapping, CredentialError, LocalModel, MappingTarget, 
 from .validators import validate_group
 
 _price_field = MappingTarget._meta.get_field("input_price")
-_PRICE_DIGITS = DecimalValidator(_price_field.max_digits, _price_field.decimal_places)  # type: ignore[attr-defined]
+_PRICE_DIGITS = DecimalValidator(_price_field.max_digits, _price_field.decimal_places)
 
 # ---------------------------------------------------------------- import: reading
 
@@ -43,7 +43,7 @@ def _locations(spec: Spec, prefix: str = "") -> dict[str, str]:
     """Model field -> its YAML location, to place full_clean's errors."""
     out: dict[str, str] = {}
     for name, key in spec.items():
-        if isinstance(key, dict):
+        if isinstance(key, MappingABC):
             out |= _locations(key, f"{prefix}{name}.")
         else:
             out[key.field] = f"{prefix}{name}"
@@ -86,7 +86,7 @@ def _read(
             problems.append(f"{where}: unknown key {name!r} (allowed: {allowed})")
     for name, key in spec.items():
         here = f"{where}.{name}"
-        if isinstance(key, dict):
+        if isinstance(key, MappingABC):
             group = entry.get(name, {})
             if isinstance(group, dict):
                 values |= _read(group, key, model, here, problems)
@@ -96,7 +96,9 @@ def _read(
             if key.required:
                 problems.append(f"{here}: required")
             else:
-                values[key.field] = model._meta.get_field(key.field).get_default()
+                field = model._meta.get_field(key.field)
+                assert isinstance(field, models.Field)  # a Spec names concrete fields
+                values[key.field] = field.get_default()
         else:
             ok, value = _check_type(entry[name], key)
             if ok:
@@ -230,13 +232,14 @@ class _Planner:
         if section.name == "providers":
             self.key(where, name, raw.get("api_key_env"))
         elif section.name == "mappings":
-            self.chain(f"{where}.chain", instance, raw)
+            mapping = instance if isinstance(instance, BackendMapping) else None
+            self.chain(f"{where}.chain", mapping, raw)
 
     def upsert(self, section: _Section, where: str, values: dict[str, Any]) -> models.Model:
         name = values[section.lookup]
-        instance = self.existing[section.name].get(name)
-        created = instance is None
-        instance = section.model() if created else instance
+        existing: models.Model | None = self.existing[section.name].get(name)
+        created = existing is None
+        instance = section.model() if existing is None else existing
         located = _locations(section.spec)
         changed = [located[f] for f, v in values.items() if getattr(instance, f) != v]
         for field_name, value in values.items():
@@ -254,7 +257,7 @@ class _Planner:
         return instance
 
     def key(self, where: str, provider: str | None, env: Any) -> None:
-        existing = self.existing["providers"].get(provider)
+        existing = self.existing["providers"].get(provider) if provider is not None else None
         credential = getattr(existing, "credential", None)
         if env is None:
             if credential is None:  # allowed (set it in the admin later), but worth a word
@@ -268,10 +271,14 @@ class _Planner:
             self.problems.append(f"{where}.api_key_env: environment variable {env} is not set")
             return
         try:
-            same = credential is not None and credential.reveal() == value
+            same = (
+                credential is not None
+                and credential.reveal() == value
+                and credential.source_env == env
+            )
         except CredentialError:
             same = False  # undecryptable: importing the key repairs it
-        if provider is not None and not (same and credential.source_env == env):
+        if provider is not None and not same:
             self.plan.keys[provider] = (env, value)
             self.plan.changes.append(f"set the API key of provider {provider!r} from ${env}")
 
@@ -326,7 +333,7 @@ class _Planner:
                 self.problems.append(f"{here}.weight: expected an integer from 1 to 100")
             elif link := self.link(here, member):
                 out.append((*link[:5], name, weight))
-        return out  # type: ignore[return-value]
+        return out
 
     def link(self, where: str, item: Any) -> Link | None:
         if not isinstance(item, dict):
@@ -354,6 +361,7 @@ class _Planner:
         return None
 
     def price(self, where: str, value: Any) -> Decimal | None:
+        price: Decimal | None  # what _check_type reads for a Decimal key
         ok, price = _check_type(value, Key("", Decimal, nullable=True))
         if not ok or (price is not None and price < 0):
             self.problems.append(f"{where}: expected a number, at least 0")

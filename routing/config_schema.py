@@ -6,6 +6,7 @@ what a valid document looks like and how it is read and written as YAML.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any, NamedTuple
 
@@ -23,7 +24,7 @@ class Key(NamedTuple):
 
 
 # YAML key -> model field; a nested dict is a YAML sub-mapping (timeouts: {...}).
-Spec = dict[str, "Key | dict[str, Key]"]
+Spec = Mapping[str, "Key | Mapping[str, Key]"]  # read-only, so a section is a Spec too
 
 LOCAL_SPEC: Spec = {
     "name": Key("name", str, required=True),
