@@ -135,3 +135,23 @@ def test_through_the_gateway_with_the_openai_sdk(gateway: LiveServer) -> None:
     assert caught.value.status_code == 504
     trail = caught.value.response.headers.get("x-gateway-attempts")
     assert trail == f"slow/fault-slow-body:{PAST}=budget_exhausted", trail
+
+
+def test_a_model_servers_config_is_built_once_per_setting(settings: Any) -> None:
+    """served_elsewhere is on every request to a local model behind a model server:
+    one config per model and settings, rebuilt when a setting changes."""
+    from routing.backends import served_elsewhere
+    from routing.models import LocalModel
+
+    settings.GATEWAY_LOCAL_MODELS_URL = "http://127.0.0.1:9/v1"
+    settings.GATEWAY_LOCAL_MODELS_KEY = KEY
+    model = LocalModel(name="demo")
+    first = served_elsewhere(model)
+    assert served_elsewhere(LocalModel(name="demo")) is first
+    assert (first.name, first.kind, first.base_url, first.api_key) == (
+        "local:demo", "model-server", "http://127.0.0.1:9/v1", KEY
+    )  # fmt: skip
+    settings.GATEWAY_LOCAL_FIRST_TOKEN_TIMEOUT = 7.0
+    changed = served_elsewhere(model)
+    assert changed is not first and changed.timeouts.first_token == 7.0
+    assert served_elsewhere(LocalModel(name="other")).name == "local:other"
