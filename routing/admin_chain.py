@@ -4,7 +4,7 @@ blocked delete of a chain's provider or local model says."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django import forms
 from django.contrib import admin
@@ -164,15 +164,19 @@ def chains_using(objs: Sequence[Model]) -> list[SafeString]:
     ]
 
 
-class NamesChainsOnBlockedDelete:
+if TYPE_CHECKING:
+    _AdminMixinBase = admin.ModelAdmin[Any]  # what the mixin's super() reaches
+else:
+    _AdminMixinBase = object
+
+
+class NamesChainsOnBlockedDelete(_AdminMixinBase):
     """A ModelAdmin mixin: a delete blocked by chains names their mappings."""
 
     def get_deleted_objects(self, objs: Any, request: Any) -> Any:
-        deleted, counts, perms_needed, protected = super().get_deleted_objects(  # type: ignore[misc]
-            objs, request
-        )
+        deleted, counts, perms_needed, protected = super().get_deleted_objects(objs, request)
         if protected:
             # Django lists each protecting target by its str, which repeats
             # ("fake:<requested>" twice) and does not say which mapping.
-            protected = chains_using(list(objs))
+            return deleted, counts, perms_needed, chains_using(list(objs))
         return deleted, counts, perms_needed, protected

@@ -169,11 +169,11 @@ def _sections(document: Any, problems: list[str]) -> dict[str, list[Any]]:
 
 def _link_of(target: MappingTarget) -> Link:
     group = (target.group, target.weight)
-    if target.local_model_id:
-        return ("local", target.local_model.name, "", None, None, *group)  # type: ignore[union-attr]
-    provider = target.provider.name  # type: ignore[union-attr]
+    kind, name = target.endpoint()
+    if kind == "local":
+        return ("local", name, "", None, None, *group)
     prices = (target.input_price, target.output_price)
-    return ("provider", provider, target.upstream_model, *prices, *group)
+    return ("provider", name, target.upstream_model, *prices, *group)
 
 
 def _show(links: list[Link]) -> str:
@@ -342,7 +342,7 @@ class _Planner:
         self.problems.extend(f"{where}: unknown key {k!r}" for k in item if k not in TARGET_KEYS)
         kind = "local" if "local" in item else "provider"
         name, model = item.get(kind), item.get("model") or ""
-        prices = tuple(self.price(f"{where}.{k}", item.get(k)) for k in PRICE_KEYS)
+        input_price, output_price = (self.price(f"{where}.{k}", item.get(k)) for k in PRICE_KEYS)
         if ("local" in item) == ("provider" in item):
             self.problems.append(f"{where}: needs exactly one of 'provider' or 'local'")
         elif kind == "local" and ("model" in item or any(k in item for k in PRICE_KEYS)):
@@ -357,7 +357,7 @@ class _Planner:
         else:
             if not self.targets[(kind, name)]:
                 self.plan.warnings.append(f"{where}: {_KIND_LABEL[kind]} {name!r} is disabled")
-            return (kind, name, model, *prices, "", 1)  # type: ignore[return-value]
+            return (kind, name, model, input_price, output_price, "", 1)
         return None
 
     def price(self, where: str, value: Any) -> Decimal | None:

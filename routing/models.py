@@ -10,7 +10,7 @@ from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 
-from inference.cloud.config import ProviderConfig, RetryPolicy, Timeouts
+from inference.cloud.config import ProviderConfig, RetryPolicy, Timeouts, is_provider_kind
 from inference.errors import GatewayError
 from inference.local.model import ModelSpec
 
@@ -401,9 +401,12 @@ def provider_config(provider: Provider, api_key: str | None = None) -> ProviderC
         raise CredentialError(
             f"provider {provider.name!r} has unusable extra headers: {' '.join(exc.messages)}"
         ) from None
+    kind = provider.kind
+    if not is_provider_kind(kind):  # the column's choices; a raw UPDATE could write any
+        raise CredentialError(f"provider {provider.name!r} has an unknown kind {kind!r}")
     return ProviderConfig(
         name=provider.name,
-        kind=provider.kind,  # type: ignore[arg-type]
+        kind=kind,
         base_url=provider.effective_base_url,
         api_key=key,
         extra_headers={str(k): str(v) for k, v in (provider.extra_headers or {}).items()},

@@ -9,6 +9,7 @@ import pytest
 from cryptography.fernet import Fernet
 from django.db import connection
 
+from inference.cloud.config import PROVIDER_KINDS
 from routing import selectors
 from routing.crypto import Secret
 from routing.models import (
@@ -167,6 +168,17 @@ class TestCredentials:
         ]
         fresh = Provider.objects.select_related("credential").get(pk=provider.pk)
         assert provider_config(fresh).api_key == "sk-live-secret-1234"
+
+    def test_kinds_match_the_column(self) -> None:
+        """The cloud client's kinds are exactly the provider column's choices."""
+        assert set(PROVIDER_KINDS) == set(Provider.Kind.values)
+
+    def test_unknown_kind_is_an_error_naming_the_provider(self, provider: Provider) -> None:
+        # A raw UPDATE can write what the column's choices would refuse.
+        Provider.objects.filter(pk=provider.pk).update(kind="gopher")
+        fresh = Provider.objects.select_related("credential").get(pk=provider.pk)
+        with pytest.raises(CredentialError, match="'openai' has an unknown kind 'gopher'"):
+            provider_config(fresh)
 
     def test_missing_credential(self, db: None) -> None:
         p = Provider.objects.create(name="nokey", kind="anthropic")

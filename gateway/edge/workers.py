@@ -56,10 +56,11 @@ class Child:
     restart_at: float | None = None  # when a dead child is due to start again
     restarts: int = field(default=0)
 
-    def start(self) -> None:
+    def start(self) -> subprocess.Popen[bytes]:
         self.process = subprocess.Popen(self.command, env=self.env, pass_fds=self.pass_fds)
         self.started = time.monotonic()
         self.restart_at = None
+        return self.process
 
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
@@ -156,11 +157,11 @@ class Supervisor:
         key = secrets.token_urlsafe(32)
         env = {**os.environ, "GATEWAY_MODEL_SERVER_KEY": key}
         child = Child("model server", edge_command("127.0.0.1", port), env)
-        child.start()
+        process = child.start()
         self.model_server = child
         url = f"http://127.0.0.1:{port}"
         if wait_ready(url, child, self.MODEL_SERVER_START_SECONDS, lambda: self.stopping):
-            self.say(f"model server started on {url} (pid {child.process.pid})")  # type: ignore[union-attr]
+            self.say(f"model server started on {url} (pid {process.pid})")
         return {"GATEWAY_LOCAL_MODELS_URL": f"{url}/v1", "GATEWAY_LOCAL_MODELS_KEY": key}
 
     def _pids(self) -> list[str]:
@@ -182,9 +183,9 @@ class Supervisor:
                     child.name, child.process.pid if child.process else "?", code, lived, delay,
                 )  # fmt: skip
             if now >= child.restart_at:
-                child.start()
+                process = child.start()
                 child.restarts += 1
-                self.say(f"{child.name} restarted (pid {child.process.pid})")  # type: ignore[union-attr]
+                self.say(f"{child.name} restarted (pid {process.pid})")
 
     def _stop(self, signum: int, frame: FrameType | None) -> None:
         if not self.stopping:

@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, TypeGuard
 
 ANTHROPIC_VERSION = "2023-06-01"
+
+ProviderKind = Literal["openai", "anthropic", "model-server"]
+PROVIDER_KINDS: tuple[ProviderKind, ...] = ("openai", "anthropic", "model-server")
+
+
+def is_provider_kind(value: str) -> TypeGuard[ProviderKind]:
+    return value in PROVIDER_KINDS
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,7 +35,7 @@ class RetryPolicy:
 @dataclass(frozen=True, slots=True)
 class ProviderConfig:
     name: str
-    kind: Literal["openai", "anthropic", "model-server"]
+    kind: ProviderKind
     base_url: str
     api_key: str = field(repr=False)
     extra_headers: dict[str, str] = field(default_factory=dict)
