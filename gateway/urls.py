@@ -1,3 +1,7 @@
+"""The URL table: the API (ninja) first, then metrics and the admin pages
+(dashboard, playground, Django's admin); unknown /v1 paths answer in the API's
+error envelope."""
+
 from django.contrib import admin
 from django.http import HttpRequest, HttpResponse
 from django.urls import path

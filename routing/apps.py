@@ -1,3 +1,5 @@
+"""The routing app: connects its change signals and registers the key check."""
+
 from django.apps import AppConfig
 
 

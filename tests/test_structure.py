@@ -1,6 +1,6 @@
-"""The import structure of gateway/, routing/ and inference/: no import cycles
-between files, and the layers gateway -> routing -> inference (no import runs
-back up).
+"""The structure of gateway/, routing/ and inference/: no import cycles between
+files, the layers gateway -> routing -> inference (no import runs back up), and
+every file opening with a docstring or comment that says what it holds.
 
 The graph is grimp's (the engine of import-linter): every import statement
 counts, at module level, inside a function or under `if TYPE_CHECKING:`. An
@@ -11,6 +11,7 @@ layers, so it never closes one.
 
 from __future__ import annotations
 
+import ast
 from pathlib import Path
 
 import grimp
@@ -155,3 +156,41 @@ def test_function_level_and_type_checking_imports_count(
     monkeypatch.syspath_prepend(str(tmp_path))
     found = strongly_connected(grimp.build_graph("cyclic", cache_dir=None))
     assert found == [["cyclic.a", "cyclic.b"], ["cyclic.c", "cyclic.d"]]
+
+
+# Where every Python file says what it holds; migrations are generated.
+DESCRIBED = ("gateway", "routing", "inference", "fake_upstream", "benchmarks", "tests")
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def undescribed(root: Path, folders: tuple[str, ...]) -> list[str]:
+    """Files under `folders` whose first statement is not a docstring and whose
+    first line is not a comment (a shebang does not count). An empty file (a
+    package marker) holds nothing to describe."""
+    found = []
+    for folder in folders:
+        for path in sorted((root / folder).rglob("*.py")):
+            if "migrations" in path.parts:
+                continue
+            text = path.read_text()
+            if not text.strip() or ast.get_docstring(ast.parse(text)) is not None:
+                continue
+            first = text.lstrip().splitlines()[0]
+            if not first.startswith("#") or first.startswith("#!"):
+                found.append(str(path.relative_to(root)))
+    return found
+
+
+def test_every_file_says_what_it_holds() -> None:
+    missing = undescribed(ROOT, DESCRIBED)
+    assert not missing, "files without an opening docstring or comment:\n" + "\n".join(missing)
+
+
+def test_undescribed_finds_a_bare_file(tmp_path: Path) -> None:
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "__init__.py").write_text("")
+    (tmp_path / "pkg" / "doc.py").write_text('"""Holds x."""\nx = 1\n')
+    (tmp_path / "pkg" / "comment.py").write_text("# Holds y.\ny = 1\n")
+    (tmp_path / "pkg" / "bare.py").write_text("import os\n")
+    (tmp_path / "pkg" / "shebang.py").write_text("#!/usr/bin/env python\nimport os\n")
+    assert undescribed(tmp_path, ("pkg",)) == ["pkg/bare.py", "pkg/shebang.py"]

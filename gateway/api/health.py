@@ -1,3 +1,5 @@
+"""GET /health: liveness and what the local engine is doing, cheap enough to poll."""
+
 from __future__ import annotations
 
 from dataclasses import asdict
