@@ -70,13 +70,18 @@ def install(guard: Any) -> None:
 
 def _take_signals() -> None:
     from twisted.internet import reactor
+    from twisted.internet.interfaces import IReactorThreads
+
+    # Twisted types `reactor` as its common interfaces; threads are adapted to,
+    # as its documentation says (the running reactor itself comes back).
+    threads = IReactorThreads(reactor)
 
     def on_signal(signum: int, frame: Any) -> None:
         if _state["draining"]:
             logger.warning("second signal: stopping now")
-            reactor.callFromThread(stop_reactor)
+            threads.callFromThread(stop_reactor)
             return
-        reactor.callFromThread(lambda: asyncio.ensure_future(drain()))
+        threads.callFromThread(lambda: asyncio.ensure_future(drain()))
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, on_signal)

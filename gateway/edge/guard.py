@@ -34,13 +34,14 @@ import logging
 import resource
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from daphne.http_protocol import WebRequest
 from django.conf import settings
-from twisted.internet.interfaces import IDelayedCall
-from twisted.internet.protocol import Protocol
+from twisted.internet.interfaces import IDelayedCall, ITCPTransport, ITransport
+from twisted.internet.protocol import Protocol, connectionDone
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
+from twisted.python.failure import Failure
 
 from inference.errors import GatewayError
 
@@ -56,6 +57,14 @@ logger = logging.getLogger(__name__)
 # connection is cut: a few seconds of a fast upload, never an unbounded one.
 DRAIN_SECONDS = 5.0
 DRAIN_BYTES = 64 << 20
+
+
+def _tcp(transport: ITransport | None) -> ITCPTransport:
+    """A client connection's transport. Twisted types it as an optional
+    ITransport; from connectionMade on it is set, and it is TCP's (TLS's is an
+    ITCPTransport too), so half-closing and aborting are there."""
+    assert transport is not None, "the connection is not made yet"
+    return cast(ITCPTransport, transport)
 
 
 def _reactor() -> Any:
@@ -103,11 +112,12 @@ class Refused(Protocol):
 
     def connectionMade(self) -> None:
         body = both_envelopes(self.failure)
-        self.transport.write(raw_response(503, body, (b"Retry-After: 1",)))
+        transport = _tcp(self.transport)
+        transport.write(raw_response(503, body, (b"Retry-After: 1",)))
         # Half-close, then let the client's request bytes drain for a moment:
         # closing with unread bytes would reset the connection and lose the 503.
-        self.transport.loseWriteConnection()
-        self._abort = _reactor().callLater(1.0, self.transport.abortConnection)
+        transport.loseWriteConnection()
+        self._abort = _reactor().callLater(1.0, transport.abortConnection)
 
     def dataReceived(self, data: bytes) -> None:
         pass
@@ -115,49 +125,6 @@ class Refused(Protocol):
     def connectionLost(self, reason: Any = None) -> None:
         if self._abort.active():
             self._abort.cancel()
-
-
-class Guard(WrappingFactory):
-    protocol = None  # set below: GuardedConnection
-
-    def __init__(self, wrapped: Any, limits: Limits) -> None:
-        super().__init__(wrapped)
-        self.limits = limits
-        self.per_client: Counter[str] = Counter()
-        self.draining = False
-
-    def buildProtocol(self, addr: Any) -> Any:
-        host = getattr(addr, "host", "")
-        refusal = self._over_cap(host)
-        if refusal is not None:
-            refusals.count(refusal.code or "", 503)
-            return Refused(refusal)
-        wrapped = self.wrappedFactory.buildProtocol(addr)
-        wrapped.requestFactory = GuardedRequest  # daphne's request, with the body hooks
-        return GuardedConnection(self, wrapped, host)
-
-    def _over_cap(self, host: str) -> GatewayError | None:
-        if self.draining:
-            return error(503, "shutting_down", "the gateway is shutting down; retry shortly")
-        if len(self.protocols) >= self.limits.max_connections:
-            return error(503, "too_many_connections", "the gateway has too many open connections")
-        if self.per_client[host] >= self.limits.max_per_client:
-            return error(
-                503,
-                "too_many_connections_per_client",
-                f"too many open connections from this address (limit {self.limits.max_per_client})",
-            )
-        return None
-
-    def registerProtocol(self, p: Any) -> None:
-        super().registerProtocol(p)
-        self.per_client[p.client] += 1
-
-    def unregisterProtocol(self, p: Any) -> None:
-        super().unregisterProtocol(p)
-        self.per_client[p.client] -= 1
-        if self.per_client[p.client] <= 0:
-            del self.per_client[p.client]
 
 
 class GuardedConnection(ProtocolWrapper):
@@ -193,7 +160,7 @@ class GuardedConnection(ProtocolWrapper):
             # up to a bound (see refuse()).
             self.drain_left -= len(data)
             if self.drain_left < 0:
-                self.transport.abortConnection()
+                _tcp(self.transport).abortConnection()
             return
         if not self.in_request and self._head_too_large(data):
             self.refuse(error(431, "header_too_large", "the request's headers are too large"))
@@ -252,14 +219,15 @@ class GuardedConnection(ProtocolWrapper):
         self._disarm()
         headers = headers or {}
         status, body = refusals.envelope(failure, path, headers)
-        self.transport.write(raw_response(status, body))
+        transport = _tcp(self.transport)
+        transport.write(raw_response(status, body))
         # Half-close, then read and drop what the client still sends, for a
         # while: closing with its bytes unread would reset the connection, and
         # a client still sending its body (no `Expect: 100-continue`) would see
         # the reset instead of this answer. As `Refused` does for a cap.
-        self.transport.loseWriteConnection()
+        transport.loseWriteConnection()
         self.drain_left = DRAIN_BYTES
-        self.drain_timer = _reactor().callLater(DRAIN_SECONDS, self.transport.abortConnection)
+        self.drain_timer = _reactor().callLater(DRAIN_SECONDS, transport.abortConnection)
         protocol = protocol_for(path, headers)
         refusals.in_background(
             refusals.refused(failure, status, protocol=protocol, path=path, secret=key_in(headers))
@@ -294,7 +262,7 @@ class GuardedConnection(ProtocolWrapper):
             return
         self.expires = None
         if self.kind is None:  # idle between requests: nothing to answer
-            self.transport.loseConnection()
+            _tcp(self.transport).loseConnection()
             return
         kind = self.kind
         self.refuse(error(408, f"{kind}_timeout", f"the request's {kind} did not arrive in time"))
@@ -304,7 +272,7 @@ class GuardedConnection(ProtocolWrapper):
             return  # the refusal's drain ends the connection (a close now would reset it)
         super().loseConnection()
 
-    def connectionLost(self, reason: Any) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._disarm()
         self._cancel_timer()
         if self.drain_timer is not None and self.drain_timer.active():
@@ -312,7 +280,47 @@ class GuardedConnection(ProtocolWrapper):
         super().connectionLost(reason)
 
 
-Guard.protocol = GuardedConnection
+class Guard(WrappingFactory[GuardedConnection]):
+    protocol = GuardedConnection
+
+    def __init__(self, wrapped: Any, limits: Limits) -> None:
+        super().__init__(wrapped)
+        self.limits = limits
+        self.per_client: Counter[str] = Counter()
+        self.draining = False
+
+    def buildProtocol(self, addr: Any) -> Any:
+        host = getattr(addr, "host", "")
+        refusal = self._over_cap(host)
+        if refusal is not None:
+            refusals.count(refusal.code or "", 503)
+            return Refused(refusal)
+        wrapped = self.wrappedFactory.buildProtocol(addr)
+        wrapped.requestFactory = GuardedRequest  # daphne's request, with the body hooks
+        return GuardedConnection(self, wrapped, host)
+
+    def _over_cap(self, host: str) -> GatewayError | None:
+        if self.draining:
+            return error(503, "shutting_down", "the gateway is shutting down; retry shortly")
+        if len(self.protocols) >= self.limits.max_connections:
+            return error(503, "too_many_connections", "the gateway has too many open connections")
+        if self.per_client[host] >= self.limits.max_per_client:
+            return error(
+                503,
+                "too_many_connections_per_client",
+                f"too many open connections from this address (limit {self.limits.max_per_client})",
+            )
+        return None
+
+    def registerProtocol(self, p: Any) -> None:
+        super().registerProtocol(p)
+        self.per_client[p.client] += 1
+
+    def unregisterProtocol(self, p: Any) -> None:
+        super().unregisterProtocol(p)
+        self.per_client[p.client] -= 1
+        if self.per_client[p.client] <= 0:
+            del self.per_client[p.client]
 
 
 class GuardedRequest(WebRequest):
