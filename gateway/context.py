@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import weakref
 from collections.abc import Callable
 
 from django.http import HttpRequest
@@ -29,6 +30,10 @@ logger = logging.getLogger(__name__)
 Listener = Callable[["RequestContext"], None]
 _listeners: list[Listener] = []
 
+# Each request's record, for the code that holds only the request (the API
+# application's clean-up, middleware): per request, gone with it.
+_records: weakref.WeakKeyDictionary[HttpRequest, RequestContext] = weakref.WeakKeyDictionary()
+
 
 def on_finish(listener: Listener) -> None:
     if listener not in _listeners:
@@ -37,7 +42,7 @@ def on_finish(listener: Listener) -> None:
 
 async def begin(request: HttpRequest, protocol: Protocol, endpoint: str) -> RequestContext:
     ctx = RequestContext(protocol=protocol, endpoint=endpoint)
-    request.gateway_context = ctx  # type: ignore[attr-defined]
+    _records[request] = ctx
     await auth.authenticate(request, ctx)
     return ctx
 
@@ -48,7 +53,7 @@ async def admit(ctx: RequestContext, model: str, *, stream: bool, count: bool = 
 
 
 def current(request: HttpRequest) -> RequestContext | None:
-    return getattr(request, "gateway_context", None)
+    return _records.get(request)
 
 
 def finish(ctx: RequestContext) -> None:
