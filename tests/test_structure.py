@@ -25,9 +25,6 @@ LAYERS = ["gateway", "routing", "inference"]  # each may import only those after
 # `serve` starts the gateway's own servers.
 ENTRY_POINTS = ("routing.management",)
 KNOWN_UPWARD: dict[tuple[str, str], str] = {
-    ("routing.crypto", "gateway.scrub"): (
-        "a decrypted provider key is registered with the log/error scrubber"
-    ),
     # The route tester's and the mapping admin's reads of the request log, which
     # moved into the gateway.usage app (issue 12, apps12); nothing there imports
     # them back, but they point up the layers.
