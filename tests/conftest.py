@@ -54,18 +54,21 @@ def _data_templates(tmp_path_factory: pytest.TempPathFactory) -> None:
 def _fresh_routing_snapshot() -> None:
     """Each test's database starts over, so must what this process keeps beside it:
     the cached routing snapshot and keys, rate limits, budget spend, the
-    balancer's counts and turns, and the dashboard's recent requests and hour."""
+    balancer's counts and turns, the breakers, and the dashboard's recent
+    requests and hour."""
     from gateway import dashboard
     from gateway.keys import budgets
     from gateway.keys import selectors as keyring
     from gateway.keys.ratelimit import reset_limiter
     from routing import balance, selectors
+    from routing.breakers import reset_breakers
 
     selectors.invalidate()
     keyring.invalidate()
     reset_limiter()
     budgets.reset()
     balance.reset()
+    reset_breakers()
     dashboard.reset()
 
 
