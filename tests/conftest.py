@@ -194,10 +194,15 @@ class LiveServer:
 def server_env(data_dir: Path, **extra: str) -> dict[str, str]:
     """A gateway process's environment. Client API keys are NOT required by
     default (GATEWAY_REQUIRE_API_KEYS=0), so tests that are not about keys can
-    call with any dummy key; pass GATEWAY_REQUIRE_API_KEYS="1" to enforce them."""
+    call with any dummy key; pass GATEWAY_REQUIRE_API_KEYS="1" to enforce them.
+    `extra` overrides any of these defaults."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
     env.pop("DATABASE_URL", None)
     env["GATEWAY_REQUIRE_API_KEYS"] = "0"
+    # Keys made by a test's `manage.py shell` (make_api_keys) are seen by the
+    # server's next request, not within the 1 s refresh period: no test waits on
+    # that margin. tests/test_api_keys.py sets the period back to check it.
+    env["GATEWAY_API_KEYS_REFRESH_SECONDS"] = "0"
     env.update(
         GATEWAY_DATA_DIR=str(data_dir),
         DJANGO_SETTINGS_MODULE="gateway.settings",

@@ -56,7 +56,9 @@ ENDPOINT_IDS = [f"{m} {p} {e}" for m, p, _, _, e in ENDPOINTS]
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     data = tmp_path_factory.mktemp("keyed")
-    server = LiveServer(data_dir=data, env=server_env(data, GATEWAY_REQUIRE_API_KEYS="1"))
+    # The production refresh period: changes from another process arrive within it.
+    env = server_env(data, GATEWAY_REQUIRE_API_KEYS="1", GATEWAY_API_KEYS_REFRESH_SECONDS="1")
+    server = LiveServer(data_dir=data, env=env)
     server.prepare(demo=True)
     server.start()
     yield server

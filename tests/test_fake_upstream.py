@@ -165,7 +165,7 @@ def contents(proto: Proto, events: list[tuple[str | None, str]]) -> list[str]:
     return out
 
 
-def client_for(server: FakeUpstream, timeout: float = 5.0) -> httpx.AsyncClient:
+def client_for(server: FakeUpstream, timeout: float | httpx.Timeout = 5.0) -> httpx.AsyncClient:
     return httpx.AsyncClient(base_url=server.url, timeout=timeout)
 
 
@@ -331,7 +331,9 @@ def test_openai_sdk_error_classes(threaded: FakeUpstream) -> None:
         )
     assert denied.value.code == "invalid_api_key"
     with pytest.raises(openai.APITimeoutError):
-        client.with_options(timeout=0.2).chat.completions.create(model="fault-hang", messages=msgs)
+        client.with_options(timeout=httpx.Timeout(5.0, read=0.2)).chat.completions.create(
+            model="fault-hang", messages=msgs
+        )
     with pytest.raises(openai.APIConnectionError):
         client.chat.completions.create(model="fault-reset", messages=msgs)
     stream = client.chat.completions.create(
@@ -585,15 +587,18 @@ async def test_words_option(upstream: FakeUpstream) -> None:
 @pytest.mark.parametrize("stream", STREAMING)
 @pytest.mark.parametrize("proto", PROTOS)
 async def test_reset_close_and_hang(upstream: FakeUpstream, proto: Proto, stream: bool) -> None:
-    async with client_for(upstream, timeout=0.2) as http:
+    async with client_for(upstream) as http:
         with pytest.raises(httpx.ReadError):  # ECONNRESET: the RST was real
             await http.post(proto.path, headers=proto.headers, json=proto.body("fault-reset"))
         with pytest.raises(httpx.RemoteProtocolError, match="without sending"):
             await http.post(proto.path, headers=proto.headers, json=proto.body("fault-close"))
         started = time.monotonic()
-        with pytest.raises(httpx.ReadTimeout):
+        with pytest.raises(httpx.ReadTimeout):  # only the read is short: connecting may be slow
             await http.post(
-                proto.path, headers=proto.headers, json=proto.body("fault-hang", stream=stream)
+                proto.path,
+                headers=proto.headers,
+                json=proto.body("fault-hang", stream=stream),
+                timeout=httpx.Timeout(5.0, read=0.2),
             )
         assert time.monotonic() - started >= 0.2
         # A healthy request afterwards gets a fresh connection and an answer.
@@ -651,7 +656,7 @@ async def test_cut_after(upstream: FakeUpstream, proto: Proto) -> None:
 
 @pytest.mark.parametrize("proto", PROTOS)
 async def test_stall_after(upstream: FakeUpstream, proto: Proto) -> None:
-    async with client_for(upstream, timeout=0.3) as http:
+    async with client_for(upstream, timeout=httpx.Timeout(5.0, read=0.3)) as http:
         events, error = await read_stream(http, proto, "fault-stall-after:2")
         assert isinstance(error, httpx.ReadTimeout)
         assert contents(proto, events) == ["echo:", " hello"]

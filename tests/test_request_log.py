@@ -185,7 +185,8 @@ def test_a_client_that_leaves_is_logged_as_499(running: tuple[LiveServer, str]) 
     headers = {"authorization": f"Bearer {secret}"}
     url = f"{server.url}/v1/chat/completions"
     with pytest.raises(httpx.ReadTimeout):  # the client gives up waiting
-        httpx.post(url, json={"model": "hang", "messages": HI}, headers=headers, timeout=0.5)
+        httpx.post(url, json={"model": "hang", "messages": HI}, headers=headers,
+                   timeout=httpx.Timeout(10, read=0.5))  # fmt: skip
     body = {"model": "slow", "messages": HI, "stream": True}
     with httpx.stream("POST", url, json=body, headers=headers, timeout=10) as response:
         for line in response.iter_lines():
