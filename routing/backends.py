@@ -16,7 +16,8 @@ from inference.cloud.openai import OpenAIBackend
 from inference.errors import ModelNotFound
 
 from .breakers import BreakerSettings, Gate, breakers
-from .models import LocalModel, provider_config
+from .models import LocalModel
+from .provider_config import provider_config
 from .resolution import Hop, Target
 
 if TYPE_CHECKING:

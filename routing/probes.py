@@ -12,7 +12,8 @@ from asgiref.sync import sync_to_async
 from inference.errors import GatewayError
 from inference.local.model import load_model
 
-from .models import LocalModel, Provider, provider_config
+from .models import LocalModel, Provider
+from .provider_config import provider_config
 
 
 @dataclass(frozen=True, slots=True)

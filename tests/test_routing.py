@@ -20,8 +20,8 @@ from routing.models import (
     MappingTarget,
     Provider,
     RoutingState,
-    provider_config,
 )
+from routing.provider_config import provider_config
 from routing.resolution import Mapping, RoutingTable, Target
 
 from .conftest import LiveServer, configure_routing
