@@ -102,6 +102,12 @@ def wait_healthy(
     raise RuntimeError(f"the server did not start:\n{log()}")
 
 
+def read_timeout(seconds: float) -> httpx.Timeout:
+    """A client timeout short on reading only. A test that waits for a read to time
+    out must not fail because connecting took longer on a busy machine."""
+    return httpx.Timeout(10.0, read=seconds)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

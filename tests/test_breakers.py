@@ -209,10 +209,9 @@ def test_healthcheck_shows_breakers_per_deployment(
 def test_the_provider_page_shows_its_breakers_per_deployment(admin_client: Any) -> None:
     from asgiref.sync import async_to_sync
 
-    from routing.breakers import breakers, reset_breakers
+    from routing.breakers import breakers
     from routing.models import BackendMapping, MappingTarget, Provider
 
-    reset_breakers()
     provider = Provider.objects.create(name="wall", kind="openai", base_url="http://127.0.0.1:9/v1")
     mapping = BackendMapping.objects.create(pattern="m*")
     for position, model in enumerate(("model-a", "model-b")):
@@ -223,7 +222,6 @@ def test_the_provider_page_shows_its_breakers_per_deployment(admin_client: Any) 
     page = admin_client.get(f"/admin/routing/provider/{provider.pk}/change/").content.decode()
     assert "wall: closed, wall/model-a: open, wall/model-b: closed" in page
     assert 'name="first_token_timeout"' in page and 'name="accepts_prefill"' in page
-    reset_breakers()
 
 
 async def test_a_success_on_a_closed_breaker_writes_nothing(redis_url_for_units: str) -> None:

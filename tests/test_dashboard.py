@@ -16,7 +16,7 @@ from django.test import Client
 
 from gateway import context, dashboard
 from gateway.context import RequestContext
-from routing.breakers import BreakerSettings, breakers, reset_breakers
+from routing.breakers import BreakerSettings, breakers
 from routing.failover import Attempt, Served
 
 from .conftest import redis_server
@@ -31,7 +31,6 @@ def fresh_layer() -> Iterator[None]:
     yield
     dashboard.stop()
     channel_layers.backends.clear()
-    reset_breakers()
 
 
 @pytest.fixture(params=["in-memory", "redis"])

@@ -12,7 +12,14 @@ import pytest
 
 from fake_upstream import FakeUpstream
 
-from .conftest import LiveServer, configure_routing, fake_upstream, free_port, server_env
+from .conftest import (
+    LiveServer,
+    configure_routing,
+    fake_upstream,
+    free_port,
+    read_timeout,
+    server_env,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -210,14 +217,13 @@ def test_a_probe_whose_client_leaves_gives_its_token_back(gateways, upstream: Fa
     upstream.fail_next(PROBED, fault="fault-hang", count=1)  # the probe never gets an answer
     body = {"model": "slowprobe", "messages": [{"role": "user", "content": "hi"}]}
     with pytest.raises(httpx.ReadTimeout):  # the probe's client gives up and goes
-        httpx.post(f"{a.url}/v1/chat/completions", json=body, timeout=httpx.Timeout(10, read=0.4))
+        httpx.post(f"{a.url}/v1/chat/completions", json=body, timeout=read_timeout(0.4))
     # Not locked out until the probe's 6 s first-byte timeout: as soon as the
     # gateway sees the client gone, the token is back and the next request probes.
     # (Until then a request skips the provider without reaching the upstream.)
     wait_until(
         lambda: ask(b, "slowprobe").headers["x-gateway-backend"] == "slowprobe",
-        "a new probe",
-        seconds=5.0,
+        "a new probe", seconds=5.0,
     )
     assert upstream.count(model=PROBED) == 3
 

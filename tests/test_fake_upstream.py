@@ -25,6 +25,8 @@ import pytest
 
 from fake_upstream import FakeUpstream, FaultSpecError, Kind, parse_fault
 
+from .conftest import read_timeout
+
 ROOT = Path(__file__).resolve().parent.parent
 KEY = "sk-test-123"
 TOOLS_OPENAI: list[Any] = [
@@ -331,7 +333,7 @@ def test_openai_sdk_error_classes(threaded: FakeUpstream) -> None:
         )
     assert denied.value.code == "invalid_api_key"
     with pytest.raises(openai.APITimeoutError):
-        client.with_options(timeout=httpx.Timeout(5.0, read=0.2)).chat.completions.create(
+        client.with_options(timeout=read_timeout(0.2)).chat.completions.create(
             model="fault-hang", messages=msgs
         )
     with pytest.raises(openai.APIConnectionError):
@@ -593,12 +595,12 @@ async def test_reset_close_and_hang(upstream: FakeUpstream, proto: Proto, stream
         with pytest.raises(httpx.RemoteProtocolError, match="without sending"):
             await http.post(proto.path, headers=proto.headers, json=proto.body("fault-close"))
         started = time.monotonic()
-        with pytest.raises(httpx.ReadTimeout):  # only the read is short: connecting may be slow
+        with pytest.raises(httpx.ReadTimeout):
             await http.post(
                 proto.path,
                 headers=proto.headers,
                 json=proto.body("fault-hang", stream=stream),
-                timeout=httpx.Timeout(5.0, read=0.2),
+                timeout=read_timeout(0.2),
             )
         assert time.monotonic() - started >= 0.2
         # A healthy request afterwards gets a fresh connection and an answer.
@@ -656,7 +658,7 @@ async def test_cut_after(upstream: FakeUpstream, proto: Proto) -> None:
 
 @pytest.mark.parametrize("proto", PROTOS)
 async def test_stall_after(upstream: FakeUpstream, proto: Proto) -> None:
-    async with client_for(upstream, timeout=httpx.Timeout(5.0, read=0.3)) as http:
+    async with client_for(upstream, timeout=read_timeout(0.3)) as http:
         events, error = await read_stream(http, proto, "fault-stall-after:2")
         assert isinstance(error, httpx.ReadTimeout)
         assert contents(proto, events) == ["echo:", " hello"]

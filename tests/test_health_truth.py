@@ -10,7 +10,7 @@ import pytest
 from django.test import Client
 
 from routing.backends import breaker_settings
-from routing.breakers import breakers, reset_breakers
+from routing.breakers import breakers
 from routing.health import recent_attempts
 from routing.models import BackendMapping, CloudCredential, LocalModel, MappingTarget, Provider
 from routing.resolution import Hop, Target
@@ -24,13 +24,6 @@ from .test_request_log_units import log_row
 pytestmark = pytest.mark.django_db
 KEY = "sk-health-key-000111222"
 TESTER = "/admin/routing/backendmapping/route-tester/?model="
-
-
-@pytest.fixture(autouse=True)
-def _fresh_breakers() -> Any:
-    reset_breakers()
-    yield
-    reset_breakers()
 
 
 def routed(upstream_url: str, demo_model: LocalModel) -> Provider:

@@ -23,6 +23,7 @@ from .conftest import (
     LiveServer,
     configure_routing,
     make_api_keys,
+    read_timeout,
     server_env,
     single_try_provider,
 )
@@ -186,7 +187,7 @@ def test_a_client_that_leaves_is_logged_as_499(running: tuple[LiveServer, str]) 
     url = f"{server.url}/v1/chat/completions"
     with pytest.raises(httpx.ReadTimeout):  # the client gives up waiting
         httpx.post(url, json={"model": "hang", "messages": HI}, headers=headers,
-                   timeout=httpx.Timeout(10, read=0.5))  # fmt: skip
+                   timeout=read_timeout(0.5))  # fmt: skip
     body = {"model": "slow", "messages": HI, "stream": True}
     with httpx.stream("POST", url, json=body, headers=headers, timeout=10) as response:
         for line in response.iter_lines():
